@@ -1,0 +1,1 @@
+//! kapseld's API types.

@@ -1,0 +1,475 @@
+//! The parent side of `create` and `run`: state directory, cgroup, clone, maps, the protocol
+//! with init (see `process/message.rs`), and a complete clean-up when anything fails.
+
+use super::{io_err, Container, ContainerError, State, Status};
+use crate::cgroups::{Cgroup, CgroupError};
+use crate::init::{self, InitArgs, StartSignal};
+use crate::process::message::{Channel, Message};
+use crate::process::{clone_fork, exit_child};
+use crate::spec::{IdMapping, NamespaceType, Spec};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    pub root: PathBuf,
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: i32,
+    pub rootless: bool,
+}
+
+/// `create` waits for `start` through exec.fifo; `run` starts at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Create,
+    Run,
+}
+
+/// Removes what a failed create made, in reverse order, unless disarmed.
+struct Cleanup {
+    dir: Option<PathBuf>,
+    cgroup: Option<Cgroup>,
+    pid: Option<i32>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            // SAFETY: kill and waitpid take integers; the pid is our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = cg.destroy() {
+                tracing::warn!("cleaning up after a failed create: {e}");
+            }
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+pub fn absolute(p: &Path) -> Result<PathBuf, ContainerError> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(io_err("current directory"))?
+            .join(p)
+    };
+    // Drop "." components so the bundle path reads as the user would write it.
+    Ok(abs
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect())
+}
+
+/// Creates the container; returns it with init waiting (Create) or started (Run), and init's pid.
+pub fn create(opts: &CreateOpts, mode: Mode) -> Result<Container, ContainerError> {
+    super::validate_id(&opts.id)?;
+    let bundle = absolute(&opts.bundle)?;
+    let spec = Spec::load(&bundle)?;
+    let rootfs = spec.rootfs(&bundle);
+    if !rootfs.is_dir() {
+        return Err(ContainerError::Invalid(format!(
+            "rootfs {} does not exist or is not a directory (root.path in {}/config.json)",
+            rootfs.display(),
+            bundle.display()
+        )));
+    }
+    if spec.process().terminal && opts.console_socket.is_none() && mode == Mode::Create {
+        return Err(ContainerError::Invalid(
+            "process.terminal is true: create needs --console-socket".into(),
+        ));
+    }
+
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(&opts.root)
+        .map_err(io_err(format!("create state root {}", opts.root.display())))?;
+    let dir = opts.root.join(&opts.id);
+    match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(ContainerError::Exists(opts.id.clone()))
+        }
+        Err(e) => return Err(io_err(format!("create {}", dir.display()))(e)),
+    }
+    let mut cleanup = Cleanup {
+        dir: Some(dir.clone()),
+        cgroup: None,
+        pid: None,
+    };
+
+    let start = match mode {
+        Mode::Create => {
+            nix::unistd::mkfifo(
+                &dir.join("exec.fifo"),
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| io_err("create exec.fifo")(e.into()))?;
+            let fd = nix::fcntl::open(
+                &dir,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| io_err("open state directory")(e.into()))?;
+            StartSignal::Fifo(fd)
+        }
+        Mode::Run => StartSignal::Message,
+    };
+
+    let cgroup = setup_cgroup(&spec, &opts.id, opts.rootless)?;
+    cleanup.cgroup = cgroup.clone();
+
+    let console = match &opts.console_socket {
+        Some(p) if spec.process().terminal => Some(OwnedFd::from(
+            std::os::unix::net::UnixStream::connect(p)
+                .map_err(io_err(format!("connect to console socket {}", p.display())))?,
+        )),
+        _ => None,
+    };
+
+    let mut container = Container {
+        dir: dir.clone(),
+        state: State {
+            id: opts.id.clone(),
+            init_pid: 0,
+            init_start_time: 0,
+            bundle: bundle.clone(),
+            rootfs: rootfs.clone(),
+            created: crate::time::now(),
+            owner: owner_name(),
+            cgroup: cgroup.clone(),
+            config: spec.clone(),
+            rootless: opts.rootless,
+        },
+    };
+
+    let (parent, child) = Channel::pair().map_err(io_err("socketpair"))?;
+    let joins = open_joined_namespaces(&spec)?;
+    let offsets = spec.linux.as_ref().and_then(|l| l.time_offsets.clone());
+    let mut flags = 0;
+    for ns in spec.linux.iter().flat_map(|l| &l.namespaces) {
+        if ns.path.is_none() && ns.typ != NamespaceType::Cgroup {
+            flags |= ns.typ.clone_flag();
+        }
+    }
+    let via_stage1 = !joins.is_empty() || offsets.is_some();
+    if offsets.is_some() {
+        flags &= !NamespaceType::Time.clone_flag();
+    }
+    let creating_json = container.state_json(Status::Creating);
+    let init_args = || InitArgs {
+        spec: &spec,
+        rootfs: rootfs.clone(),
+        cgroup: cgroup.as_ref(),
+        chan: Channel::clone_of(&child),
+        start: match &start {
+            StartSignal::Fifo(fd) => StartSignal::Fifo(fd.try_clone().expect("dup state dir fd")),
+            StartSignal::Message => StartSignal::Message,
+        },
+        console: console
+            .as_ref()
+            .map(|c| c.try_clone().expect("dup console fd")),
+        no_pivot: opts.no_pivot,
+        preserve_fds: opts.preserve_fds,
+        state_json: creating_json.clone(),
+        new_keyring: !opts.no_new_keyring,
+    };
+
+    let pid = if via_stage1 {
+        let stage1 = clone_fork(0).map_err(io_err("fork"))?;
+        if stage1 == 0 {
+            drop(parent);
+            let k = crate::syscall::linux::Linux;
+            stage1_main(&k, &joins, offsets.as_ref(), flags, &child, init_args);
+        }
+        cleanup.pid = Some(stage1);
+        let pid = match parent.recv() {
+            Ok(Some(Message::Stage1Pid(pid))) => pid,
+            Ok(Some(Message::Error(e))) => return Err(ContainerError::Init(e)),
+            other => {
+                return Err(ContainerError::Init(format!(
+                    "joining namespaces failed: {other:?}"
+                )))
+            }
+        };
+        let _ = crate::process::wait_exit(stage1);
+        pid
+    } else {
+        let pid = clone_fork(flags).map_err(|e| {
+            ContainerError::Init(format!("clone with the container's namespaces: {e}"))
+        })?;
+        if pid == 0 {
+            drop(parent);
+            let k = crate::syscall::linux::Linux;
+            init::run(&k, init_args());
+        }
+        pid
+    };
+    drop(child);
+    cleanup.pid = Some(pid);
+    container.state.init_pid = pid;
+
+    if let Some(linux) = &spec.linux {
+        if spec
+            .namespace(NamespaceType::User)
+            .is_some_and(|n| n.path.is_none())
+        {
+            write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
+        }
+    }
+    if let Some(cg) = &cgroup {
+        cg.add_process(pid)?;
+    }
+    if let Some(adj) = spec.process().oom_score_adj {
+        let _ = adj; // set by init itself, before it drops privileges
+    }
+    parent
+        .send(&Message::Go)
+        .map_err(|e| ContainerError::Init(format!("container init exited early: {e}")))?;
+    loop {
+        match parent.recv() {
+            Ok(Some(Message::Hooks)) => {
+                let h = spec
+                    .hooks
+                    .as_ref()
+                    .expect("init asks only when hooks exist");
+                let json = container.state_json(Status::Creating);
+                let mut json_v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+                json_v["pid"] = pid.into();
+                let json = json_v.to_string();
+                crate::hooks::run_all("prestart", &h.prestart, &json)?;
+                crate::hooks::run_all("createRuntime", &h.create_runtime, &json)?;
+                parent
+                    .send(&Message::HooksDone)
+                    .map_err(|e| ContainerError::Init(e.to_string()))?;
+            }
+            Ok(Some(Message::Ready)) => break,
+            Ok(Some(Message::Error(e))) => return Err(ContainerError::Init(e)),
+            Ok(Some(m)) => return Err(ContainerError::Init(format!("unexpected message {m:?}"))),
+            Ok(None) => {
+                return Err(ContainerError::Init(
+                    "container init exited during set-up".into(),
+                ))
+            }
+            Err(e) => return Err(ContainerError::Init(e.to_string())),
+        }
+    }
+    container.state.init_start_time = super::proc_stat(pid).map(|s| s.0).unwrap_or_default();
+    container.save()?;
+    if let Some(p) = &opts.pid_file {
+        write_pid_file(p, pid)?;
+    }
+    if mode == Mode::Run {
+        parent
+            .send(&Message::Start)
+            .map_err(|e| ContainerError::Init(format!("start: {e}")))?;
+    }
+    cleanup.dir = None;
+    cleanup.cgroup = None;
+    cleanup.pid = None;
+    Ok(container)
+}
+
+fn stage1_main<'a>(
+    k: &dyn crate::syscall::Kernel,
+    joins: &[(NamespaceType, OwnedFd)],
+    offsets: Option<&std::collections::BTreeMap<String, crate::spec::TimeOffset>>,
+    flags: libc::c_int,
+    chan: &Channel,
+    init_args: impl FnOnce() -> InitArgs<'a>,
+) -> ! {
+    let fail = |msg: String| -> ! {
+        let _ = chan.send(&Message::Error(msg));
+        exit_child(1)
+    };
+    // The user namespace first: it owns the others and grants the rights to join them.
+    let mut ordered: Vec<&(NamespaceType, OwnedFd)> = joins.iter().collect();
+    ordered.sort_by_key(|(t, _)| if *t == NamespaceType::User { 0 } else { 1 });
+    for (typ, fd) in ordered {
+        if let Err(e) = k.setns(fd.as_raw_fd(), typ.clone_flag()) {
+            fail(format!("join {} namespace: {e}", typ.name()));
+        }
+    }
+    if let Some(off) = offsets {
+        if let Err(e) = k.unshare(NamespaceType::Time.clone_flag()) {
+            fail(format!("unshare time namespace: {e}"));
+        }
+        let mut text = String::new();
+        for (clock, o) in off {
+            let name = match clock.as_str() {
+                "monotonic" => "monotonic",
+                "boottime" => "boottime",
+                other => fail(format!("linux.timeOffsets: unknown clock {other:?}")),
+            };
+            text.push_str(&format!("{name} {} {}\n", o.secs, o.nanosecs));
+        }
+        if let Err(e) = k.write_file(Path::new("/proc/self/timens_offsets"), text.as_bytes()) {
+            fail(format!("write time offsets: {e}"));
+        }
+    }
+    match clone_fork(flags) {
+        Ok(0) => init::run(k, init_args()),
+        Ok(pid) => {
+            let _ = chan.send(&Message::Stage1Pid(pid));
+            exit_child(0)
+        }
+        Err(e) => fail(format!("clone with the container's namespaces: {e}")),
+    }
+}
+
+fn open_joined_namespaces(spec: &Spec) -> Result<Vec<(NamespaceType, OwnedFd)>, ContainerError> {
+    let mut out = Vec::new();
+    for ns in spec.linux.iter().flat_map(|l| &l.namespaces) {
+        if let Some(p) = &ns.path {
+            let f = std::fs::File::open(p).map_err(|e| {
+                ContainerError::Invalid(format!(
+                    "linux.namespaces: cannot open the {} namespace at {}: {e}",
+                    ns.typ.name(),
+                    p.display()
+                ))
+            })?;
+            out.push((ns.typ, OwnedFd::from(f)));
+        }
+    }
+    Ok(out)
+}
+
+fn setup_cgroup(spec: &Spec, id: &str, rootless: bool) -> Result<Option<Cgroup>, ContainerError> {
+    let linux = spec.linux.as_ref();
+    let path = linux.and_then(|l| l.cgroups_path.as_deref());
+    let resources = linux.and_then(|l| l.resources.as_ref());
+    let cg = Cgroup::for_host(path, id)?;
+    let euid = nix::unistd::geteuid();
+    match cg.create() {
+        Ok(()) => {}
+        Err(e) if (rootless || !euid.is_root()) && is_permission(&e) => {
+            if resources.is_some_and(has_limits) {
+                return Err(ContainerError::Invalid(format!(
+                    "linux.resources asks for cgroup limits, but this user cannot create cgroups ({e}); \
+                     on cgroup v1 rootless containers get no limits: remove linux.resources or run as root"
+                )));
+            }
+            tracing::debug!("rootless: no cgroup ({e})");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(res) = resources {
+        if let Err(e) = cg.apply(res, false) {
+            let _ = cg.destroy();
+            return Err(e.into());
+        }
+    }
+    Ok(Some(cg))
+}
+
+fn is_permission(e: &CgroupError) -> bool {
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.raw_os_error(),
+                Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+            );
+        }
+        src = s.source();
+    }
+    false
+}
+
+fn has_limits(r: &crate::spec::LinuxResources) -> bool {
+    r.memory.is_some()
+        || r.cpu.is_some()
+        || r.pids.is_some()
+        || r.block_io.is_some()
+        || !r.hugepage_limits.is_empty()
+        || r.network.is_some()
+        || !r.unified.is_empty()
+}
+
+fn map_text(maps: &[IdMapping]) -> String {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+        .collect()
+}
+
+/// Writes the user namespace maps of `pid`: directly as root, through newuidmap/newgidmap
+/// otherwise (several ranges need them), or directly for a rootless single mapping of oneself.
+fn write_id_maps(pid: i32, uid: &[IdMapping], gid: &[IdMapping]) -> Result<(), ContainerError> {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let root = nix::unistd::geteuid().is_root();
+    let write = |name: &str, text: String| {
+        std::fs::write(proc.join(name), text.as_bytes())
+            .map_err(io_err(format!("write {name} of pid {pid}")))
+    };
+    if root {
+        write("uid_map", map_text(uid))?;
+        return write("gid_map", map_text(gid));
+    }
+    let helper = |bin: &str, maps: &[IdMapping]| -> Result<bool, ContainerError> {
+        let mut args = vec![pid.to_string()];
+        for m in maps {
+            args.extend([m.container_id, m.host_id, m.size].map(|v| v.to_string()));
+        }
+        match std::process::Command::new(bin).args(&args).status() {
+            Ok(st) if st.success() => Ok(true),
+            Ok(st) => Err(ContainerError::Invalid(format!(
+                "{bin} {} failed: {st}",
+                args.join(" ")
+            ))),
+            Err(_) => Ok(false),
+        }
+    };
+    if uid.len() > 1 || gid.len() > 1 {
+        if helper("newuidmap", uid)? && helper("newgidmap", gid)? {
+            return Ok(());
+        }
+        return Err(ContainerError::Invalid(
+            "several id ranges in a rootless user namespace need newuidmap/newgidmap (Debian package uidmap)".into(),
+        ));
+    }
+    write("uid_map", map_text(uid))?;
+    let _ = std::fs::write(proc.join("setgroups"), b"deny");
+    write("gid_map", map_text(gid))
+}
+
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), ContainerError> {
+    let path = absolute(path)?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("pid")
+    ));
+    std::fs::write(&tmp, pid.to_string()).map_err(io_err(format!("write {}", tmp.display())))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(format!("write pid file {}", path.display())))
+}
+
+fn owner_name() -> String {
+    let uid = nix::unistd::geteuid().as_raw();
+    if uid == 0 {
+        return "root".into();
+    }
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2].parse() == Ok(uid)).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}

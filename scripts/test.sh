@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# test.sh — the whole test suite, as CI runs it (.ci/run). Needs root.
+#
+# Steps: dependencies, shellcheck, rustfmt, clippy, release build, fixtures,
+# unit tests, root-only unit tests (#[ignore]d), integration tests (one at a
+# time, against the release runtime and the fixtures). A failing lint or test
+# step does not stop the later ones; a failing build or fixture step does.
+# Prints a summary and exits non-zero if any step failed.
+#
+# Environment:
+#   KAPSEL_SKIP_DEPS=1     skip install-deps.sh (still applies cgroup-hugetlb.sh)
+#   KAPSEL_TEST_BUDGET=N   overall time limit in minutes (default 85); each
+#                          step is killed when the budget is spent
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_root
+cd "$KAPSEL_ROOT"
+
+budget=$((${KAPSEL_TEST_BUDGET:-85} * 60))
+summary=()
+failed=0
+
+print_summary() {
+    printf '\n%s\n' "---- test.sh summary ($((SECONDS / 60))m$((SECONDS % 60))s) ----"
+    printf '%s\n' "${summary[@]}"
+    if [ "$failed" -eq 0 ]; then echo "PASS"; else echo "FAIL"; fi
+}
+trap print_summary EXIT
+
+# step NAME fatal|continue CMD...: run CMD with what is left of the budget; record the outcome.
+step() {
+    local name=$1 on_fail=$2 left rc=0 start=$SECONDS
+    shift 2
+    left=$((budget - SECONDS))
+    if [ "$left" -le 0 ]; then
+        summary+=("$(printf 'SKIP  %-22s time budget spent' "$name")")
+        failed=1
+        return 0
+    fi
+    log "[$name] $*"
+    # timeout kills the step's whole process group, except interactively,
+    # where it must stay in the terminal's group so that Ctrl-C reaches it.
+    local fg=()
+    [ -t 0 ] && fg=(--foreground)
+    timeout "${fg[@]}" --kill-after=30 "$left" "$@" || rc=$?
+    local took=$((SECONDS - start)) note=""
+    [ "$rc" -eq 124 ] && note=" (timed out)"
+    if [ "$rc" -eq 0 ]; then
+        summary+=("$(printf 'ok    %-22s %4ss' "$name" "$took")")
+        return 0
+    fi
+    summary+=("$(printf 'FAIL  %-22s %4ss  exit %s%s' "$name" "$took" "$rc" "$note")")
+    failed=1
+    if [ "$on_fail" = fatal ]; then
+        log "[$name] failed; later steps depend on it, stopping"
+        exit 1
+    fi
+}
+
+if [ "${KAPSEL_SKIP_DEPS:-0}" = 1 ]; then
+    step cgroup-hugetlb fatal scripts/cgroup-hugetlb.sh
+else
+    step install-deps fatal scripts/install-deps.sh
+fi
+ensure_cargo
+export RUST_BACKTRACE=1
+
+if command -v shellcheck >/dev/null; then
+    step shellcheck continue shellcheck -x scripts/*.sh .ci/run
+fi
+step fmt continue cargo fmt --all --check
+step clippy continue cargo clippy --workspace --all-targets -- -D warnings
+step build-release fatal cargo build --release --workspace
+step fixtures fatal scripts/make-fixtures.sh "$KAPSEL_ROOT/.fixtures"
+# Unit tests: everything but the integration-test crate, which needs the env below.
+step unit-tests continue cargo test --workspace --exclude kapsel-integration-tests
+step root-unit-tests continue cargo test -p kapsel-runtime -- --ignored
+step integration-tests continue env \
+    KAPSEL_RUNTIME="$KAPSEL_ROOT/target/release/kapsel-runtime" \
+    KAPSEL_FIXTURES="$KAPSEL_ROOT/.fixtures" \
+    cargo test -p kapsel-integration-tests -- --test-threads=1
+
+[ "$failed" -eq 0 ]
