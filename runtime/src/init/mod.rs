@@ -136,10 +136,11 @@ fn setup(k: &dyn Kernel, a: &InitArgs) -> Result<PathBuf, InitError> {
     }
     if new_mountns {
         mounts::pivot(k, &a.rootfs, a.no_pivot)?;
-        mounts::mask_and_protect(k, spec)?;
     }
+    // sysctls go through /proc/sys, so before readonlyPaths make it read-only.
     set_uts_and_sysctl(k, spec)?;
     if new_mountns {
+        mounts::mask_and_protect(k, spec)?;
         mounts::finish_root(k, spec)?;
     }
 
