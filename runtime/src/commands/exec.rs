@@ -154,16 +154,28 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
         .into());
     }
     let process = build_process(&c, a)?;
-    if process.terminal && a.console_socket.is_none() {
-        anyhow::bail!("exec -t needs --console-socket to pass the terminal");
+    if process.terminal && a.console_socket.is_none() && a.detach {
+        anyhow::bail!("exec -t -d needs --console-socket to pass the terminal");
     }
+    // Without a console socket, a foreground exec with a terminal relays it itself.
+    let mut relay_end = None;
     let console = match &a.console_socket {
         Some(p) if process.terminal => Some(OwnedFd::from(
             std::os::unix::net::UnixStream::connect(p)
                 .map_err(|e| anyhow::anyhow!("connect to console socket {}: {e}", p.display()))?,
         )),
+        None if process.terminal => {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+            relay_end = Some(OwnedFd::from(ours));
+            Some(OwnedFd::from(theirs))
+        }
         _ => None,
     };
+    let set = crate::process::relay::forwarded_signals();
+    if !a.detach {
+        set.thread_block()
+            .map_err(|e| anyhow::anyhow!("block signals: {e}"))?;
+    }
     let init = c.state.init_pid;
     let mut joins: Vec<(NamespaceType, OwnedFd)> = Vec::new();
     for ns in c.state.config.linux.iter().flat_map(|l| &l.namespaces) {
@@ -239,7 +251,12 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
     if a.detach {
         return Ok(0);
     }
-    Ok(wait_forwarding(pid))
+    drop(console);
+    let master = match &relay_end {
+        Some(sock) => Some(init::console::recv_fd(sock.as_raw_fd())?),
+        None => None,
+    };
+    Ok(crate::process::relay::wait(pid, &set, master))
 }
 
 fn same_ns(a: &str, b: &str) -> bool {
@@ -336,40 +353,5 @@ fn exec_child(
             }
         }
         Err(e) => e,
-    }
-}
-
-/// Waits for the exec'd process, forwarding the usual signals to it; returns its exit code.
-fn wait_forwarding(pid: i32) -> i32 {
-    use nix::sys::signal::{SigSet, Signal};
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ] {
-        set.add(s);
-    }
-    let _ = set.thread_block();
-    loop {
-        match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
-            Err(_) => return 255,
-            _ => {}
-        }
-        match set.wait() {
-            Ok(Signal::SIGCHLD) | Err(_) => continue,
-            Ok(sig) => {
-                // SAFETY: kill takes integers.
-                unsafe { libc::kill(pid, sig as i32) };
-            }
-        }
     }
 }

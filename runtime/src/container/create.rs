@@ -73,8 +73,18 @@ pub fn absolute(p: &Path) -> Result<PathBuf, ContainerError> {
         .collect())
 }
 
-/// Creates the container; returns it with init waiting (Create) or started (Run), and init's pid.
+/// Creates the container; returns it with init waiting (Create) or started (Run).
 pub fn create(opts: &CreateOpts, mode: Mode) -> Result<Container, ContainerError> {
+    create_with_console(opts, mode, None)
+}
+
+/// As [`create`], with `console` (a connected unix socket) receiving the pty master instead of
+/// `--console-socket`; the foreground `run` relays a terminal this way.
+pub fn create_with_console(
+    opts: &CreateOpts,
+    mode: Mode,
+    console: Option<OwnedFd>,
+) -> Result<Container, ContainerError> {
     super::validate_id(&opts.id)?;
     let bundle = absolute(&opts.bundle)?;
     let spec = Spec::load(&bundle)?;
@@ -135,6 +145,7 @@ pub fn create(opts: &CreateOpts, mode: Mode) -> Result<Container, ContainerError
     cleanup.cgroup = cgroup.clone();
 
     let console = match &opts.console_socket {
+        _ if console.is_some() => console,
         Some(p) if spec.process().terminal => Some(OwnedFd::from(
             std::os::unix::net::UnixStream::connect(p)
                 .map_err(io_err(format!("connect to console socket {}", p.display())))?,

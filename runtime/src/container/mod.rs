@@ -4,7 +4,8 @@
 pub mod create;
 
 use crate::cgroups::{Cgroup, CgroupError};
-use crate::spec::{Spec, SpecError};
+pub use crate::spec::Spec;
+use crate::spec::SpecError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;

@@ -1,6 +1,7 @@
 //! Process plumbing shared by create, run and exec: the parent/init protocol and fork helpers.
 
 pub mod message;
+pub mod relay;
 
 use std::io;
 
