@@ -59,8 +59,13 @@ fn run_one(phase: &'static str, h: &Hook, state_json: &str) -> Result<(), HookEr
         source,
     })?;
     if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is fine.
+        // A hook that does not read its stdin (or has already exited) is fine: ignore SIGPIPE
+        // for this one write, since the runtime otherwise keeps its default disposition.
+        // SAFETY: swapping a signal disposition and restoring it; no handler code runs.
+        let old = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
         let _ = stdin.write_all(state_json.as_bytes());
+        // SAFETY: restores the disposition saved above.
+        unsafe { libc::signal(libc::SIGPIPE, old) };
     }
     let deadline = h
         .timeout

@@ -236,14 +236,24 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
     if let Err(e) = parent.send(&Message::Go) {
         return fail(anyhow::anyhow!("exec process exited early: {e}"));
     }
-    match parent.recv() {
-        Ok(None) => {}
-        Ok(Some(Message::Error(e))) => {
-            let _ = crate::process::wait_exit(pid);
-            anyhow::bail!("exec in container {:?} failed: {e}", a.id);
+    loop {
+        match parent.recv() {
+            Ok(None) => break,
+            Ok(Some(Message::Error(e))) => {
+                let _ = crate::process::wait_exit(pid);
+                anyhow::bail!("exec in container {:?} failed: {e}", a.id);
+            }
+            Ok(Some(Message::SeccompListener(fd))) => {
+                if let Err(e) = forward_seccomp_listener(&c, pid, fd) {
+                    return fail(e);
+                }
+                if let Err(e) = parent.send(&Message::SeccompListenerDone) {
+                    return fail(e.into());
+                }
+            }
+            Ok(Some(m)) => return fail(anyhow::anyhow!("unexpected message {m:?}")),
+            Err(e) => return fail(e.into()),
         }
-        Ok(Some(m)) => return fail(anyhow::anyhow!("unexpected message {m:?}")),
-        Err(e) => return fail(e.into()),
     }
     if let Some(p) = &a.pid_file {
         write_pid_file(p, pid)?;
@@ -257,6 +267,20 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
         None => None,
     };
     Ok(crate::process::relay::wait(pid, &set, master))
+}
+
+/// Hands the exec process's seccomp listener (descriptor `fd` in `pid`) to the agent.
+fn forward_seccomp_listener(c: &Container, pid: i32, fd: i32) -> Result<()> {
+    let profile = c
+        .state
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.seccomp.as_ref())
+        .ok_or_else(|| anyhow::anyhow!("seccomp listener without linux.seccomp"))?;
+    let state = serde_json::to_value(c.oci_state())?;
+    crate::seccomp::notify::forward(profile, state, pid, fd)?;
+    Ok(())
 }
 
 fn same_ns(a: &str, b: &str) -> bool {
@@ -332,7 +356,7 @@ fn exec_child(
             || std::fs::read_to_string("/proc/self/setgroups")
                 .map(|s| s.trim() == "allow")
                 .unwrap_or(true);
-        init::finalize_identity(k, &c.state.config, process, setgroups_ok)?;
+        init::finalize_identity(k, &c.state.config, process, setgroups_ok, chan)?;
         let cwd = if process.cwd.as_os_str().is_empty() {
             PathBuf::from("/")
         } else {

@@ -24,8 +24,8 @@ pub fn run(g: &Global, opts: CreateOpts, detach: bool, keep: bool) -> Result<i32
         .map_err(|e| anyhow::anyhow!("block signals: {e}"))?;
     // A terminal without a console socket: take the pty master ourselves and relay it.
     let bundle = crate::container::create::absolute(&opts.bundle)?;
-    let wants_tty = opts.console_socket.is_none()
-        && Spec::load(&bundle).is_ok_and(|s| s.process().terminal);
+    let wants_tty =
+        opts.console_socket.is_none() && Spec::load(&bundle).is_ok_and(|s| s.process().terminal);
     let (ours, theirs) = if wants_tty {
         let (a, b) = std::os::unix::net::UnixStream::pair()?;
         (Some(OwnedFd::from(a)), Some(OwnedFd::from(b)))

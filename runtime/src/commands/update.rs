@@ -25,7 +25,7 @@ pub struct UpdateArgs {
     #[arg(long)]
     pub kernel_memory_tcp: Option<String>,
     /// CPU shares (relative weight)
-    #[arg(long)]
+    #[arg(long, alias = "cpu-share")]
     pub cpu_shares: Option<u64>,
     /// CPU CFS quota in microseconds (-1 for none)
     #[arg(long, allow_hyphen_values = true)]

@@ -269,6 +269,12 @@ pub fn create_with_console(
                     .send(&Message::HooksDone)
                     .map_err(|e| ContainerError::Init(e.to_string()))?;
             }
+            Ok(Some(Message::SeccompListener(fd))) => {
+                forward_seccomp_listener(&spec, &container, pid, fd)?;
+                parent
+                    .send(&Message::SeccompListenerDone)
+                    .map_err(|e| ContainerError::Init(e.to_string()))?;
+            }
             Ok(Some(Message::Ready)) => break,
             Ok(Some(Message::Error(e))) => return Err(ContainerError::Init(e)),
             Ok(Some(m)) => return Err(ContainerError::Init(format!("unexpected message {m:?}"))),
@@ -294,6 +300,24 @@ pub fn create_with_console(
     cleanup.cgroup = None;
     cleanup.pid = None;
     Ok(container)
+}
+
+/// Hands init's seccomp listener (descriptor `fd` in `pid`) to the agent at listenerPath.
+fn forward_seccomp_listener(
+    spec: &Spec,
+    container: &Container,
+    pid: i32,
+    fd: i32,
+) -> Result<(), ContainerError> {
+    let profile = spec
+        .linux
+        .as_ref()
+        .and_then(|l| l.seccomp.as_ref())
+        .ok_or_else(|| ContainerError::Init("seccomp listener without linux.seccomp".into()))?;
+    let state = serde_json::to_value(container.oci_state_with(Status::Creating))
+        .map_err(|e| ContainerError::Init(e.to_string()))?;
+    crate::seccomp::notify::forward(profile, state, pid, fd)
+        .map_err(|e| ContainerError::Init(e.to_string()))
 }
 
 fn stage1_main<'a>(

@@ -79,11 +79,12 @@ fn mask(
 ) -> Result<u64, InitError> {
     let mut m = 0u64;
     for n in names.iter().flatten() {
-        let cap = parse(n).ok_or_else(|| {
-            InitError::Config(format!(
-                "process.capabilities.{set}: unknown capability {n:?}"
-            ))
-        })?;
+        // As runc: a name this runtime does not know is left out with a warning, so specs
+        // written for newer kernels still run.
+        let Some(cap) = parse(n) else {
+            tracing::warn!("process.capabilities.{set}: ignoring unknown capability {n:?}");
+            continue;
+        };
         if cap > last {
             tracing::warn!("capability {n} is not known to this kernel; leaving it out");
             continue;
@@ -204,13 +205,13 @@ mod tests {
     }
 
     #[test]
-    fn unknown_cap_is_an_error() {
+    fn unknown_cap_is_left_out() {
         let caps = Capabilities {
-            bounding: Some(vec!["CAP_NOPE".into()]),
+            bounding: Some(vec!["CAP_NOPE".into(), "CAP_KILL".into()]),
             ..Default::default()
         };
-        let e = resolve(&Recorder::new(), Some(&caps), 40).unwrap_err();
-        assert!(e.to_string().contains("CAP_NOPE"));
+        let r = resolve(&Recorder::new(), Some(&caps), 40).unwrap();
+        assert_eq!(r.bounding, 1 << 5);
     }
 
     #[test]

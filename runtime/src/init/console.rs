@@ -74,7 +74,7 @@ pub fn send_fd(sock: i32, fd: i32, name: &[u8]) -> std::io::Result<()> {
     let iov = [IoSlice::new(name)];
     let fds = [fd];
     let cmsg = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::empty(), None)?;
+    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)?;
     Ok(())
 }
 

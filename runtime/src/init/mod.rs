@@ -29,6 +29,8 @@ pub enum InitError {
     Config(String),
     #[error("{0}")]
     Protocol(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 /// How init learns that it may exec.
@@ -164,7 +166,7 @@ fn setup(k: &dyn Kernel, a: &InitArgs) -> Result<PathBuf, InitError> {
     } else {
         &process.cwd
     };
-    finalize_identity(k, spec, process, setgroups_allowed(userns))?;
+    finalize_identity(k, spec, process, setgroups_allowed(userns), &a.chan)?;
     k.chdir(cwd).map_err(|source| InitError::Sys {
         what: format!("chdir to process.cwd {}", cwd.display()),
         source,
@@ -194,15 +196,20 @@ fn setgroups_allowed(userns: bool) -> bool {
             .unwrap_or(true)
 }
 
-/// Capabilities, user and no_new_privs, in the order that keeps the needed privileges until
-/// the last moment: bounding drop, keep-caps across setuid, capset, ambient, no_new_privs.
+/// Capabilities, user, no_new_privs and seccomp, in the order that keeps the needed privileges
+/// until the last moment: bounding drop, keep-caps across setuid, capset, ambient,
+/// no_new_privs. The seccomp filter comes last with no_new_privs; without it, loading a filter
+/// needs CAP_SYS_ADMIN, so it comes before the user and capabilities change (as in runc) and
+/// the profile must allow the remaining set-up syscalls. `chan` reaches the parent, which
+/// passes a SCMP_ACT_NOTIFY listener on to the seccomp agent.
 pub fn finalize_identity(
     k: &dyn Kernel,
     spec: &Spec,
     process: &crate::spec::Process,
     setgroups_allowed: bool,
+    chan: &Channel,
 ) -> Result<(), InitError> {
-    let _ = spec;
+    let seccomp = crate::seccomp::for_spec(spec)?;
     let last = caps::last_cap();
     let resolved = caps::resolve(k, process.capabilities.as_ref(), last)?;
     caps::drop_bounding(k, &resolved, last)?;
@@ -210,6 +217,9 @@ pub fn finalize_identity(
         what: "set keep-caps".into(),
         source,
     })?;
+    if let Some(f) = seccomp.as_ref().filter(|_| !process.no_new_privileges) {
+        crate::seccomp::load(k, f, chan)?;
+    }
     identity::set_user(k, process, setgroups_allowed)?;
     k.set_keep_caps(false).map_err(|source| InitError::Sys {
         what: "clear keep-caps".into(),
@@ -221,6 +231,9 @@ pub fn finalize_identity(
             what: "set no_new_privs".into(),
             source,
         })?;
+        if let Some(f) = &seccomp {
+            crate::seccomp::load(k, f, chan)?;
+        }
     }
     Ok(())
 }

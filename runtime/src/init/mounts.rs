@@ -381,28 +381,40 @@ fn mount_cgroup(
         Some("mode=755"),
     )
     .map_err(err(format!("mount tmpfs on {}", m.destination.display())))?;
+    // One bind mount per hierarchy, named as on the host (`cpu,cpuacct` where co-mounted), and
+    // a symlink for each controller whose name differs, as runc lays it out.
+    let mut mounted: Vec<String> = Vec::new();
     for (controller, dir) in &cg.paths {
         let name = controller.strip_prefix("name=").unwrap_or(controller);
-        let target = dest.join(name);
-        k.mkdir_all(&target, 0o755)
-            .map_err(err(format!("create {}", target.display())))?;
-        k.mount(Some(dir), &target, None, MsFlags::MS_BIND, None)
-            .map_err(err(format!("bind cgroup {controller}")))?;
-        remount_bind(
-            k,
-            &target,
-            flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        )
-        .map_err(err(format!("remount cgroup {controller}")))?;
-    }
-    // Co-mounted hierarchies are reached by each of their names, as on the host.
-    for (a, b) in [("cpu", "cpuacct"), ("net_cls", "net_prio")] {
-        if cg.paths.contains_key(a) != cg.paths.contains_key(b) {
-            continue;
+        let hierarchy = dir
+            .strip_prefix("/sys/fs/cgroup")
+            .ok()
+            .and_then(|rel| rel.components().next())
+            .and_then(|c| c.as_os_str().to_str())
+            .unwrap_or(name)
+            .to_string();
+        if !mounted.contains(&hierarchy) {
+            let target = dest.join(&hierarchy);
+            k.mkdir_all(&target, 0o755)
+                .map_err(err(format!("create {}", target.display())))?;
+            k.mount(Some(dir), &target, None, MsFlags::MS_BIND, None)
+                .map_err(err(format!("bind cgroup {controller}")))?;
+            remount_bind(
+                k,
+                &target,
+                flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            )
+            .map_err(err(format!("remount cgroup {controller}")))?;
+            mounted.push(hierarchy.clone());
         }
-        let joined = format!("{a},{b}");
-        if !cg.paths.contains_key(&joined) && cg.paths.contains_key(a) {
-            let _ = k.symlink(Path::new(a), &dest.join(&joined));
+        if name != hierarchy {
+            let link = dest.join(name);
+            match k.symlink(Path::new(&hierarchy), &link) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(err(format!("symlink {}", link.display()))(e))
+                }
+                _ => {}
+            }
         }
     }
     if !opts.flags.contains(MsFlags::MS_RDONLY) {
@@ -461,7 +473,19 @@ pub fn create_devices(
             devices.push(d.clone());
         }
     }
-    for d in &devices {
+    // Device modes are exact, not filtered through the runtime's umask.
+    k.umask(0);
+    let res = make_devices(k, &devices, ctx);
+    k.umask(0o022);
+    res
+}
+
+fn make_devices(
+    k: &dyn Kernel,
+    devices: &[crate::spec::Device],
+    ctx: &RootfsContext,
+) -> Result<(), InitError> {
+    for d in devices {
         let dest = resolve_in_root(ctx.rootfs, &d.path)
             .map_err(err(format!("resolve device path {}", d.path.display())))?;
         if let Some(parent) = dest.parent() {

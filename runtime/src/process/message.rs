@@ -15,6 +15,10 @@
 //!  run prestart + createRuntime
 //!  HooksDone --------------------------------------------------> createContainer hooks, pivot_root,
 //!                                                               masks, console, rlimits, identity
+//!                     <------------------------------------------ SeccompListener{fd} (only with
+//!  take fd (pidfd_getfd), send it to                              SCMP_ACT_NOTIFY rules)
+//!  the agent at listenerPath
+//!  SeccompListenerDone ----------------------------------------->
 //!                     <------------------------------------------ Ready   (or Error{msg} at any step)
 //!  create: state.json, exit                                      blocks opening exec.fifo
 //!  run:    Start ----------------------------------------------> startContainer hooks, execve
@@ -37,6 +41,11 @@ pub enum Message {
     Hooks,
     /// parent → init: hooks done.
     HooksDone,
+    /// init → parent: the seccomp notification listener is descriptor N in init; take it
+    /// and pass it to the seccomp agent. Also sent by an `exec` process.
+    SeccompListener(i32),
+    /// parent → init: the agent has the listener.
+    SeccompListenerDone,
     /// init → parent: set-up is complete; init now waits to be started.
     Ready,
     /// parent → init (`run` only): start now, no exec.fifo involved.

@@ -234,7 +234,7 @@ pub struct Linux {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<Device>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seccomp: Option<serde_json::Value>,
+    pub seccomp: Option<Seccomp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs_propagation: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -247,6 +247,119 @@ pub struct Linux {
     pub personality: Option<Personality>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_offsets: Option<BTreeMap<String, TimeOffset>>,
+}
+
+/// `linux.seccomp`. Architectures and flags stay strings: the compiler in `crate::seccomp`
+/// skips architectures it has no table for and names an unknown flag in its error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Seccomp {
+    pub default_action: SeccompAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_errno_ret: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub architectures: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub flags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_metadata: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub syscalls: Vec<SeccompSyscall>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SeccompSyscall {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub names: Vec<String>,
+    pub action: SeccompAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno_ret: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub args: Vec<SeccompArg>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SeccompArg {
+    pub index: u32,
+    pub value: u64,
+    #[serde(default)]
+    pub value_two: u64,
+    pub op: SeccompOperator,
+}
+
+/// The `SCMP_ACT_*` actions of runtime-spec.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum SeccompAction {
+    /// Same as `SCMP_ACT_KILL_THREAD`, as in libseccomp.
+    #[serde(rename = "SCMP_ACT_KILL")]
+    Kill,
+    #[serde(rename = "SCMP_ACT_KILL_PROCESS")]
+    KillProcess,
+    #[serde(rename = "SCMP_ACT_KILL_THREAD")]
+    KillThread,
+    #[serde(rename = "SCMP_ACT_TRAP")]
+    Trap,
+    #[serde(rename = "SCMP_ACT_ERRNO")]
+    Errno,
+    #[serde(rename = "SCMP_ACT_TRACE")]
+    Trace,
+    #[default]
+    #[serde(rename = "SCMP_ACT_ALLOW")]
+    Allow,
+    #[serde(rename = "SCMP_ACT_LOG")]
+    Log,
+    #[serde(rename = "SCMP_ACT_NOTIFY")]
+    Notify,
+}
+
+/// The `SCMP_CMP_*` argument comparisons (unsigned 64-bit).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum SeccompOperator {
+    #[serde(rename = "SCMP_CMP_NE")]
+    NotEqual,
+    #[serde(rename = "SCMP_CMP_LT")]
+    LessThan,
+    #[serde(rename = "SCMP_CMP_LE")]
+    LessOrEqual,
+    #[default]
+    #[serde(rename = "SCMP_CMP_EQ")]
+    Equal,
+    #[serde(rename = "SCMP_CMP_GE")]
+    GreaterOrEqual,
+    #[serde(rename = "SCMP_CMP_GT")]
+    GreaterThan,
+    /// `(arg & value) == valueTwo`.
+    #[serde(rename = "SCMP_CMP_MASKED_EQ")]
+    MaskedEqual,
+}
+
+/// Reads `null` as the type's default (Go encoders write `null` for empty lists).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]

@@ -63,6 +63,11 @@ pub enum Call {
     SchedSetattr(SchedAttr),
     OpenPty,
     JoinKeyring(String),
+    /// A seccomp filter: its length in instructions and its flags.
+    SeccompFilter {
+        len: usize,
+        flags: u32,
+    },
     Execve(Vec<String>),
 }
 
@@ -240,6 +245,21 @@ impl Kernel for Recorder {
     }
     fn join_session_keyring(&self, name: &str) -> io::Result<()> {
         self.rec(Call::JoinKeyring(name.to_string()))
+    }
+    fn seccomp_filter(
+        &self,
+        program: &[crate::seccomp::SockFilter],
+        flags: u32,
+    ) -> io::Result<Option<OwnedFd>> {
+        self.rec(Call::SeccompFilter {
+            len: program.len(),
+            flags,
+        })?;
+        if flags & crate::seccomp::FLAG_NEW_LISTENER == 0 {
+            return Ok(None);
+        }
+        // Any descriptor serves as the pretend listener.
+        Ok(Some(OwnedFd::from(std::fs::File::open("/dev/null")?)))
     }
     fn execve(&self, path: &CString, args: &[CString], _env: &[CString]) -> io::Error {
         let mut v = vec![path.to_string_lossy().into_owned()];

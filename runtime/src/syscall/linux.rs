@@ -321,6 +321,39 @@ impl Kernel for Linux {
         })
     }
 
+    fn seccomp_filter(
+        &self,
+        program: &[crate::seccomp::SockFilter],
+        flags: u32,
+    ) -> io::Result<Option<OwnedFd>> {
+        const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+        let len =
+            u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let prog = libc::sock_fprog {
+            len,
+            // The kernel only reads the program.
+            filter: program.as_ptr().cast_mut().cast::<libc::sock_filter>(),
+        };
+        // SAFETY: SockFilter is #[repr(C)] with the layout of struct sock_filter; `prog` points
+        // at `program`, which outlives the call, and the kernel copies it.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                SECCOMP_SET_MODE_FILTER,
+                libc::c_ulong::from(flags),
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if flags & crate::seccomp::FLAG_NEW_LISTENER == 0 {
+            return Ok(None);
+        }
+        // SAFETY: with NEW_LISTENER the return value is a new descriptor that only we own.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as RawFd) }))
+    }
+
     fn execve(&self, path: &CString, args: &[CString], env: &[CString]) -> io::Error {
         match nix::unistd::execve(path, args, env) {
             Ok(never) => match never {},

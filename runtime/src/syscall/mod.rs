@@ -69,6 +69,13 @@ pub trait Kernel {
     fn open_pty(&self) -> io::Result<(OwnedFd, String)>;
     /// Joins a new session keyring (`KEYCTL_JOIN_SESSION_KEYRING`).
     fn join_session_keyring(&self, name: &str) -> io::Result<()>;
+    /// Loads a seccomp filter (`seccomp(SECCOMP_SET_MODE_FILTER, flags, prog)`); returns the
+    /// notification listener when `flags` has SECCOMP_FILTER_FLAG_NEW_LISTENER.
+    fn seccomp_filter(
+        &self,
+        program: &[crate::seccomp::SockFilter],
+        flags: u32,
+    ) -> io::Result<Option<OwnedFd>>;
     fn execve(&self, path: &CString, args: &[CString], env: &[CString]) -> io::Error;
 }
 
