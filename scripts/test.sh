@@ -20,11 +20,18 @@ cd "$KAPSEL_ROOT"
 budget=$((${KAPSEL_TEST_BUDGET:-85} * 60))
 summary=()
 failed=0
+# Every cargo test's output is also collected here, to count the tests at the end.
+KAPSEL_TESTLOG=$(mktemp /tmp/kapsel-tests.XXXXXX)
+export KAPSEL_TESTLOG
 
 print_summary() {
     printf '\n%s\n' "---- test.sh summary ($((SECONDS / 60))m$((SECONDS % 60))s) ----"
     printf '%s\n' "${summary[@]}"
     if [ "$failed" -eq 0 ]; then echo "PASS"; else echo "FAIL"; fi
+    # The closing line CI reads: all cargo tests of this run, added up.
+    awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
+        "$KAPSEL_TESTLOG"
+    rm -f "$KAPSEL_TESTLOG"
 }
 trap print_summary EXIT
 
@@ -74,9 +81,12 @@ step clippy continue cargo clippy --workspace --all-targets -- -D warnings
 step build-release fatal cargo build --release --workspace
 step fixtures fatal scripts/make-fixtures.sh "$KAPSEL_ROOT/.fixtures"
 # Unit tests: everything but the integration-test crate, which needs the env below.
-step unit-tests continue cargo test --workspace --exclude kapsel-integration-tests
-step root-unit-tests continue cargo test -p kapsel-runtime -- --ignored
-step integration-tests continue env \
+# "${logged[@]}" CMD...: run CMD with its output also appended to the test log.
+# shellcheck disable=SC2016 # expanded by the inner bash
+logged=(bash -o pipefail -c '"$@" 2>&1 | tee -a "$KAPSEL_TESTLOG"' logged)
+step unit-tests continue "${logged[@]}" cargo test --workspace --exclude kapsel-integration-tests
+step root-unit-tests continue "${logged[@]}" cargo test -p kapsel-runtime -- --ignored
+step integration-tests continue "${logged[@]}" env \
     KAPSEL_RUNTIME="$KAPSEL_ROOT/target/release/kapsel-runtime" \
     KAPSEL_FIXTURES="$KAPSEL_ROOT/.fixtures" \
     cargo test -p kapsel-integration-tests -- --test-threads=1

@@ -1,7 +1,7 @@
 //! `list`: every container under `--root`, as runc's table, JSON, or ids only.
 
 use super::{Global, Result};
-use crate::container::list;
+use crate::container::list_states;
 use std::io::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -11,26 +11,24 @@ pub enum Format {
 }
 
 pub fn run(g: &Global, format: Format, quiet: bool) -> Result<i32> {
-    let containers = list(&g.root)?;
+    let states = list_states(&g.root)?;
     let out = std::io::stdout();
     let mut out = out.lock();
     if quiet {
-        for c in &containers {
-            writeln!(out, "{}", c.id())?;
+        for s in &states {
+            writeln!(out, "{}", s.id)?;
         }
         return Ok(0);
     }
     match format {
         Format::Json => {
-            let states: Vec<_> = containers.iter().map(|c| c.oci_state()).collect();
             serde_json::to_writer(&mut out, &states)?;
             writeln!(out)?;
         }
         Format::Table => {
-            let rows: Vec<[String; 6]> = containers
-                .iter()
-                .map(|c| {
-                    let s = c.oci_state();
+            let rows: Vec<[String; 6]> = states
+                .into_iter()
+                .map(|s| {
                     [
                         s.id,
                         s.pid.to_string(),

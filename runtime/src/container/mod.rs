@@ -170,23 +170,16 @@ impl Container {
 
     /// Whether init is still the process we started (not exited, not a zombie, not reused).
     pub fn init_alive(&self) -> bool {
-        self.state.init_pid > 0
-            && matches!(proc_stat(self.state.init_pid), Some((start, zombie)) if start == self.state.init_start_time && !zombie)
+        alive(self.state.init_pid, self.state.init_start_time)
     }
 
     pub fn status(&self) -> Status {
-        if !self.init_alive() {
-            return Status::Stopped;
-        }
-        if self.dir.join("exec.fifo").exists() {
-            return Status::Created;
-        }
-        if let Some(cg) = &self.state.cgroup {
-            if cg.is_frozen().unwrap_or(false) {
-                return Status::Paused;
-            }
-        }
-        Status::Running
+        status_of(
+            &self.dir,
+            self.state.init_pid,
+            self.state.init_start_time,
+            self.state.cgroup.as_ref(),
+        )
     }
 
     pub fn oci_state(&self) -> OciState {
@@ -315,16 +308,49 @@ impl Container {
     }
 }
 
-pub fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: a non-negative return is a fresh descriptor that we now own.
-    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+/// Whether `pid` is still the process that started at `start` (not exited, not a zombie).
+fn alive(pid: i32, start: u64) -> bool {
+    pid > 0 && matches!(proc_stat(pid), Some((s, zombie)) if s == start && !zombie)
 }
 
-/// Every container under `root`, sorted by id; unreadable entries are skipped with a warning.
-pub fn list(root: &Path) -> Result<Vec<Container>, ContainerError> {
+fn status_of(dir: &Path, pid: i32, start: u64, cgroup: Option<&Cgroup>) -> Status {
+    if !alive(pid, start) {
+        return Status::Stopped;
+    }
+    if dir.join("exec.fifo").exists() {
+        return Status::Created;
+    }
+    if cgroup.is_some_and(|cg| cg.is_frozen().unwrap_or(false)) {
+        return Status::Paused;
+    }
+    Status::Running
+}
+
+/// The part of `state.json` that `list` needs: the stored config is skipped while parsing
+/// except for its annotations, which keeps `list` over many containers small and fast.
+#[derive(Debug, Deserialize)]
+struct Summary {
+    id: String,
+    init_pid: i32,
+    init_start_time: u64,
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    created: String,
+    owner: String,
+    #[serde(default)]
+    cgroup: Option<Cgroup>,
+    config: SummaryConfig,
+}
+
+#[derive(Debug, Deserialize)]
+struct SummaryConfig {
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// The runtime-spec state of every container under `root`, sorted by id; unreadable entries
+/// are skipped with a warning.
+pub fn list_states(root: &Path) -> Result<Vec<OciState>, ContainerError> {
     let rd = match std::fs::read_dir(root) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -332,16 +358,49 @@ pub fn list(root: &Path) -> Result<Vec<Container>, ContainerError> {
     };
     let mut out = Vec::new();
     for entry in rd.flatten() {
-        let name = entry.file_name();
-        let Some(id) = name.to_str() else { continue };
-        match Container::load(root, id) {
-            Ok(c) => out.push(c),
-            Err(ContainerError::NotFound(_)) => {}
-            Err(e) => tracing::warn!("skipping {id}: {e}"),
-        }
+        let dir = entry.path();
+        let data = match std::fs::read(dir.join("state.json")) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                tracing::warn!("skipping {}: {e}", dir.display());
+                continue;
+            }
+        };
+        let s: Summary = match serde_json::from_slice(&data) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("skipping {}: corrupt state: {e}", dir.display());
+                continue;
+            }
+        };
+        let status = status_of(&dir, s.init_pid, s.init_start_time, s.cgroup.as_ref());
+        out.push(OciState {
+            oci_version: crate::spec::OCI_VERSION.into(),
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                s.init_pid
+            },
+            id: s.id,
+            status,
+            bundle: s.bundle,
+            rootfs: s.rootfs,
+            created: s.created,
+            owner: s.owner,
+            annotations: s.config.annotations,
+        });
     }
-    out.sort_by(|a, b| a.state.id.cmp(&b.state.id));
+    out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
+}
+
+pub fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative return is a fresh descriptor that we now own.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
 #[cfg(test)]
