@@ -329,6 +329,7 @@ fn exec_child(
 ) -> InitError {
     let res = (|| -> std::result::Result<PathBuf, InitError> {
         chan.expect(Message::Go).map_err(InitError::Protocol)?;
+        let lsm = init::lsm::Lsm::detect();
         let order = [
             NamespaceType::User,
             NamespaceType::Ipc,
@@ -352,6 +353,7 @@ fn exec_child(
         }
         init::identity::set_rlimits(k, process)?;
         let exe = init::exec::find_executable(process)?;
+        lsm.apply(k, process)?;
         let setgroups_ok = !userns
             || std::fs::read_to_string("/proc/self/setgroups")
                 .map(|s| s.trim() == "allow")

@@ -7,6 +7,7 @@ pub mod caps;
 pub mod console;
 pub mod exec;
 pub mod identity;
+pub mod lsm;
 pub mod mounts;
 
 use crate::cgroups::Cgroup;
@@ -81,6 +82,7 @@ fn setup(k: &dyn Kernel, a: &InitArgs) -> Result<PathBuf, InitError> {
     a.chan.expect(Message::Go).map_err(proto)?;
 
     let userns = spec.namespace(NamespaceType::User).is_some();
+    let lsm = lsm::Lsm::detect();
     let new_cgroupns = spec
         .namespace(NamespaceType::Cgroup)
         .is_some_and(|n| n.path.is_none());
@@ -161,6 +163,7 @@ fn setup(k: &dyn Kernel, a: &InitArgs) -> Result<PathBuf, InitError> {
     identity::set_rlimits(k, process)?;
 
     let exe = exec::find_executable(process)?;
+    lsm.apply(k, process)?;
     let cwd = if process.cwd.as_os_str().is_empty() {
         Path::new("/")
     } else {
