@@ -7,8 +7,17 @@ use std::time::Duration;
 pub fn run(g: &Global, id: &str, force: bool) -> Result<i32> {
     let c = match Container::load(&g.root, id) {
         Ok(c) => c,
-        // As runc: deleting a container that is already gone is fine with -f.
-        Err(ContainerError::NotFound(_)) if force => return Ok(0),
+        // As runc: deleting a container that is already gone is fine with -f. A directory
+        // without state.json (a runtime killed right after making it) goes too.
+        Err(ContainerError::NotFound(_)) if force => {
+            let dir = g.root.join(id);
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    anyhow::bail!("remove {}: {e}", dir.display())
+                }
+                _ => return Ok(0),
+            }
+        }
         Err(e) => return Err(e.into()),
     };
     let status = c.status();

@@ -141,18 +141,11 @@ pub fn create_with_console(
         Mode::Run => StartSignal::Message,
     };
 
-    let cgroup = setup_cgroup(&spec, &opts.id, opts.rootless)?;
-    cleanup.cgroup = cgroup.clone();
-
-    let console = match &opts.console_socket {
-        _ if console.is_some() => console,
-        Some(p) if spec.process().terminal => Some(OwnedFd::from(
-            std::os::unix::net::UnixStream::connect(p)
-                .map_err(io_err(format!("connect to console socket {}", p.display())))?,
-        )),
-        _ => None,
-    };
-
+    // Where the cgroup will be, recorded in a first state.json (marked `creating`) before
+    // anything is made on the host: a runtime killed at any later point leaves a state that
+    // `delete --force` can clean up completely.
+    let linux = spec.linux.as_ref();
+    let planned = Cgroup::for_host(linux.and_then(|l| l.cgroups_path.as_deref()), &opts.id)?;
     let mut container = Container {
         dir: dir.clone(),
         state: State {
@@ -163,10 +156,25 @@ pub fn create_with_console(
             rootfs: rootfs.clone(),
             created: crate::time::now(),
             owner: owner_name(),
-            cgroup: cgroup.clone(),
+            cgroup: Some(planned.clone()),
             config: spec.clone(),
             rootless: opts.rootless,
+            creating: true,
         },
+    };
+    container.save()?;
+
+    let cgroup = setup_cgroup(&spec, planned, opts.rootless)?;
+    cleanup.cgroup = cgroup.clone();
+    container.state.cgroup = cgroup.clone();
+
+    let console = match &opts.console_socket {
+        _ if console.is_some() => console,
+        Some(p) if spec.process().terminal => Some(OwnedFd::from(
+            std::os::unix::net::UnixStream::connect(p)
+                .map_err(io_err(format!("connect to console socket {}", p.display())))?,
+        )),
+        _ => None,
     };
 
     let (parent, child) = Channel::pair().map_err(io_err("socketpair"))?;
@@ -199,6 +207,7 @@ pub fn create_with_console(
         preserve_fds: opts.preserve_fds,
         state_json: creating_json.clone(),
         new_keyring: !opts.no_new_keyring,
+        die_with_parent: !via_stage1,
     };
 
     let pid = if via_stage1 {
@@ -234,6 +243,8 @@ pub fn create_with_console(
     drop(child);
     cleanup.pid = Some(pid);
     container.state.init_pid = pid;
+    container.state.init_start_time = super::proc_stat(pid).map(|s| s.0).unwrap_or_default();
+    container.save()?;
 
     if let Some(linux) = &spec.linux {
         if spec
@@ -286,7 +297,7 @@ pub fn create_with_console(
             Err(e) => return Err(ContainerError::Init(e.to_string())),
         }
     }
-    container.state.init_start_time = super::proc_stat(pid).map(|s| s.0).unwrap_or_default();
+    container.state.creating = false;
     container.save()?;
     if let Some(p) = &opts.pid_file {
         write_pid_file(p, pid)?;
@@ -384,11 +395,8 @@ fn open_joined_namespaces(spec: &Spec) -> Result<Vec<(NamespaceType, OwnedFd)>, 
     Ok(out)
 }
 
-fn setup_cgroup(spec: &Spec, id: &str, rootless: bool) -> Result<Option<Cgroup>, ContainerError> {
-    let linux = spec.linux.as_ref();
-    let path = linux.and_then(|l| l.cgroups_path.as_deref());
-    let resources = linux.and_then(|l| l.resources.as_ref());
-    let cg = Cgroup::for_host(path, id)?;
+fn setup_cgroup(spec: &Spec, cg: Cgroup, rootless: bool) -> Result<Option<Cgroup>, ContainerError> {
+    let resources = spec.linux.as_ref().and_then(|l| l.resources.as_ref());
     let euid = nix::unistd::geteuid();
     match cg.create() {
         Ok(()) => {}

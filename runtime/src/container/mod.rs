@@ -87,6 +87,10 @@ pub struct State {
     pub config: Spec,
     #[serde(default)]
     pub rootless: bool,
+    /// Set until `create` has finished; a state left with it set means the runtime died
+    /// half-way, and only `delete --force` applies.
+    #[serde(default)]
+    pub creating: bool,
 }
 
 /// The runtime-spec state, as `state` and hooks print it (plus runc's extra fields).
@@ -174,12 +178,16 @@ impl Container {
     }
 
     pub fn status(&self) -> Status {
-        status_of(
+        let status = status_of(
             &self.dir,
             self.state.init_pid,
             self.state.init_start_time,
             self.state.cgroup.as_ref(),
-        )
+        );
+        if self.state.creating && status != Status::Stopped {
+            return Status::Creating;
+        }
+        status
     }
 
     pub fn oci_state(&self) -> OciState {
@@ -232,7 +240,10 @@ impl Container {
                 return Ok(());
             }
         }
-        // SAFETY: kill takes integers.
+        if self.state.init_pid <= 0 {
+            return Ok(());
+        }
+        // SAFETY: kill takes integers; the pid is positive, so never a process group.
         if unsafe { libc::kill(self.state.init_pid, sig) } < 0 {
             return Err(io_err(format!(
                 "signal {sig} to pid {}",
@@ -340,6 +351,8 @@ struct Summary {
     #[serde(default)]
     cgroup: Option<Cgroup>,
     config: SummaryConfig,
+    #[serde(default)]
+    creating: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -374,7 +387,10 @@ pub fn list_states(root: &Path) -> Result<Vec<OciState>, ContainerError> {
                 continue;
             }
         };
-        let status = status_of(&dir, s.init_pid, s.init_start_time, s.cgroup.as_ref());
+        let mut status = status_of(&dir, s.init_pid, s.init_start_time, s.cgroup.as_ref());
+        if s.creating && status != Status::Stopped {
+            status = Status::Creating;
+        }
         out.push(OciState {
             oci_version: crate::spec::OCI_VERSION.into(),
             pid: if status == Status::Stopped {

@@ -55,6 +55,8 @@ pub struct InitArgs<'a> {
     pub preserve_fds: i32,
     pub state_json: String,
     pub new_keyring: bool,
+    /// Die with the parent until set-up is complete (not when cloned by a short-lived stage1).
+    pub die_with_parent: bool,
 }
 
 /// Runs init to completion: never returns on success (the process is replaced by the
@@ -79,6 +81,10 @@ pub fn run(k: &dyn Kernel, args: InitArgs) -> ! {
 fn setup(k: &dyn Kernel, a: &InitArgs) -> Result<PathBuf, InitError> {
     let spec = a.spec;
     let proto = |e: String| InitError::Protocol(e);
+    if a.die_with_parent {
+        // A runtime killed mid-create takes its half-made container with it.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    }
     a.chan.expect(Message::Go).map_err(proto)?;
 
     let userns = spec.namespace(NamespaceType::User).is_some();
@@ -181,6 +187,11 @@ fn setup(k: &dyn Kernel, a: &InitArgs) -> Result<PathBuf, InitError> {
             what: "report ready".into(),
             source,
         })?;
+    // From here the container outlives `create`; a runtime dying before it saved the state
+    // leaves a `creating` state.json naming this pid, which `delete --force` cleans up.
+    if a.die_with_parent {
+        let _ = nix::sys::prctl::set_pdeathsig(None);
+    }
     wait_for_start(a)?;
     if let Some(h) = hooks {
         if !h.start_container.is_empty() {
