@@ -261,3 +261,40 @@ fn log_json_records_errors() {
     );
     assert!(errors.iter().all(|v| v["time"].is_string()), "{text}");
 }
+
+#[test]
+fn log_json_names_a_missing_executable() {
+    // What containerd's runc shim reads back from `--log` when create fails.
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&rt);
+    b.args(&["/bin/kt-no-such-program", "arg"]);
+    let log = b.path().join("runtime.log");
+    let id = rt.new_id("log-noexe");
+    let out = rt.cmd(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "create",
+        "--bundle",
+        b.dir_str(),
+        &id,
+    ]);
+    assert!(out.code.is_some_and(|c| c != 0), "{out}");
+    rt.assert_nothing_left(&b, &id, &out);
+    let text = fs::read_to_string(&log).unwrap_or_else(|e| panic!("no log file ({e}):\n{out}"));
+    let records: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l:?}"))
+        })
+        .collect();
+    assert!(
+        records.iter().any(|v| v["level"] == "error"
+            && v["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("/bin/kt-no-such-program"))),
+        "no error record naming the executable in the log:\n{text}"
+    );
+}

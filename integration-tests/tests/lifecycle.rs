@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use kapsel_integration_tests::host::{cgroup_dirs_present, cgroup_procs};
-use kapsel_integration_tests::{pid_alive, wait_until, Bundle, Runtime, SETTLE};
+use kapsel_integration_tests::{pid_alive, wait_until, Bundle, CmdOutput, Runtime, SETTLE};
 use serde_json::Value;
 
 #[test]
@@ -308,5 +308,158 @@ fn list_of_empty_root_is_header_only() {
     assert!(
         v.is_null() || v.as_array().is_some_and(|a| a.is_empty()),
         "list -f json with no containers: {json}"
+    );
+}
+
+/// `kill --all ID USR1` reaches the init and both of its `sleep` children;
+/// a plain `kill ID USR1` before it reaches the init only.
+fn kill_all_reaches_every_process(pid_namespace: bool) {
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&rt);
+    let out_dir = b.host_dir("out");
+    if !pid_namespace {
+        b.remove_namespace("pid");
+    }
+    // The trap does not survive exec: the sleeps die of USR1; the shell counts them.
+    b.bind(&out_dir, "/var", &[]).sh(
+        "trap 'echo usr1 >> /var/got' USR1; sleep 100 & sleep 100 & echo ready > /var/ready; \
+         while true; do wait; sleep 1; done",
+    );
+    let id = rt.new_id("kill-all");
+    rt.run_ok(&["run", "-d", "--bundle", b.dir_str(), &id]);
+    let init = rt.pid(&id);
+    assert!(wait_until(SETTLE, || out_dir.join("ready").exists()));
+    let mut sleeps = Vec::new();
+    assert!(
+        wait_until(SETTLE, || {
+            sleeps = cgroup_procs("pids", b.cgroups_path());
+            sleeps.retain(|p| *p != init);
+            sleeps.len() == 2
+        }),
+        "expected the init {init} and two sleeps in the cgroup, found {:?}",
+        cgroup_procs("pids", b.cgroups_path())
+    );
+    let got = || {
+        fs::read_to_string(out_dir.join("got"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    rt.run_ok(&["kill", &id, "USR1"]);
+    assert!(
+        wait_until(SETTLE, || got() == 1),
+        "the init did not get USR1"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    for pid in &sleeps {
+        assert!(pid_alive(*pid), "plain kill reached sleep {pid}");
+    }
+
+    rt.run_ok(&["kill", "--all", &id, "USR1"]);
+    for pid in &sleeps {
+        assert!(
+            wait_until(SETTLE, || !pid_alive(*pid)),
+            "kill --all did not reach sleep {pid}"
+        );
+    }
+    assert!(
+        wait_until(SETTLE, || got() == 2),
+        "kill --all did not reach the init (got {} USR1)",
+        got()
+    );
+    assert_eq!(rt.status(&id).as_deref(), Some("running"));
+    rt.run_ok(&["kill", "--all", &id, "KILL"]);
+    rt.wait_status(&id, "stopped", SETTLE);
+    assert!(wait_until(SETTLE, || !pid_alive(init)));
+}
+
+#[test]
+fn kill_all_signals_every_process_in_a_pid_namespace() {
+    kill_all_reaches_every_process(true);
+}
+
+#[test]
+fn kill_all_signals_every_process_without_a_pid_namespace() {
+    kill_all_reaches_every_process(false);
+}
+
+#[test]
+fn twenty_containers_created_and_started_concurrently() {
+    const N: usize = 20;
+    let rt = Runtime::new();
+    let mut containers = Vec::new();
+    for _ in 0..N {
+        let mut b = Bundle::new(&rt);
+        b.args(&["sleep", "1000"]);
+        let id = rt.new_id("many");
+        containers.push((b, id));
+    }
+    let timeout = Duration::from_secs(120);
+    let threads: Vec<_> = containers
+        .iter()
+        .map(|(b, id)| {
+            let create = rt
+                .command(&["create", "--bundle", b.dir_str(), id])
+                .timeout(timeout);
+            let start = rt.command(&["start", id]).timeout(timeout);
+            std::thread::spawn(move || {
+                let created = create.output();
+                if !created.success() {
+                    return created;
+                }
+                start.output()
+            })
+        })
+        .collect();
+    let outs: Vec<CmdOutput> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for out in &outs {
+        assert!(out.success(), "concurrent create/start failed:\n{out}");
+    }
+    let mut ids = rt.list_ids();
+    ids.sort();
+    let mut expected: Vec<String> = containers.iter().map(|(_, id)| id.clone()).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "list after the concurrent starts");
+    let mut pids = Vec::new();
+    for (b, id) in &containers {
+        assert_eq!(rt.status(id).as_deref(), Some("running"), "{id}");
+        let init = rt.pid(id);
+        assert!(
+            cgroup_procs("pids", b.cgroups_path()).contains(&init),
+            "{id}: init {init} not in its own cgroup"
+        );
+        pids.extend(cgroup_procs("pids", b.cgroups_path()));
+    }
+    assert_eq!(
+        pids.len(),
+        N,
+        "processes in the containers' cgroups: {pids:?}"
+    );
+
+    let threads: Vec<_> = containers
+        .iter()
+        .map(|(_, id)| {
+            let delete = rt.command(&["delete", "--force", id]).timeout(timeout);
+            std::thread::spawn(move || delete.output())
+        })
+        .collect();
+    let outs: Vec<CmdOutput> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for out in &outs {
+        assert!(out.success(), "concurrent delete --force failed:\n{out}");
+    }
+    for ((b, id), out) in containers.iter().zip(&outs) {
+        rt.assert_nothing_left(b, id, out);
+    }
+    for pid in &pids {
+        assert!(
+            wait_until(SETTLE, || !pid_alive(*pid)),
+            "process {pid} survived delete --force"
+        );
+    }
+    assert!(
+        rt.list_ids().is_empty(),
+        "containers left: {:?}",
+        rt.list_ids()
     );
 }

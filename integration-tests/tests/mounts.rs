@@ -2,9 +2,13 @@
 //! bind mounts, /dev, and mount destinations that try to escape the rootfs.
 
 use std::fs;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use kapsel_integration_tests::{unique, Bundle, CmdOutput, Runtime};
+use kapsel_integration_tests::{
+    host, host_ok, unique, wait_until, Bundle, CmdOutput, Runtime, SETTLE,
+};
 use serde_json::json;
 
 fn run(rt: &Runtime, b: &Bundle, tag: &str) -> CmdOutput {
@@ -388,4 +392,300 @@ fn mount_destination_dotdot_stays_inside_the_rootfs() {
     if out.success() {
         assert_eq!(out.stdout.trim(), format!("/{name} tmpfs"), "{out}");
     }
+}
+
+// ---- propagation -------------------------------------------------------------
+
+/// The optional fields (`shared:N`, `master:N`...) of a mountinfo line.
+fn propagation_tags(line: &str) -> Vec<String> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let dash = fields
+        .iter()
+        .position(|f| *f == "-")
+        .unwrap_or(fields.len());
+    fields[6.min(dash)..dash]
+        .iter()
+        .map(|f| f.to_string())
+        .collect()
+}
+
+/// The mountinfo line of `mount_point` in `mountinfo` (the last one: the top mount).
+#[track_caller]
+fn mountinfo_line<'a>(mountinfo: &'a str, mount_point: &str) -> &'a str {
+    mountinfo
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some(mount_point))
+        .unwrap_or_else(|| panic!("no mount on {mount_point} in:\n{mountinfo}"))
+}
+
+/// Every peer group (`shared:N`) of the host's mount namespace.
+fn host_peer_groups() -> Vec<String> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .flat_map(propagation_tags)
+        .filter(|t| t.starts_with("shared:"))
+        .collect()
+}
+
+#[test]
+fn rootfs_propagation_private_root_has_no_peers() {
+    let rt = Runtime::new();
+    for propagation in ["private", "rprivate"] {
+        let mut b = Bundle::new(&rt);
+        b.set("/linux/rootfsPropagation", json!(propagation))
+            .args(&["cat", "/proc/self/mountinfo"]);
+        let out = run_ok(&rt, &b, "prop-private");
+        let root = mountinfo_line(&out, "/");
+        assert!(
+            propagation_tags(root).is_empty(),
+            "rootfsPropagation {propagation}: / has propagation tags: {root}"
+        );
+    }
+}
+
+#[test]
+fn rootfs_propagation_shared_runs_and_never_joins_a_host_peer_group() {
+    // pivot_root refuses a shared new root or a shared parent of it (EINVAL),
+    // so a runtime has to get around that for "shared". runc 1.1.5 leaves /
+    // without a peer group here; whatever group / gets, it must not be one of
+    // the host's, or the container's mounts would show up on the host.
+    let rt = Runtime::new();
+    let host_groups = host_peer_groups();
+    for propagation in ["shared", "rshared"] {
+        let mut b = Bundle::new(&rt);
+        b.set("/linux/rootfsPropagation", json!(propagation))
+            .args(&["cat", "/proc/self/mountinfo"]);
+        let out = run(&rt, &b, "prop-shared");
+        assert!(
+            out.success(),
+            "rootfsPropagation {propagation:?} failed:\n{out}"
+        );
+        let root = mountinfo_line(&out.stdout, "/");
+        for tag in propagation_tags(root) {
+            assert!(
+                !host_groups.contains(&tag),
+                "rootfsPropagation {propagation}: / is a peer of a host mount ({tag}): {root}"
+            );
+        }
+    }
+}
+
+/// A tmpfs mounted on the host for one test, shared, unmounted (with what is below it) on drop.
+struct SharedHostTmpfs(PathBuf);
+
+impl SharedHostTmpfs {
+    #[track_caller]
+    fn mount(dir: &Path) -> SharedHostTmpfs {
+        let path = dir.to_str().unwrap();
+        host_ok(
+            "mount",
+            &["-t", "tmpfs", "-o", "mode=1777", "kt-prop", path],
+        );
+        let guard = SharedHostTmpfs(dir.to_path_buf());
+        host_ok("mount", &["--make-shared", path]);
+        guard
+    }
+
+    /// Its peer group on the host (`shared:N`).
+    #[track_caller]
+    fn peer_group(&self) -> String {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = mountinfo_line(&mountinfo, self.0.to_str().unwrap());
+        propagation_tags(line)
+            .into_iter()
+            .find(|t| t.starts_with("shared:"))
+            .unwrap_or_else(|| panic!("the host tmpfs is not shared: {line}"))
+    }
+}
+
+impl Drop for SharedHostTmpfs {
+    fn drop(&mut self) {
+        let out = host("umount", &["-R", "-l", self.0.to_str().unwrap()]);
+        if !out.success() {
+            eprintln!("cleanup: umount {} failed:\n{out}", self.0.display());
+        }
+    }
+}
+
+/// Bind a shared host tmpfs on /var with `option`; once the container runs,
+/// mount another tmpfs below the source on the host. Returns the container's
+/// mountinfo line for /var, what it read from the new mount (`no-marker` when
+/// it did not see it), and the host tmpfs's peer group.
+fn bind_with_propagation(option: &str) -> (String, String, String) {
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&rt);
+    let src = b.host_dir("src");
+    let tmpfs = SharedHostTmpfs::mount(&src);
+    let host_group = tmpfs.peer_group();
+    fs::create_dir(src.join("sub")).unwrap();
+    b.bind(&src, "/var", &[option]).sh(
+        "grep ' /var ' /proc/self/mountinfo > /var/before; touch /var/ready; \
+         while [ ! -e /var/go ]; do sleep 0.05; done; \
+         cat /var/sub/marker 2>/dev/null || echo no-marker",
+    );
+    let id = rt.new_id("bind-prop");
+    let mut running = rt
+        .command(&["run", "--bundle", b.dir_str(), &id])
+        .timeout(Duration::from_secs(30))
+        .spawn();
+    let ready = wait_until(SETTLE, || {
+        src.join("ready").exists() || running.try_finished()
+    });
+    if !src.join("ready").exists() {
+        let state = if ready { "exited" } else { "hung" };
+        if ready {
+            panic!(
+                "the container {state} before it was ready:\n{}",
+                running.wait()
+            );
+        }
+        panic!("the container {state}: no /var/ready within {SETTLE:?}");
+    }
+    let sub = src.join("sub");
+    host_ok(
+        "mount",
+        &["-t", "tmpfs", "kt-prop-sub", sub.to_str().unwrap()],
+    );
+    fs::write(sub.join("marker"), "propagated\n").unwrap();
+    fs::write(src.join("go"), "").unwrap();
+    let out = running.wait();
+    assert!(out.success(), "bind with {option}:\n{out}");
+    let before = fs::read_to_string(src.join("before")).unwrap();
+    drop(tmpfs);
+    (before.trim().to_string(), out.stdout, host_group)
+}
+
+#[test]
+fn bind_mount_rshared_is_shared_and_receives_host_mounts() {
+    let (var, seen, host_group) = bind_with_propagation("rshared");
+    let tags = propagation_tags(&var);
+    assert!(
+        tags.iter().any(|t| t.starts_with("shared:")),
+        "an rshared bind mount has no peer group inside: {var}"
+    );
+    // Still a slave of the host mount (rootfsPropagation defaults to rslave),
+    // so mounts made on the host below the source propagate in.
+    let host_master = host_group.replace("shared:", "master:");
+    assert!(
+        tags.contains(&host_master),
+        "/var is not a slave of the host mount ({host_master}): {var}"
+    );
+    assert_eq!(
+        seen, "propagated\n",
+        "the host mount below the source did not show up in the container"
+    );
+}
+
+#[test]
+fn bind_mount_rprivate_is_private_and_receives_nothing() {
+    let (var, seen, _) = bind_with_propagation("rprivate");
+    assert!(
+        propagation_tags(&var).is_empty(),
+        "an rprivate bind mount has propagation tags inside: {var}"
+    );
+    assert_eq!(
+        seen, "no-marker\n",
+        "a host mount propagated into an rprivate bind mount"
+    );
+}
+
+// ---- linux.devices -------------------------------------------------------------
+
+#[test]
+fn custom_char_device_from_linux_devices() {
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&rt);
+    b.set(
+        "/linux/devices",
+        json!([{
+            "path": "/dev/kapseltest", "type": "c", "major": 1, "minor": 3,
+            "fileMode": 0o600, "uid": 1000, "gid": 1000,
+        }]),
+    )
+    .set("/process/user", json!({"uid": 1000, "gid": 1000}))
+    .sh(
+        "ls -ln /dev/kapseltest; echo x > /dev/kapseltest && echo written; \
+         awk '$5 == \"/dev/kapseltest\"' /proc/self/mountinfo",
+    );
+    let out = run_ok(&rt, &b, "dev-custom");
+    let lines: Vec<&str> = out.lines().collect();
+    let ls: Vec<&str> = lines[0].split_whitespace().collect();
+    // crw-------    1 1000     1000        1,   3 Nov 29 06:05 /dev/kapseltest
+    assert_eq!(
+        ls[..6],
+        ["crw-------", "1", "1000", "1000", "1,", "3"],
+        "{out}"
+    );
+    // uid 1000 owns it (mode 0600) and the device cgroup allows 1:3 (it is /dev/null).
+    assert_eq!(lines.get(1), Some(&"written"), "{out}");
+    // Without a user namespace the node is made with mknod, not bound from the host.
+    assert_eq!(lines.len(), 2, "/dev/kapseltest is a mount:\n{out}");
+}
+
+/// A device node made on the host for one test, removed on drop.
+struct HostNode(PathBuf);
+
+impl Drop for HostNode {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn custom_device_in_a_user_namespace_is_the_hosts_node_bound() {
+    // mknod does not work in a user namespace: the host's node is bind-mounted.
+    let rt = Runtime::new();
+    let path = format!("/dev/{}", unique("kt-dev"));
+    host_ok("mknod", &["-m", "600", &path, "c", "1", "3"]);
+    let node = HostNode(PathBuf::from(&path));
+    host_ok("chown", &["1000:1000", &path]);
+    let host_inode = fs::metadata(&node.0).unwrap().ino();
+    let mut b = Bundle::new(&rt);
+    b.namespace("user", None)
+        .set(
+            "/linux/uidMappings",
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+        )
+        .set(
+            "/linux/gidMappings",
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+        )
+        .set(
+            "/linux/devices",
+            json!([{
+                "path": path, "type": "c", "major": 1, "minor": 3,
+                "fileMode": 0o600, "uid": 1000, "gid": 1000,
+            }]),
+        )
+        .sh(&format!(
+            "ls -ln {path}; stat -c %i {path}; echo ===; cat /proc/self/mountinfo"
+        ));
+    let out = run_ok(&rt, &b, "dev-userns");
+    let (head, mountinfo) = out.split_once("===\n").unwrap();
+    let lines: Vec<&str> = head.lines().collect();
+    let ls: Vec<&str> = lines[0].split_whitespace().collect();
+    // Host uid/gid 1000 are not mapped into the namespace: the overflow id shows.
+    assert_eq!(
+        ls[..6],
+        ["crw-------", "1", "65534", "65534", "1,", "3"],
+        "{out}"
+    );
+    assert_eq!(
+        lines[1].trim(),
+        host_inode.to_string(),
+        "not the host's node:\n{out}"
+    );
+    let line = mountinfo_line(mountinfo, &path);
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[3], path.trim_start_matches("/dev"), "{line}");
+    let host_mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let host_dev: Vec<&str> = mountinfo_line(&host_mountinfo, "/dev").split(' ').collect();
+    let fstype = |f: &[&str]| f[f.iter().position(|x| *x == "-").unwrap() + 1].to_string();
+    assert_eq!(
+        fstype(&fields),
+        fstype(&host_dev),
+        "{path} is not bound from the host's /dev: {line}"
+    );
+    drop(node);
 }

@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 
 use kapsel_integration_tests::host::ns_of;
 use kapsel_integration_tests::{
-    host_ok, proc_status_field, wait_until, Bundle, Netns, Runtime, SETTLE,
+    host_ok, kapsel_only, proc_status_field, wait_until, Bundle, Netns, Runtime, SETTLE,
 };
 use serde_json::json;
 
@@ -194,4 +194,80 @@ fn user_namespace_maps_root_to_an_unprivileged_host_uid() {
     assert_ne!(ns_of(&pid.to_string(), "user"), ns_of("self", "user"));
     // The file it wrote through the bind mount belongs to the mapped uid.
     assert_eq!(fs::metadata(out_dir.join("id")).unwrap().uid(), 100000);
+}
+
+/// The first field of a /proc/uptime text: seconds since boot (CLOCK_BOOTTIME).
+#[track_caller]
+fn uptime_secs(text: &str) -> f64 {
+    text.split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| panic!("not a /proc/uptime line: {text:?}"))
+}
+
+#[test]
+fn kapsel_time_namespace_applies_the_offsets() {
+    // runc 1.1.5 rejects `{"type": "time"}` ("namespace {\"time\" \"\"} does not exist").
+    let rt = Runtime::new();
+    if !kapsel_only(&rt) {
+        return;
+    }
+    let mut b = Bundle::new(&rt);
+    b.namespace("time", None)
+        .set(
+            "/linux/timeOffsets",
+            json!({
+                "monotonic": {"secs": 86400, "nanosecs": 0},
+                "boottime": {"secs": 172800, "nanosecs": 0},
+            }),
+        )
+        .sh("cat /proc/uptime; cat /proc/self/timens_offsets; readlink /proc/self/ns/time");
+    let before = uptime_secs(&fs::read_to_string("/proc/uptime").unwrap());
+    let out = run_stdout(&rt, &b, "timens");
+    let after = uptime_secs(&fs::read_to_string("/proc/uptime").unwrap());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out:?}");
+    // /proc/uptime follows CLOCK_BOOTTIME, shifted by the boottime offset (2 days).
+    let inside = uptime_secs(lines[0]);
+    assert!(
+        inside >= before + 172800.0 - 1.0 && inside <= after + 172800.0 + 1.0,
+        "uptime inside {inside} is not the host's ({before}..{after}) + 172800 s:\n{out}"
+    );
+    let offsets: Vec<Vec<&str>> = lines[1..3]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        offsets.contains(&vec!["monotonic", "86400", "0"]),
+        "timens_offsets inside:\n{out}"
+    );
+    assert!(
+        offsets.contains(&vec!["boottime", "172800", "0"]),
+        "timens_offsets inside:\n{out}"
+    );
+    assert!(lines[3].starts_with("time:["), "{out:?}");
+    assert_ne!(
+        lines[3],
+        ns_of("self", "time"),
+        "time namespace is the host's"
+    );
+}
+
+#[test]
+fn kapsel_domainname_comes_from_the_config() {
+    // runc 1.1.5 ignores `domainname` (the container reads "(none)").
+    let rt = Runtime::new();
+    if !kapsel_only(&rt) {
+        return;
+    }
+    let host_before = fs::read_to_string("/proc/sys/kernel/domainname").unwrap();
+    let mut b = Bundle::new(&rt);
+    b.set("/domainname", json!("kt.example"))
+        .sh("cat /proc/sys/kernel/domainname; readlink /proc/self/ns/uts");
+    let out = run_stdout(&rt, &b, "domainname");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"kt.example"), "{out:?}");
+    assert_ne!(lines.get(1).copied(), Some(ns_of("self", "uts").as_str()));
+    let host_after = fs::read_to_string("/proc/sys/kernel/domainname").unwrap();
+    assert_eq!(host_after, host_before, "the host's domainname changed");
 }

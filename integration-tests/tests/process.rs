@@ -454,3 +454,73 @@ fn seccomp_kill_process_rule() {
         "hostname was not killed by SIGSYS:\n{out}"
     );
 }
+
+#[test]
+fn umask_applies_to_created_files() {
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&rt);
+    b.set("/process/user/umask", json!(0o077))
+        .mount(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}))
+        .sh("touch /tmp/f; mkdir /tmp/d; stat -c '%A %n' /tmp/f /tmp/d");
+    assert_eq!(
+        run_ok(&rt, &b, "umask-files"),
+        "-rw------- /tmp/f\ndrwx------ /tmp/d\n"
+    );
+}
+
+#[test]
+fn oom_score_adj_from_the_spec() {
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&rt);
+    b.set("/process/oomScoreAdj", json!(500))
+        .args(&["cat", "/proc/self/oom_score_adj"]);
+    assert_eq!(run_ok(&rt, &b, "oom-500"), "500\n");
+}
+
+fn bundle_negative_oom_score_adj(rt: &Runtime) -> Bundle {
+    let mut b = Bundle::new(rt);
+    b.set("/process/oomScoreAdj", json!(-500)).args(&["true"]);
+    b
+}
+
+/// Lowering oom_score_adj below the runtime's own needs CAP_SYS_RESOURCE,
+/// which this machine's bounding set lacks; the tests run with 0.
+#[track_caller]
+fn assert_cannot_lower_oom_score_adj() {
+    assert_eq!(
+        host_bounding_set() & (1 << 24),
+        0,
+        "precondition: CAP_SYS_RESOURCE is not in the bounding set on this machine"
+    );
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    assert_eq!(
+        own.trim(),
+        "0",
+        "precondition: the tests run with oom_score_adj 0"
+    );
+}
+
+#[test]
+fn negative_oom_score_adj_without_cap_sys_resource_fails() {
+    let rt = Runtime::new();
+    assert_cannot_lower_oom_score_adj();
+    let b = bundle_negative_oom_score_adj(&rt);
+    let id = rt.new_id("oom-neg");
+    rt.create_must_fail(&b, &id, &[]);
+}
+
+#[test]
+fn kapsel_oom_score_adj_error_names_the_field() {
+    let rt = Runtime::new();
+    if !kapsel_only(&rt) {
+        return;
+    }
+    assert_cannot_lower_oom_score_adj();
+    let b = bundle_negative_oom_score_adj(&rt);
+    let id = rt.new_id("oom-msg");
+    let out = rt.create_must_fail(&b, &id, &[]);
+    assert!(
+        out.stderr.contains("oomScoreAdj"),
+        "the error does not name oomScoreAdj:\n{out}"
+    );
+}

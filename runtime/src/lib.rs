@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod init;
 pub mod logging;
 pub mod process;
+pub mod sealed;
 pub mod seccomp;
 pub mod spec;
 pub mod syscall;

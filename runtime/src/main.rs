@@ -249,6 +249,16 @@ fn main() {
         );
         return;
     }
+    // Commands that put a runtime process inside a container run from a sealed copy.
+    if matches!(
+        cli.cmd,
+        Some(Cmd::Create(_)) | Some(Cmd::Run { .. }) | Some(Cmd::Exec(_))
+    ) {
+        if let Err(e) = kapsel_runtime::sealed::reexec_sealed() {
+            eprintln!("kapsel-runtime: cannot re-execute from a sealed copy of itself: {e}");
+            std::process::exit(1);
+        }
+    }
     let format = match cli.log_format {
         LogFormat::Text => logging::Format::Text,
         LogFormat::Json => logging::Format::Json,

@@ -181,17 +181,18 @@ fn setup(k: &dyn Kernel, a: &InitArgs) -> Result<PathBuf, InitError> {
         source,
     })?;
 
+    // From here the container outlives `create` (cleared before Ready: the parent may exit as
+    // soon as it reads it). A runtime dying before it saved the state leaves a `creating`
+    // state.json naming this pid, which `delete --force` cleans up.
+    if a.die_with_parent {
+        let _ = nix::sys::prctl::set_pdeathsig(None);
+    }
     a.chan
         .send(&Message::Ready)
         .map_err(|source| InitError::Sys {
             what: "report ready".into(),
             source,
         })?;
-    // From here the container outlives `create`; a runtime dying before it saved the state
-    // leaves a `creating` state.json naming this pid, which `delete --force` cleans up.
-    if a.die_with_parent {
-        let _ = nix::sys::prctl::set_pdeathsig(None);
-    }
     wait_for_start(a)?;
     if let Some(h) = hooks {
         if !h.start_container.is_empty() {

@@ -4,9 +4,10 @@
 use super::InitError;
 use crate::cgroups::Cgroup;
 use crate::spec::{Mount, Spec};
-use crate::syscall::Kernel;
+use crate::syscall::{Kernel, Node};
 use nix::mount::{MntFlags, MsFlags};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
 /// A mount option that is a flag, and whether it sets (`false`) or clears (`true`) it.
@@ -183,6 +184,13 @@ pub fn prepare_root(k: &dyn Kernel, spec: &Spec, rootfs: &Path) -> Result<(), In
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     k.mount(None, Path::new("/"), None, prop, None)
         .map_err(err("set propagation of /"))?;
+    if prop.contains(MsFlags::MS_SHARED) {
+        // pivot_root refuses a new root whose parent mount is shared: make that one private.
+        if let Some(parent) = shared_parent_mount(rootfs) {
+            k.mount(None, &parent, None, MsFlags::MS_PRIVATE, None)
+                .map_err(err(format!("make {} private", parent.display())))?;
+        }
+    }
     k.mount(
         Some(rootfs),
         rootfs,
@@ -192,6 +200,35 @@ pub fn prepare_root(k: &dyn Kernel, spec: &Spec, rootfs: &Path) -> Result<(), In
     )
     .map_err(err(format!("bind mount rootfs {}", rootfs.display())))?;
     Ok(())
+}
+
+/// The mount point holding `rootfs`'s parent directory, if that mount is shared.
+fn shared_parent_mount(rootfs: &Path) -> Option<PathBuf> {
+    let parent = rootfs.parent().unwrap_or(Path::new("/"));
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(PathBuf, bool)> = None;
+    for line in info.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(mp) = f.get(4).map(PathBuf::from) else {
+            continue;
+        };
+        if !parent.starts_with(&mp) {
+            continue;
+        }
+        let shared = f
+            .iter()
+            .skip(6)
+            .take_while(|x| **x != "-")
+            .any(|x| x.starts_with("shared:"));
+        // Later lines stack on earlier ones at the same point: keep the last, longest one.
+        if best
+            .as_ref()
+            .is_none_or(|(b, _)| mp.as_os_str().len() >= b.as_os_str().len())
+        {
+            best = Some((mp, shared));
+        }
+    }
+    best.filter(|(_, shared)| *shared).map(|(mp, _)| mp)
 }
 
 /// Mounts every entry of `spec.mounts` under the rootfs, in order.
@@ -208,16 +245,26 @@ fn mount_one(k: &dyn Kernel, m: &Mount, ctx: &RootfsContext) -> Result<(), InitE
         .typ
         .as_deref()
         .unwrap_or(if opts.is_bind() { "bind" } else { "" });
-    let dest = resolve_in_root(ctx.rootfs, &m.destination).map_err(err(format!(
-        "resolve mount destination {}",
-        m.destination.display()
-    )))?;
-    if !dest.starts_with(ctx.rootfs) {
-        return Err(InitError::Config(format!(
-            "mount destination {} escapes the rootfs",
-            m.destination.display()
-        )));
+    // proc and sysfs over a symlink would let an image redirect them (CVE-2019-16884):
+    // they go on ordinary directories only.
+    if matches!(typ, "proc" | "sysfs") {
+        let lexical = ctx
+            .rootfs
+            .join(m.destination.strip_prefix("/").unwrap_or(&m.destination));
+        if std::fs::symlink_metadata(&lexical).is_ok_and(|md| md.file_type().is_symlink()) {
+            return Err(InitError::Config(format!(
+                "filesystem {typ:?} must be mounted on an ordinary directory, but {} is a symlink in the rootfs",
+                m.destination.display()
+            )));
+        }
     }
+    let make = |node| {
+        k.make_in_root(ctx.rootfs, &m.destination, node)
+            .map_err(err(format!(
+                "create mount point {}",
+                m.destination.display()
+            )))
+    };
     let what = |s: &str| format!("mount {} on {}", s, m.destination.display());
     if opts.is_bind() || typ == "bind" {
         let source = m.source.as_deref().ok_or_else(|| {
@@ -233,21 +280,18 @@ fn mount_one(k: &dyn Kernel, m: &Mount, ctx: &RootfsContext) -> Result<(), InitE
                 m.destination.display()
             ))
         })?;
-        if md.is_dir() {
-            k.mkdir_all(&dest, 0o755)
-        } else {
-            k.touch(&dest)
-        }
-        .map_err(err(format!("create mount point {}", dest.display())))?;
+        let target = make(if md.is_dir() { Node::Dir } else { Node::File })?;
         let bind = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-        k.mount(Some(source), &dest, None, bind, None)
+        k.mount(Some(source), &target.path, None, bind, None)
             .map_err(err(what(&source.display().to_string())))?;
         let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
-            remount_bind(k, &dest, extra).map_err(err(what("(remount)")))?;
+            // Reopen: the new mount, not the directory under it.
+            let mounted = make(Node::Existing)?;
+            remount_bind(k, &mounted.path, extra).map_err(err(what("(remount)")))?;
         }
     } else if typ == "cgroup" || typ == "cgroup2" {
-        mount_cgroup(k, m, &dest, &opts, ctx)?;
+        mount_cgroup(k, m, &opts, ctx)?;
     } else {
         if typ.is_empty() {
             return Err(InitError::Config(format!(
@@ -255,31 +299,32 @@ fn mount_one(k: &dyn Kernel, m: &Mount, ctx: &RootfsContext) -> Result<(), InitE
                 m.destination.display()
             )));
         }
-        k.mkdir_all(&dest, 0o755)
-            .map_err(err(format!("create mount point {}", dest.display())))?;
+        let target = make(Node::Dir)?;
+        let dest = &target.path;
         let source = m.source.clone().unwrap_or_else(|| PathBuf::from(typ));
         let data = opts.data();
-        let res = k.mount(Some(&source), &dest, Some(typ), opts.flags, data.as_deref());
+        let res = k.mount(Some(&source), dest, Some(typ), opts.flags, data.as_deref());
         match res {
             // In a user namespace sysfs cannot be mounted without a network namespace of its
             // own; bind the host's instead, read-only, as runc does.
             Err(e) if typ == "sysfs" && e.raw_os_error() == Some(libc::EPERM) && ctx.in_userns => {
                 k.mount(
                     Some(Path::new("/sys")),
-                    &dest,
+                    dest,
                     None,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None,
                 )
                 .map_err(err(what("sysfs (bind)")))?;
-                remount_bind(k, &dest, opts.flags | MsFlags::MS_RDONLY)
+                let mounted = make(Node::Existing)?;
+                remount_bind(k, &mounted.path, opts.flags | MsFlags::MS_RDONLY)
                     .map_err(err(what("sysfs (remount)")))?;
             }
             // An mqueue mount without an ipc namespace of its own: bind the host's.
             Err(e) if typ == "mqueue" && e.raw_os_error() == Some(libc::EPERM) => {
                 k.mount(
                     Some(Path::new("/dev/mqueue")),
-                    &dest,
+                    dest,
                     None,
                     MsFlags::MS_BIND,
                     None,
@@ -289,9 +334,15 @@ fn mount_one(k: &dyn Kernel, m: &Mount, ctx: &RootfsContext) -> Result<(), InitE
             r => r.map_err(err(what(typ)))?,
         }
     }
-    for p in &opts.propagation {
-        k.mount(None, &dest, None, *p, None)
-            .map_err(err(format!("set propagation of {}", dest.display())))?;
+    if !opts.propagation.is_empty() {
+        let mounted = make(Node::Existing)?;
+        for p in &opts.propagation {
+            k.mount(None, &mounted.path, None, *p, None)
+                .map_err(err(format!(
+                    "set propagation of {}",
+                    m.destination.display()
+                )))?;
+        }
     }
     Ok(())
 }
@@ -340,12 +391,18 @@ fn locked_flags(path: &Path) -> MsFlags {
 fn mount_cgroup(
     k: &dyn Kernel,
     m: &Mount,
-    dest: &Path,
     opts: &MountOptions,
     ctx: &RootfsContext,
 ) -> Result<(), InitError> {
-    k.mkdir_all(dest, 0o755)
-        .map_err(err(format!("create mount point {}", dest.display())))?;
+    let make = |node| {
+        k.make_in_root(ctx.rootfs, &m.destination, node)
+            .map_err(err(format!(
+                "create mount point {}",
+                m.destination.display()
+            )))
+    };
+    let target = make(Node::Dir)?;
+    let dest = target.path.as_path();
     let flags = opts.flags - MsFlags::MS_BIND - MsFlags::MS_REC;
     let Some(cg) = ctx.cgroup else {
         return Ok(());
@@ -369,7 +426,8 @@ fn mount_cgroup(
                 None,
             )
             .map_err(err(format!("bind cgroup on {}", m.destination.display())))?;
-            remount_bind(k, dest, flags).map_err(err("remount cgroup"))?;
+            let mounted = make(Node::Existing)?;
+            remount_bind(k, &mounted.path, flags).map_err(err("remount cgroup"))?;
         }
         return Ok(());
     }
@@ -381,6 +439,9 @@ fn mount_cgroup(
         Some("mode=755"),
     )
     .map_err(err(format!("mount tmpfs on {}", m.destination.display())))?;
+    // From here on, work inside the new tmpfs (reopened: `target` names the directory under it).
+    let inner = make(Node::Existing)?;
+    let dest = inner.path.as_path();
     // One bind mount per hierarchy, named as on the host (`cpu,cpuacct` where co-mounted), and
     // a symlink for each controller whose name differs, as runc lays it out.
     let mut mounted: Vec<String> = Vec::new();
@@ -486,16 +547,14 @@ fn make_devices(
     ctx: &RootfsContext,
 ) -> Result<(), InitError> {
     for d in devices {
-        let dest = resolve_in_root(ctx.rootfs, &d.path)
-            .map_err(err(format!("resolve device path {}", d.path.display())))?;
-        if let Some(parent) = dest.parent() {
-            k.mkdir_all(parent, 0o755)
-                .map_err(err(format!("create {}", parent.display())))?;
-        }
+        let node = k
+            .make_in_root(ctx.rootfs, &d.path, Node::Parent)
+            .map_err(err(format!("create the directory of {}", d.path.display())))?;
+        let dest = node.path.as_path();
         if ctx.in_userns {
-            k.touch(&dest)
-                .map_err(err(format!("create {}", dest.display())))?;
-            k.mount(Some(&d.path), &dest, None, MsFlags::MS_BIND, None)
+            k.touch(dest)
+                .map_err(err(format!("create {}", d.path.display())))?;
+            k.mount(Some(&d.path), dest, None, MsFlags::MS_BIND, None)
                 .map_err(err(format!("bind device {}", d.path.display())))?;
             continue;
         }
@@ -505,11 +564,11 @@ fn make_devices(
             _ => libc::S_IFCHR,
         };
         let dev = libc::makedev(d.major as u32, d.minor as u32);
-        let _ = k.remove_file(&dest);
-        k.mknod(&dest, kind, d.file_mode.unwrap_or(0o666) & 0o7777, dev)
+        let _ = k.remove_file(dest);
+        k.mknod(dest, kind, d.file_mode.unwrap_or(0o666) & 0o7777, dev)
             .map_err(err(format!("mknod {}", d.path.display())))?;
         if d.uid.is_some() || d.gid.is_some() {
-            k.chown(&dest, d.uid, d.gid)
+            k.chown(dest, d.uid, d.gid)
                 .map_err(err(format!("chown {}", d.path.display())))?;
         }
     }
@@ -553,10 +612,15 @@ pub fn pivot(k: &dyn Kernel, rootfs: &Path, no_pivot: bool) -> Result<(), InitEr
         k.chroot(Path::new(".")).map_err(err("chroot"))?;
         return k.chdir(Path::new("/")).map_err(err("chdir /"));
     }
+    // Keep a handle on the old root: after pivot_root it is stacked on top of the new root,
+    // and "." must name it (not the new root) for the rslave and detach below.
+    let old_root = std::fs::File::open("/").map_err(err("open the old root"))?;
     k.pivot_root(Path::new("."), Path::new("."))
         .map_err(err("pivot_root"))?;
-    // The old root is now mounted on top of the new one at "/": make it a slave so the detach
-    // does not propagate to the host, then detach it.
+    k.fchdir(old_root.as_raw_fd())
+        .map_err(err("fchdir to the old root"))?;
+    drop(old_root);
+    // Make the old root a slave so the detach does not propagate to the host, then detach it.
     k.mount(
         None,
         Path::new("."),
@@ -768,8 +832,10 @@ mod tests {
         let calls = k.take();
         assert_eq!(calls[0], Call::Chdir("/r".into()));
         assert_eq!(calls[1], Call::PivotRoot(".".into()));
-        assert_eq!(calls[3], Call::Umount(".".into()));
-        assert_eq!(calls[4], Call::Chdir("/".into()));
+        assert_eq!(calls[2], Call::Fchdir);
+        assert!(matches!(&calls[3], Call::Mount { target, .. } if target == Path::new(".")));
+        assert_eq!(calls[4], Call::Umount(".".into()));
+        assert_eq!(calls[5], Call::Chdir("/".into()));
     }
 
     #[test]

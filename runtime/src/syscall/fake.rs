@@ -1,6 +1,6 @@
 //! A recording [`Kernel`] for unit tests: every call becomes a [`Call`]; failures can be injected.
 
-use super::{CapSets, Kernel, SchedAttr};
+use super::{CapSets, InRoot, Kernel, Node, SchedAttr};
 use nix::mount::{MntFlags, MsFlags};
 use std::cell::RefCell;
 use std::ffi::CString;
@@ -20,6 +20,7 @@ pub enum Call {
     Umount(PathBuf),
     PivotRoot(PathBuf),
     Chdir(PathBuf),
+    Fchdir,
     Chroot(PathBuf),
     MkdirAll(PathBuf),
     Touch(PathBuf),
@@ -116,6 +117,24 @@ impl Recorder {
 }
 
 impl Kernel for Recorder {
+    fn make_in_root(&self, root: &Path, path: &Path, node: Node) -> io::Result<InRoot> {
+        let resolved = crate::init::mounts::resolve_in_root(root, path)?;
+        match node {
+            Node::Dir => self.rec(Call::MkdirAll(resolved.clone()))?,
+            Node::File => self.rec(Call::Touch(resolved.clone()))?,
+            Node::Parent => {
+                if let Some(p) = resolved.parent() {
+                    self.rec(Call::MkdirAll(p.to_path_buf()))?;
+                }
+            }
+            Node::Existing => {}
+        }
+        Ok(InRoot {
+            path: resolved,
+            fd: None,
+        })
+    }
+
     fn mount(
         &self,
         source: Option<&Path>,
@@ -140,6 +159,9 @@ impl Kernel for Recorder {
     }
     fn chdir(&self, path: &Path) -> io::Result<()> {
         self.rec(Call::Chdir(path.to_path_buf()))
+    }
+    fn fchdir(&self, _fd: RawFd) -> io::Result<()> {
+        self.rec(Call::Fchdir)
     }
     fn chroot(&self, path: &Path) -> io::Result<()> {
         self.rec(Call::Chroot(path.to_path_buf()))

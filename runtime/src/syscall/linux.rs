@@ -1,6 +1,6 @@
 //! The real [`Kernel`]: thin wrappers over nix and libc.
 
-use super::{CapSets, Kernel, SchedAttr};
+use super::{CapSets, InRoot, Kernel, Node, SchedAttr};
 use nix::mount::{MntFlags, MsFlags};
 use std::ffi::CString;
 use std::io;
@@ -55,7 +55,129 @@ struct RawSchedAttr {
     sched_period: u64,
 }
 
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// openat2 with `dirfd` as the root of every lookup, returning an O_PATH descriptor.
+fn open_in_root(dirfd: RawFd, path: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    })?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `c` is NUL-terminated and `how` has the kernel's open_how layout with its size
+    // passed; both outlive the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd,
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor returned by the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn fd_path(fd: &OwnedFd) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
 impl Kernel for Linux {
+    fn make_in_root(&self, root: &Path, path: &Path, node: Node) -> io::Result<InRoot> {
+        let root_fd = OwnedFd::from(std::fs::File::open(root)?);
+        let parts: Vec<&std::ffi::OsStr> = path
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n),
+                std::path::Component::ParentDir => Some(std::ffi::OsStr::new("..")),
+                _ => None,
+            })
+            .collect();
+        let (dirs, leaf) = match node {
+            Node::Parent => match parts.split_last() {
+                Some((leaf, dirs)) => (dirs, Some(*leaf)),
+                None => (&parts[..], None),
+            },
+            _ => (&parts[..], None),
+        };
+        let mut cur = std::path::PathBuf::new();
+        let mut fd = open_in_root(root_fd.as_raw_fd(), &cur)?;
+        for (i, part) in dirs.iter().enumerate() {
+            cur.push(part);
+            match open_in_root(root_fd.as_raw_fd(), &cur) {
+                Ok(next) => fd = next,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && node != Node::Existing => {
+                    // Create the one missing component inside its (already safely opened)
+                    // parent; mkdirat and O_EXCL|O_NOFOLLOW never follow a symlink there.
+                    let name = cpath(Path::new(part))?;
+                    let parent = fd_path(&fd);
+                    let pc = cpath(&parent)?;
+                    let pdir = nix::fcntl::open(
+                        pc.as_c_str(),
+                        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+                    let last = i + 1 == dirs.len();
+                    // SAFETY: `name` is NUL-terminated; `pdir` is an open directory.
+                    let rc = unsafe {
+                        if last && node == Node::File {
+                            let f = libc::openat(
+                                pdir.as_raw_fd(),
+                                name.as_ptr(),
+                                libc::O_CREAT
+                                    | libc::O_EXCL
+                                    | libc::O_WRONLY
+                                    | libc::O_NOFOLLOW
+                                    | libc::O_CLOEXEC,
+                                0o644,
+                            );
+                            if f >= 0 {
+                                libc::close(f);
+                            }
+                            f
+                        } else {
+                            libc::mkdirat(pdir.as_raw_fd(), name.as_ptr(), 0o755)
+                        }
+                    };
+                    if rc < 0 {
+                        let e = io::Error::last_os_error();
+                        if e.kind() != io::ErrorKind::AlreadyExists {
+                            return Err(e);
+                        }
+                    }
+                    fd = open_in_root(root_fd.as_raw_fd(), &cur)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut out = fd_path(&fd);
+        if let Some(leaf) = leaf {
+            out.push(leaf);
+        }
+        Ok(InRoot {
+            path: out,
+            fd: Some(fd),
+        })
+    }
+
     fn mount(
         &self,
         source: Option<&Path>,
@@ -77,6 +199,11 @@ impl Kernel for Linux {
 
     fn chdir(&self, path: &Path) -> io::Result<()> {
         std::env::set_current_dir(path)
+    }
+
+    fn fchdir(&self, fd: RawFd) -> io::Result<()> {
+        // SAFETY: fchdir only reads the descriptor number; a bad one fails with EBADF.
+        check(unsafe { libc::fchdir(fd) } as libc::c_long)
     }
 
     fn chroot(&self, path: &Path) -> io::Result<()> {

@@ -14,6 +14,26 @@ use std::path::Path;
 pub mod fake;
 pub mod linux;
 
+/// What [`Kernel::make_in_root`] should find or create at the end of the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File,
+    /// Only the parent directories; the returned path names the last component in them.
+    Parent,
+    /// Nothing is created: reopen what is there now (e.g. the root of a mount just made).
+    Existing,
+}
+
+/// A path inside a rootfs, safe to hand to path-based system calls: it goes through an open
+/// descriptor (`/proc/self/fd/N`) resolved with the rootfs as its root, so a symlink swapped in
+/// by the container cannot redirect it to the host. Valid while this value lives.
+#[derive(Debug)]
+pub struct InRoot {
+    pub path: std::path::PathBuf,
+    pub fd: Option<OwnedFd>,
+}
+
 /// The five capability sets as bit masks (bit N = capability N).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CapSets {
@@ -33,7 +53,12 @@ pub trait Kernel {
     ) -> io::Result<()>;
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()>;
+    /// Finds `path` inside `root` (symlinks and `..` never leave `root`), creating missing
+    /// directories (and the file, for [`Node::File`]) one component at a time without
+    /// following symlinks out of the root.
+    fn make_in_root(&self, root: &Path, path: &Path, node: Node) -> io::Result<InRoot>;
     fn chdir(&self, path: &Path) -> io::Result<()>;
+    fn fchdir(&self, fd: RawFd) -> io::Result<()>;
     fn chroot(&self, path: &Path) -> io::Result<()>;
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()>;
     /// Creates an empty regular file (and its parents) if nothing exists at `path`.
