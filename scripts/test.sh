@@ -3,7 +3,8 @@
 #
 # Steps: dependencies, shellcheck, rustfmt, clippy, release build, fixtures,
 # unit tests, root-only unit tests (#[ignore]d), integration tests (one at a
-# time, against the release runtime and the fixtures). A failing lint or test
+# time, against the release runtime and the fixtures), cgroup v2 checks in a
+# qemu guest (cgroup2-vm-test.sh). A failing lint or test
 # step does not stop the later ones; a failing build or fixture step does.
 # Prints a summary and exits non-zero if any step failed.
 #
@@ -90,5 +91,7 @@ step integration-tests continue "${logged[@]}" env \
     KAPSEL_RUNTIME="$KAPSEL_ROOT/target/release/kapsel-runtime" \
     KAPSEL_FIXTURES="$KAPSEL_ROOT/.fixtures" \
     cargo test -p kapsel-integration-tests -- --test-threads=1
+# cgroup v2 checks in a qemu guest (this host is cgroup v1 hybrid)
+step cgroup2-vm continue scripts/cgroup2-vm-test.sh
 
 [ "$failed" -eq 0 ]

@@ -483,8 +483,8 @@ pub struct LinuxResources {
     pub cpu: Option<Cpu>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<Pids>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub block_io: Option<BlockIo>,
+    #[serde(default, rename = "blockIO", skip_serializing_if = "Option::is_none")]
+        pub block_io: Option<BlockIo>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hugepage_limits: Vec<HugepageLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

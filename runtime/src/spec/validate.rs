@@ -177,6 +177,13 @@ mod tests {
     }
 
     #[test]
+    fn block_io_uses_the_oci_key() {
+        let r: crate::spec::LinuxResources =
+            serde_json::from_str(r#"{"blockIO":{"weight":500}}"#).unwrap();
+        assert_eq!(r.block_io.unwrap().weight, Some(500));
+    }
+
+    #[test]
     fn accepts_minimal_config() {
         check(base()).unwrap();
     }

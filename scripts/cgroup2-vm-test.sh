@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# cgroup2-vm-test.sh — kapsel-runtime's cgroup v2 checks in a qemu guest (TCG) whose only
+# cgroup hierarchy is cgroup v2. This host is cgroup v1 hybrid, so the v2 code cannot be
+# exercised here otherwise. Needs root.
+#
+#   cgroup2-vm-test.sh [-v] [-T SECS]    run the checks
+#   cgroup2-vm-test.sh --prepare         only fetch and cache the kernel and boot it once
+#                                        (install-deps.sh does this; needs the network)
+#
+# The VM is booted by the shared tool cgroup2-vm.sh ($CGROUP2_VM, default
+# ../shared/tools/cgroup2-vm.sh next to the repository), with the repository shared into the
+# guest over 9p at /mnt/host. On the host this script writes one bundle per check under
+# target/cgroup2-vm/bundles/ (config.json from `kapsel-runtime spec`, edited with jq;
+# root.path is the shared .fixtures/rootfs); scripts/cgroup2-vm-guest.sh runs the checks in
+# the guest with the shared target/release/kapsel-runtime ($KAPSEL_RUNTIME), and prints one
+# PASS/FAIL/SKIP/INFO line per check.
+#
+# Offline once prepared: the kernel package (from bookworm-backports) is cached in
+# $KAPSEL_CG2VM_WORK (default /var/cache/kapsel/cgroup2-vm), and the package name that was
+# prepared is reused, so a later apt-get update does not trigger a download.
+#
+# Exit: 0 all checks passed, 1 a check failed, 2 no result (no VM tool, boot failure, timeout).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_root
+
+prepare=no
+verbose=()
+timeout_s=300
+while [ $# -gt 0 ]; do
+    case $1 in
+        --prepare) prepare=yes ;;
+        -v) verbose=(-v) ;;
+        -T) timeout_s=$2; shift ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument $1 (see -h)" ;;
+    esac
+    shift
+done
+
+tool=${CGROUP2_VM:-$KAPSEL_ROOT/../shared/tools/cgroup2-vm.sh}
+work=${KAPSEL_CG2VM_WORK:-/var/cache/kapsel/cgroup2-vm}
+runtime=${KAPSEL_RUNTIME:-$KAPSEL_ROOT/target/release/kapsel-runtime}
+fixtures=$KAPSEL_ROOT/.fixtures
+bundles=$KAPSEL_ROOT/target/cgroup2-vm/bundles # the guest script expects exactly this place
+stamp=$work/kapsel-prepared
+
+if [ ! -f "$tool" ]; then
+    echo "cgroup2-vm: RESULT FAIL (no VM tool at $tool; set CGROUP2_VM)" >&2
+    exit 2
+fi
+mkdir -p "$work"
+
+# The kernel package: the one prepared before, else what linux-image-amd64 depends on
+# (bookworm-backports first), the same way the tool would pick it.
+kpkg=$(cat "$stamp" 2>/dev/null || true)
+if [ -z "$kpkg" ] || [ "$prepare" = yes ]; then
+    kpkg=$(apt-cache depends -t bookworm-backports linux-image-amd64 2>/dev/null |
+        awk '/Depends: linux-image-/ { print $2; exit }' || true)
+    [ -n "$kpkg" ] || kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+        awk '/Depends: linux-image-/ { print $2; exit }' || true)
+    [ -n "$kpkg" ] || die "cannot resolve linux-image-amd64: run scripts/install-deps.sh"
+fi
+
+if [ "$prepare" = yes ]; then
+    if [ "$(cat "$stamp" 2>/dev/null || true)" = "$kpkg" ]; then
+        log "cgroup2-vm: $kpkg already prepared in $work"
+        exit 0
+    fi
+    log "cgroup2-vm: fetching $kpkg and booting it once"
+    probe=$(mktemp /tmp/cgroup2-vm-probe.XXXXXX)
+    trap 'rm -f "$probe"' EXIT
+    # shellcheck disable=SC2016 # for the guest's shell
+    printf '%s\n' '#!/bin/sh' '[ "$(stat -fc %t /sys/fs/cgroup)" = 63677270 ]' >"$probe"
+    rt=$(command -v runc || command -v crun || true)
+    [ -n "$rt" ] || die "runc or crun is needed (the VM tool writes its own bundle with it)"
+    "$tool" -w "$work" -k "$kpkg" -T "$timeout_s" -t "$probe" "$rt" >"$work/prepare.log" 2>&1 ||
+        die "booting $kpkg failed: $work/prepare.log"
+    echo "$kpkg" >"$stamp"
+    log "cgroup2-vm: prepared $kpkg ($(grep -o 'boot(qemu start->init)=[^ ]*' "$work/prepare.log" || true))"
+    exit 0
+fi
+
+[ -x "$runtime" ] || die "no $runtime: cargo build --release -p kapsel-runtime"
+case $runtime in
+    "$KAPSEL_ROOT"/*) ;;
+    *) die "$runtime must lie inside $KAPSEL_ROOT (the guest runs it from the 9p share)" ;;
+esac
+[ -x "$fixtures/rootfs/bin/busybox" ] || "$KAPSEL_ROOT/scripts/make-fixtures.sh" "$fixtures"
+command -v jq >/dev/null || die "jq is missing: run scripts/install-deps.sh"
+
+# ------------------------------------------------------------------ bundles (host side)
+guest_root=/mnt/host # where the tool mounts the share in the guest
+rm -rf "$bundles"
+mkdir -p "$bundles/spec"
+"$runtime" spec --bundle "$bundles/spec"
+# bundle NAME JQ-FILTER: bundles/NAME/config.json = the spec config, edited for container c2-NAME
+bundle() {
+    mkdir -p "$bundles/$1"
+    jq --arg id "c2-$1" --arg root "$guest_root/.fixtures/rootfs" "
+        .process.terminal = false | .root.path = \$root | .root.readonly = true
+        | .linux.cgroupsPath = \"/kapsel/\" + \$id | $2" \
+        "$bundles/spec/config.json" >"$bundles/$1/config.json"
+}
+mib=1048576
+# limits: prints its own view of the cgroup files, then sleeps until deleted
+# shellcheck disable=SC2016 # $f and $(...) are for the container's shell
+bundle limits '.process.args = ["sh", "-c",
+        "echo self-cgroup=$(cat /proc/self/cgroup); for f in memory.max memory.swap.max memory.low memory.high cpu.weight cpu.max pids.max cpuset.cpus; do echo $f=$(cat /sys/fs/cgroup/$f); done; echo ready; exec sleep 600"]
+    | .linux.resources.memory = {"limit": '$((64 * mib))', "swap": '$((96 * mib))', "reservation": '$((16 * mib))'}
+    | .linux.resources.cpu = {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"}
+    | .linux.resources.pids = {"limit": 20}
+    | .linux.resources.unified = {"memory.high": "'$((48 * mib))'"}'
+# shellcheck disable=SC2016
+bundle run '.process.args = ["sh", "-c", "echo memory.max=$(cat /sys/fs/cgroup/memory.max); exit 3"]
+    | .linux.resources.memory = {"limit": '$((64 * mib))'}'
+# a string that doubles until the 16 MiB limit (no swap: swap = limit) gets awk OOM-killed
+bundle oom '.process.args = ["awk", "BEGIN { s = \"0123456789abcdef\"; for (;;) s = s s }"]
+    | .linux.resources.memory = {"limit": '$((16 * mib))', "swap": '$((16 * mib))'}'
+bundle io '.process.args = ["sleep", "600"] | .linux.resources.blockIO = {"weight": 500}'
+# only used to diagnose an io-weight failure: the same request under the non-OCI key "blockIo"
+bundle io-camel '.process.args = ["sleep", "600"] | .linux.resources.blockIo = {"weight": 500}
+    | .linux.cgroupsPath = "/kapsel/c2-io"'
+bundle hugetlb '.process.args = ["sleep", "600"]
+    | .linux.resources.hugepageLimits = [{"pageSize": "2MB", "limit": '$((4 * mib))'}]'
+# devices: the spec's default rule (deny all) plus CAP_MKNOD; v2 needs eBPF to enforce it.
+# c 1:3 (/dev/null) is among runc's default allowed devices; c 1:11 (/dev/kmsg) is not, so
+# with a device filter the write to it would be denied (mknod itself is allowed by default).
+bundle dev '.process.capabilities |= with_entries(if .key == "ambient" then . else .value += ["CAP_MKNOD"] end)
+    | .process.args = ["sh", "-c",
+        "mknod /dev/x c 1 3 && echo mknod-c1:3=ok || echo mknod-c1:3=denied; echo hi >/dev/x && echo write-c1:3=ok || echo write-c1:3=denied; mknod /dev/k c 1 11 && echo mknod-c1:11=ok || echo mknod-c1:11=denied; echo cgroup2-vm-devices >/dev/k && echo write-c1:11=ok || echo write-c1:11=denied"]'
+rm -rf "$bundles/spec"
+
+# ------------------------------------------------------------------ the VM
+log "cgroup2-vm: kernel $kpkg, runtime $runtime"
+"$tool" -w "$work" -k "$kpkg" -T "$timeout_s" -s "$KAPSEL_ROOT" -t "$KAPSEL_ROOT/scripts/cgroup2-vm-guest.sh" \
+    "${verbose[@]}" "$runtime"
