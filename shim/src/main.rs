@@ -1,12 +1,49 @@
-//! containerd-shim-kapsel-v2: the per-container shim (containerd runtime v2 contract).
-//!
-//! Not built yet: see issue 3. Until then this binary refuses to run, so that containerd
-//! reports a clear error instead of hanging on a shim that does not speak the task API.
+//! containerd-shim-kapsel-v2: the per-container shim (containerd runtime v2 contract, task API
+//! `containerd.task.v2` as containerd 1.6/1.7 speak it). Synchronous: threads, no async runtime,
+//! so an idle shim stays small.
+
+mod args;
+mod events;
+mod io;
+mod memory;
+mod mount;
+mod process;
+mod reaper;
+mod runtime;
+mod service;
+mod shim;
+mod stats;
+mod task;
 
 fn main() {
-    eprintln!(
-        "containerd-shim-kapsel-v2: the kapsel shim is not implemented yet; \
-         use containerd's io.containerd.runc.v2 with `--runc-binary kapsel-runtime` meanwhile"
-    );
-    std::process::exit(1);
+    std::process::exit(run());
+}
+
+fn run() -> i32 {
+    let args = match args::Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("containerd-shim-kapsel-v2: {e}");
+            return 2;
+        }
+    };
+    let result = match args.action {
+        args::Action::Start => shim::start(&args),
+        args::Action::Delete => shim::delete(&args),
+        args::Action::Serve => shim::serve(&args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            eprintln!("containerd-shim-kapsel-v2: {msg}");
+            1
+        }
+    }
 }

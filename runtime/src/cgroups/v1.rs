@@ -281,10 +281,10 @@ fn apply_blkio(dir: &Path, b: &BlockIo) -> Result<(), CgroupError> {
     } else {
         ("blkio.weight", "blkio.weight_device")
     };
-    if let Some(weight) = b.weight {
+    if let Some(weight) = b.weight.filter(|w| *w != 0) {
         write(dir, weight_file, &weight.to_string())?;
     }
-    if let Some(leaf_weight) = b.leaf_weight {
+    if let Some(leaf_weight) = b.leaf_weight.filter(|w| *w != 0) {
         write(dir, "blkio.leaf_weight", &leaf_weight.to_string())?;
     }
     for wd in &b.weight_device {

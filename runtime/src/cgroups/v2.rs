@@ -214,7 +214,7 @@ fn apply_io(dir: &Path, b: &BlockIo) -> Result<(), CgroupError> {
             ("io.weight", convert::blkio_to_io_weight(w))
         }
     };
-    if let Some(weight) = b.weight {
+    if let Some(weight) = b.weight.filter(|w| *w != 0) {
         let (file, value) = weight_of(weight);
         set(
             dir,
@@ -223,7 +223,9 @@ fn apply_io(dir: &Path, b: &BlockIo) -> Result<(), CgroupError> {
             "linux.resources.blockIO.weight",
         )?;
     }
-    if b.leaf_weight.is_some() || b.weight_device.iter().any(|wd| wd.leaf_weight.is_some()) {
+    if b.leaf_weight.is_some_and(|w| w != 0)
+        || b.weight_device.iter().any(|wd| wd.leaf_weight.is_some())
+    {
         tracing::warn!(
             "ignoring linux.resources.blockIO leafWeight: cgroup v2 has no leaf weights"
         );

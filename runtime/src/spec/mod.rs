@@ -484,7 +484,7 @@ pub struct LinuxResources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<Pids>,
     #[serde(default, rename = "blockIO", skip_serializing_if = "Option::is_none")]
-        pub block_io: Option<BlockIo>,
+    pub block_io: Option<BlockIo>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hugepage_limits: Vec<HugepageLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,182 @@
+//! The runtime binary (`kapsel-runtime`, or any runc-compatible one) driven through runc's CLI.
+//! Every child is waited for through the [`Reaper`], never with `Child::wait` (the reaping thread
+//! would steal the status).
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::reaper::Reaper;
+
+/// Runtime failures, with what the runtime logged.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot run {binary}: {source}")]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{binary} {command} failed (exit {status}): {message}")]
+    Failed {
+        binary: PathBuf,
+        command: String,
+        status: i32,
+        message: String,
+    },
+}
+
+/// Standard streams handed to the runtime (and from there to the container) on create/exec.
+#[derive(Debug, Default)]
+pub struct ChildIo {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// One runtime binary with its global options.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub binary: PathBuf,
+    pub root: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Runtime {
+    /// The runtime for a bundle: `binary` (from the runtime options) or `kapsel-runtime` beside
+    /// this executable, else on `$PATH`.
+    pub fn new(binary: Option<&str>, namespace: &str, bundle: &Path) -> Runtime {
+        let binary = match binary {
+            Some(b) if !b.is_empty() => PathBuf::from(b),
+            _ => std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("kapsel-runtime")))
+                .filter(|p| p.exists())
+                .unwrap_or_else(|| PathBuf::from("kapsel-runtime")),
+        };
+        Runtime {
+            binary,
+            root: Path::new("/run/kapsel/shim-runtime").join(namespace),
+            log: bundle.join("log.json"),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(&self.log)
+            .arg("--log-format")
+            .arg("json")
+            .args(args);
+        c
+    }
+
+    /// Run to completion, capturing stdout; `input` goes to stdin.
+    pub fn output(
+        &self,
+        reaper: &Reaper,
+        args: &[&str],
+        input: Option<&[u8]>,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        let mut c = self.command(args);
+        c.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|source| self.spawn_err(source))?;
+        if let (Some(mut w), Some(data)) = (child.stdin.take(), input) {
+            let _ = w.write_all(data);
+        }
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        if let Some(mut o) = child.stdout.take() {
+            let _ = o.read_to_end(&mut out);
+        }
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_end(&mut err);
+        }
+        let status = reaper.wait(child.id() as i32);
+        if status != 0 {
+            return Err(self.failed(args, status, &err));
+        }
+        Ok(out)
+    }
+
+    /// Run with the given stdio (create/exec: the container inherits it), without capturing.
+    pub fn run_with_io(
+        &self,
+        reaper: &Reaper,
+        args: &[&str],
+        io: ChildIo,
+    ) -> Result<(), RuntimeError> {
+        let mut c = self.command(args);
+        c.stdin(io.stdin.map_or_else(Stdio::null, Stdio::from))
+            .stdout(io.stdout.map_or_else(Stdio::null, Stdio::from))
+            .stderr(io.stderr.map_or_else(Stdio::null, Stdio::from));
+        let child = c.spawn().map_err(|source| self.spawn_err(source))?;
+        // Drop our copies of the container's stdio now, so that EOF reaches the copiers.
+        drop(c);
+        let status = reaper.wait(child.id() as i32);
+        if status != 0 {
+            return Err(self.failed(args, status, &[]));
+        }
+        Ok(())
+    }
+
+    fn spawn_err(&self, source: std::io::Error) -> RuntimeError {
+        RuntimeError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        }
+    }
+
+    fn failed(&self, args: &[&str], status: i32, stderr: &[u8]) -> RuntimeError {
+        let mut message = last_log_error(&self.log).unwrap_or_default();
+        if message.is_empty() {
+            message = String::from_utf8_lossy(stderr).trim().to_string();
+        }
+        RuntimeError::Failed {
+            binary: self.binary.clone(),
+            command: args.first().copied().unwrap_or_default().to_string(),
+            status,
+            message,
+        }
+    }
+}
+
+/// The message of the last error-level line of a runc-style JSON log.
+fn last_log_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().rev().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let level = v.get("level")?.as_str()?;
+        if level == "error" || level == "fatal" {
+            v.get("msg")?.as_str().map(String::from)
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_error_of_json_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.json");
+        std::fs::write(
+            &log,
+            "{\"level\":\"error\",\"msg\":\"first\"}\n{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"container \\\"a\\\" not found\"}\n{\"level\":\"debug\",\"msg\":\"y\"}\n",
+        )
+        .unwrap();
+        assert_eq!(last_log_error(&log).unwrap(), "container \"a\" not found");
+    }
+}

@@ -1,0 +1,296 @@
+//! The ttrpc task service: translates requests to [`Task`] calls and errors to ttrpc codes.
+//! The only place errors become ttrpc statuses.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use containerd_shim_protos::api;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::shim::oci::Options;
+use containerd_shim_protos::ttrpc::{self, Code, TtrpcContext};
+use containerd_shim_protos::types::task::{ProcessInfo, Status};
+
+use crate::io::StdioPaths;
+use crate::process::State;
+use crate::task::{CreateSpec, Task, TaskError};
+
+/// The Task service over one [`Task`].
+pub struct Service {
+    task: Arc<Task>,
+    shutdown: Mutex<mpsc::Sender<()>>,
+}
+
+impl Service {
+    pub fn new(task: Arc<Task>, shutdown: mpsc::Sender<()>) -> Service {
+        Service {
+            task,
+            shutdown: Mutex::new(shutdown),
+        }
+    }
+}
+
+fn status(e: TaskError) -> ttrpc::Error {
+    let code = match &e {
+        TaskError::NotFound(_) => Code::NOT_FOUND,
+        TaskError::AlreadyExists(_) => Code::ALREADY_EXISTS,
+        TaskError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
+        TaskError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
+        TaskError::Runtime(_) | TaskError::Mount(_) | TaskError::Io { .. } => Code::UNKNOWN,
+    };
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        let part = s.to_string();
+        if !msg.contains(&part) {
+            msg.push_str(": ");
+            msg.push_str(&part);
+        }
+        src = s.source();
+    }
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg))
+}
+
+fn to_status(s: State) -> Status {
+    match s {
+        State::Created => Status::CREATED,
+        State::Running => Status::RUNNING,
+        State::Paused => Status::PAUSED,
+        State::Stopped => Status::STOPPED,
+    }
+}
+
+/// `BinaryName` from runc-style runtime options, when containerd sends them.
+fn binary_name(
+    options: &MessageField<containerd_shim_protos::protobuf::well_known_types::any::Any>,
+) -> Option<String> {
+    let any = options.as_ref()?;
+    if !any.type_url.ends_with("containerd.runc.v1.Options") {
+        return None;
+    }
+    let o = Options::parse_from_bytes(&any.value).ok()?;
+    (!o.binary_name.is_empty()).then_some(o.binary_name)
+}
+
+impl containerd_shim_protos::Task for Service {
+    fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> ttrpc::Result<api::CreateTaskResponse> {
+        crate::memory::note_activity();
+        if !req.checkpoint.is_empty() {
+            return Err(status(TaskError::InvalidArgument(
+                "restoring from a checkpoint is not supported".into(),
+            )));
+        }
+        let spec = CreateSpec {
+            bundle: req.bundle.clone().into(),
+            binary_name: binary_name(&req.options),
+            rootfs: req.rootfs,
+            stdio: StdioPaths {
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+                terminal: req.terminal,
+            },
+        };
+        let pid = self.task.create(&req.id, spec).map_err(status)?;
+        let mut resp = api::CreateTaskResponse::new();
+        resp.pid = pid;
+        Ok(resp)
+    }
+
+    fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> ttrpc::Result<api::StartResponse> {
+        crate::memory::note_activity();
+        let pid = self.task.start(&req.id, &req.exec_id).map_err(status)?;
+        let mut resp = api::StartResponse::new();
+        resp.pid = pid;
+        Ok(resp)
+    }
+
+    fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> ttrpc::Result<api::StateResponse> {
+        crate::memory::note_activity();
+        let (v, bundle) = self.task.state(&req.id, &req.exec_id).map_err(status)?;
+        let mut resp = api::StateResponse::new();
+        resp.id = req.id;
+        resp.exec_id = v.exec_id;
+        resp.bundle = bundle.to_string_lossy().into_owned();
+        resp.pid = v.pid;
+        resp.status = to_status(v.state).into();
+        resp.stdin = v.stdio.stdin;
+        resp.stdout = v.stdio.stdout;
+        resp.stderr = v.stdio.stderr;
+        resp.terminal = v.stdio.terminal;
+        if let Some((code, at)) = v.exit {
+            resp.exit_status = code;
+            resp.exited_at = Some(at).into();
+        }
+        Ok(resp)
+    }
+
+    fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
+        crate::memory::note_activity();
+        let (code, at) = self.task.wait(&req.id, &req.exec_id).map_err(status)?;
+        let mut resp = api::WaitResponse::new();
+        resp.exit_status = code;
+        resp.exited_at = Some(at).into();
+        Ok(resp)
+    }
+
+    fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<api::Empty> {
+        crate::memory::note_activity();
+        self.task
+            .kill(&req.id, &req.exec_id, req.signal, req.all)
+            .map_err(status)?;
+        Ok(api::Empty::new())
+    }
+
+    fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> ttrpc::Result<api::DeleteResponse> {
+        crate::memory::note_activity();
+        let (pid, code, at) = self.task.delete(&req.id, &req.exec_id).map_err(status)?;
+        let mut resp = api::DeleteResponse::new();
+        resp.pid = pid;
+        resp.exit_status = code;
+        resp.exited_at = Some(at).into();
+        Ok(resp)
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<api::Empty> {
+        crate::memory::note_activity();
+        let spec = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        let stdio = StdioPaths {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: req.terminal,
+        };
+        self.task
+            .exec(&req.id, &req.exec_id, stdio, &spec)
+            .map_err(status)?;
+        Ok(api::Empty::new())
+    }
+
+    fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
+        crate::memory::note_activity();
+        let pids = self.task.pids(&req.id).map_err(status)?;
+        let mut resp = api::PidsResponse::new();
+        resp.processes = pids
+            .into_iter()
+            .map(|pid| {
+                let mut p = ProcessInfo::new();
+                p.pid = pid;
+                p
+            })
+            .collect();
+        Ok(resp)
+    }
+
+    fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<api::Empty> {
+        crate::memory::note_activity();
+        self.task.set_paused(&req.id, true).map_err(status)?;
+        Ok(api::Empty::new())
+    }
+
+    fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<api::Empty> {
+        crate::memory::note_activity();
+        self.task.set_paused(&req.id, false).map_err(status)?;
+        Ok(api::Empty::new())
+    }
+
+    fn update(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::UpdateTaskRequest,
+    ) -> ttrpc::Result<api::Empty> {
+        crate::memory::note_activity();
+        let resources = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        self.task.update(&req.id, &resources).map_err(status)?;
+        Ok(api::Empty::new())
+    }
+
+    fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ResizePtyRequest,
+    ) -> ttrpc::Result<api::Empty> {
+        crate::memory::note_activity();
+        self.task
+            .resize_pty(&req.id, &req.exec_id, req.width, req.height)
+            .map_err(status)?;
+        Ok(api::Empty::new())
+    }
+
+    fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> ttrpc::Result<api::StatsResponse> {
+        crate::memory::note_activity();
+        let doc = self.task.stats(&req.id).map_err(status)?;
+        let mut resp = api::StatsResponse::new();
+        resp.stats = Some(crate::stats::to_any(&crate::stats::metrics_from_runtime(
+            &doc,
+        )))
+        .into();
+        Ok(resp)
+    }
+
+    fn close_io(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::CloseIORequest,
+    ) -> ttrpc::Result<api::Empty> {
+        crate::memory::note_activity();
+        // stdin closes when the client closes its FIFO end.
+        Ok(api::Empty::new())
+    }
+
+    fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ConnectRequest,
+    ) -> ttrpc::Result<api::ConnectResponse> {
+        crate::memory::note_activity();
+        let mut resp = api::ConnectResponse::new();
+        resp.shim_pid = std::process::id();
+        resp.task_pid = self.task.init_pid();
+        resp.version = env!("CARGO_PKG_VERSION").to_string();
+        Ok(resp)
+    }
+
+    fn shutdown(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ShutdownRequest,
+    ) -> ttrpc::Result<api::Empty> {
+        crate::memory::note_activity();
+        if req.now || !self.task.has_container() {
+            let _ = self
+                .shutdown
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(());
+        }
+        Ok(api::Empty::new())
+    }
+}
