@@ -73,17 +73,30 @@ fn readonly_self() -> io::Result<OwnedFd> {
 
 /// A sealed memfd copy of the binary.
 fn memfd_self() -> io::Result<OwnedFd> {
-    let copy = match readonly_self() {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::debug!("no read-only bind of the runtime binary ({e}); using a sealed copy");
-            memfd_self()?
-        }
+    let mut exe = std::fs::File::open("/proc/self/exe")?;
+    // SAFETY: the name is a NUL-terminated literal; the flags are valid.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"kapsel-runtime".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
     };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor from memfd_create, owned by nobody else.
+    let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut copy = std::fs::File::from(memfd);
+    io::copy(&mut exe, &mut copy)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on our own memfd with valid seal flags.
+    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(OwnedFd::from(copy))
 }
 
-/// Re-executes the current command from a sealed memfd copy of the binary, unless it already
+/// Re-executes the current command from an unwritable view of the binary, unless it already
 /// runs from one. Returns only on failure.
 pub fn reexec_sealed() -> io::Result<()> {
     if running_sealed() {
@@ -112,7 +125,7 @@ pub fn reexec_sealed() -> io::Result<()> {
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
     // SAFETY: argv and envp are NULL-terminated arrays of NUL-terminated strings that outlive
-    // the call; the descriptor is our sealed memfd. On success this does not return.
+    // the call; the descriptor is our read-only view of the binary. On success this does not return.
     unsafe {
         libc::syscall(
             libc::SYS_execveat,
