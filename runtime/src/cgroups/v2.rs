@@ -65,8 +65,14 @@ pub(super) fn apply(dir: &Path, res: &LinuxResources, update: bool) -> Result<()
     // program attached to the cgroup (runc's devicefilter, crun's ebpf_bpf). Until that exists no
     // device rule is enforced on v2, not even "deny everything": the container sees whatever
     // device nodes it can create or was given.
-    if !update && devices::v2_needs_filter(&res.devices)? {
-        tracing::warn!("cgroup v2 device rules are not enforced yet");
+    // Say so whenever the rules restrict anything, the default deny-all included: a silent
+    // no-op would let users believe /dev is fenced. v2_needs_filter also validates the rules.
+    let beyond_defaults = devices::v2_needs_filter(&res.devices)?;
+    if !update && (beyond_defaults || res.devices.iter().any(|d| !d.allow)) {
+        tracing::warn!(
+            "linux.resources.devices is not enforced on cgroup v2 yet (needs an eBPF device \
+             program): the container can use any device node it can create or was given"
+        );
     }
     for (key, value) in &res.unified {
         apply_unified(dir, key, value)?;

@@ -257,9 +257,6 @@ pub fn create_with_console(
     if let Some(cg) = &cgroup {
         cg.add_process(pid)?;
     }
-    if let Some(adj) = spec.process().oom_score_adj {
-        let _ = adj; // set by init itself, before it drops privileges
-    }
     parent
         .send(&Message::Go)
         .map_err(|e| ContainerError::Init(format!("container init exited early: {e}")))?;
