@@ -1,0 +1,8 @@
+//! kapseld and the kapsel CLI: images, content, snapshots (issue 4), containers and tasks (issue 5).
+//!
+//! Layout (see ../shared/design/STYLE.md): one module per domain with its types and traits
+//! (`content`, `snapshots`, `images`), implementations beside them (`content/local.rs`,
+//! `snapshots/{overlay,native}.rs`), and thin ttrpc adapters in `services/`.
+
+pub mod content;
+pub mod oci;
