@@ -236,10 +236,46 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// Whether the command line names `create`, `run` or `exec`: the first argument that is
+/// neither a global flag nor the value of one. Global flags that take a value in the next
+/// argument: --root, --log, --log-format (and --rootless only as --rootless=VALUE, or with
+/// true/false/auto following). Anything unexpected errs on the side of re-executing.
+fn reexec_needed(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        let Some(a) = a.to_str() else { return true };
+        match a {
+            "--root" | "--log" | "--log-format" => {
+                args.next();
+            }
+            "--rootless" => {
+                if args
+                    .peek()
+                    .and_then(|v| v.to_str())
+                    .is_some_and(|v| matches!(v, "true" | "false" | "auto"))
+                {
+                    args.next();
+                }
+            }
+            _ if a.starts_with('-') => {}
+            cmd => return matches!(cmd, "create" | "run" | "exec"),
+        }
+    }
+    false
+}
+
 fn main() {
     // Like runc: a closed stdout (`kapsel-runtime list | head`) ends the process quietly.
     // SAFETY: restoring the default disposition of SIGPIPE before anything else runs.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Commands that put a runtime process inside a container run from a sealed copy. Decided
+    // from argv before clap parses it, so that the arguments are parsed once, by the copy.
+    if reexec_needed(std::env::args_os().skip(1)) {
+        if let Err(e) = kapsel_runtime::sealed::reexec_sealed() {
+            eprintln!("kapsel-runtime: cannot re-execute from a sealed copy of itself: {e}");
+            std::process::exit(1);
+        }
+    }
     let cli = Cli::parse();
     if cli.version {
         println!(
@@ -248,16 +284,6 @@ fn main() {
             kapsel_runtime::spec::OCI_VERSION
         );
         return;
-    }
-    // Commands that put a runtime process inside a container run from a sealed copy.
-    if matches!(
-        cli.cmd,
-        Some(Cmd::Create(_)) | Some(Cmd::Run { .. }) | Some(Cmd::Exec(_))
-    ) {
-        if let Err(e) = kapsel_runtime::sealed::reexec_sealed() {
-            eprintln!("kapsel-runtime: cannot re-execute from a sealed copy of itself: {e}");
-            std::process::exit(1);
-        }
     }
     let format = match cli.log_format {
         LogFormat::Text => logging::Format::Text,
@@ -275,5 +301,28 @@ fn main() {
             }
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reexec_needed;
+
+    fn needs(line: &str) -> bool {
+        reexec_needed(line.split_whitespace().map(Into::into))
+    }
+
+    #[test]
+    fn reexec_is_decided_from_the_command_name() {
+        assert!(needs("create -b . x"));
+        assert!(needs("--root /run/x --log create --log-format json run x"));
+        assert!(needs("--root create run x"));
+        assert!(needs("--debug --rootless true exec -t x sh"));
+        assert!(needs("--rootless=true exec x sh"));
+        assert!(!needs("--root run state x"));
+        assert!(!needs("--log-format json delete -f x"));
+        assert!(!needs("list"));
+        assert!(!needs("--version"));
+        assert!(!needs("state run"));
     }
 }

@@ -217,6 +217,31 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Whether [`Cgroup::join_self`] can be used instead of [`Cgroup::add_process`]: v1 only.
+    pub fn can_join_self(&self) -> bool {
+        !self.v2
+    }
+
+    /// v1: moves the calling thread (the only thread of a freshly forked container process)
+    /// into every hierarchy by writing "0" to `tasks`. The kernel moves a thread that names
+    /// itself without taking the global threadgroup lock, whose write side waits for an RCU
+    /// grace period: from the parent, `cgroup.procs` costs 5-14 ms per container on this kind of
+    /// machine, from the child about 0.1 ms. The caller must be single-threaded and still see
+    /// the host's cgroup mounts (before pivot_root, outside a new user namespace).
+    pub fn join_self(&self) -> Result<(), CgroupError> {
+        if self.v2 {
+            return Err(CgroupError::Invalid {
+                field: "cgroup".to_string(),
+                value: "v2".to_string(),
+                reason: "a process joins a v2 cgroup through cgroup.procs".to_string(),
+            });
+        }
+        for dir in self.dirs() {
+            fs::write(dir, "tasks", "0")?;
+        }
+        Ok(())
+    }
+
     /// Freezes every task of the cgroup and waits (up to 2s) until the kernel reports it frozen.
     pub fn freeze(&self) -> Result<(), CgroupError> {
         if self.v2 {

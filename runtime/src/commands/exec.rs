@@ -2,6 +2,7 @@
 //! take its (or the given) process settings, and exec.
 
 use super::{Global, Result};
+use crate::cgroups::Cgroup;
 use crate::container::create::write_pid_file;
 use crate::container::{Container, ContainerError, Status};
 use crate::init::{self, InitError};
@@ -196,6 +197,16 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
             })?;
         }
     }
+    // The target cgroup, resolved before forking. Without a user namespace to join, the exec
+    // process moves itself into a v1 cgroup (cheap, see Cgroup::join_self); otherwise the
+    // parent moves it.
+    let target = match &c.state.cgroup {
+        Some(cg) => Some(sub_cgroup(cg, &a.cgroup)?),
+        None => None,
+    };
+    let self_join = target
+        .as_ref()
+        .filter(|t| t.can_join_self() && !joins.iter().any(|(t, _)| *t == NamespaceType::User));
     let (parent, child) = Channel::pair()?;
     let pid = clone_fork(0)?;
     if pid == 0 {
@@ -208,6 +219,7 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
             &child,
             console.as_ref(),
             a.preserve_fds,
+            self_join,
         );
         let _ = child.send(&Message::Error(res.to_string()));
         exit_child(1);
@@ -222,15 +234,9 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
         }
         Err(e)
     };
-    if let Some(cg) = &c.state.cgroup {
-        let target = sub_cgroup(cg, &a.cgroup);
-        match target {
-            Ok(t) => {
-                if let Err(e) = t.add_process(pid) {
-                    return fail(e.into());
-                }
-            }
-            Err(e) => return fail(e),
+    if let Some(t) = target.as_ref().filter(|_| self_join.is_none()) {
+        if let Err(e) = t.add_process(pid) {
+            return fail(e.into());
         }
     }
     if let Err(e) = parent.send(&Message::Go) {
@@ -326,9 +332,14 @@ fn exec_child(
     chan: &Channel,
     console: Option<&OwnedFd>,
     preserve_fds: i32,
+    self_join: Option<&Cgroup>,
 ) -> InitError {
     let res = (|| -> std::result::Result<PathBuf, InitError> {
         chan.expect(Message::Go).map_err(InitError::Protocol)?;
+        if let Some(cg) = self_join {
+            cg.join_self()
+                .map_err(|e| InitError::Config(format!("join the container's cgroup: {e}")))?;
+        }
         let lsm = init::lsm::Lsm::detect();
         let order = [
             NamespaceType::User,

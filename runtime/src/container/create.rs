@@ -190,6 +190,12 @@ pub fn create_with_console(
     if offsets.is_some() {
         flags &= !NamespaceType::Time.clone_flag();
     }
+    // Without a user namespace, init joins its v1 cgroup itself (cheap); otherwise the
+    // parent moves it (init's credentials may not reach the host's cgroup files).
+    let init_joins_cgroup = !via_stage1
+        && !opts.rootless
+        && spec.namespace(NamespaceType::User).is_none()
+        && cgroup.as_ref().is_some_and(Cgroup::can_join_self);
     let creating_json = container.state_json(Status::Creating);
     let init_args = || InitArgs {
         spec: &spec,
@@ -208,6 +214,7 @@ pub fn create_with_console(
         state_json: creating_json.clone(),
         new_keyring: !opts.no_new_keyring,
         die_with_parent: !via_stage1,
+        join_cgroup: init_joins_cgroup,
     };
 
     let pid = if via_stage1 {
@@ -254,7 +261,7 @@ pub fn create_with_console(
             write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
         }
     }
-    if let Some(cg) = &cgroup {
+    if let Some(cg) = cgroup.as_ref().filter(|_| !init_joins_cgroup) {
         cg.add_process(pid)?;
     }
     parent

@@ -57,6 +57,9 @@ pub struct InitArgs<'a> {
     pub new_keyring: bool,
     /// Die with the parent until set-up is complete (not when cloned by a short-lived stage1).
     pub die_with_parent: bool,
+    /// Init moves itself into `cgroup` after Go (v1, no user namespace): much cheaper than
+    /// the parent writing its pid (see [`Cgroup::join_self`]).
+    pub join_cgroup: bool,
 }
 
 /// Runs init to completion: never returns on success (the process is replaced by the
@@ -86,6 +89,10 @@ fn setup(k: &dyn Kernel, a: &InitArgs) -> Result<PathBuf, InitError> {
         let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     }
     a.chan.expect(Message::Go).map_err(proto)?;
+    if let (true, Some(cg)) = (a.join_cgroup, a.cgroup) {
+        cg.join_self()
+            .map_err(|e| InitError::Config(format!("join the container's cgroup: {e}")))?;
+    }
 
     let userns = spec.namespace(NamespaceType::User).is_some();
     let lsm = lsm::Lsm::detect();

@@ -9,8 +9,10 @@
 //!  clone ------------------------------------------------------> waits for Go
 //!        (or fork stage1 ---------> setns(paths), clone -------> )
 //!                     <---------- Stage1Pid{pid}; exits
-//!  uid/gid maps, cgroup.procs
-//!  Go ---------------------------------------------------------> unshare(cgroup), mounts, /dev
+//!  uid/gid maps, cgroup.procs (only
+//!  with a user namespace or on v2)
+//!  Go ---------------------------------------------------------> [v1: join cgroup via tasks "0"]
+//!                                                               unshare(cgroup), mounts, /dev
 //!                     <------------------------------------------ Hooks (only with prestart/createRuntime hooks)
 //!  run prestart + createRuntime
 //!  HooksDone --------------------------------------------------> createContainer hooks, pivot_root,
