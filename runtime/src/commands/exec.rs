@@ -215,11 +215,13 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
             &k,
             &c,
             &process,
-            &joins,
             &child,
-            console.as_ref(),
-            a.preserve_fds,
-            self_join,
+            ChildSetup {
+                joins: &joins,
+                console: console.as_ref(),
+                preserve_fds: a.preserve_fds,
+                self_join,
+            },
         );
         let _ = child.send(&Message::Error(res.to_string()));
         exit_child(1);
@@ -324,16 +326,28 @@ fn sub_cgroup(cg: &crate::cgroups::Cgroup, specs: &[String]) -> Result<crate::cg
     Ok(out)
 }
 
+/// What the exec child sets up before it execs.
+struct ChildSetup<'a> {
+    joins: &'a [(NamespaceType, OwnedFd)],
+    console: Option<&'a OwnedFd>,
+    preserve_fds: i32,
+    /// The v1 cgroup the child moves itself into (None: the parent moves it, or no cgroup).
+    self_join: Option<&'a Cgroup>,
+}
+
 fn exec_child(
     k: &dyn Kernel,
     c: &Container,
     process: &Process,
-    joins: &[(NamespaceType, OwnedFd)],
     chan: &Channel,
-    console: Option<&OwnedFd>,
-    preserve_fds: i32,
-    self_join: Option<&Cgroup>,
+    setup: ChildSetup<'_>,
 ) -> InitError {
+    let ChildSetup {
+        joins,
+        console,
+        preserve_fds,
+        self_join,
+    } = setup;
     let res = (|| -> std::result::Result<PathBuf, InitError> {
         chan.expect(Message::Go).map_err(InitError::Protocol)?;
         if let Some(cg) = self_join {
