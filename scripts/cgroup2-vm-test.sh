@@ -82,7 +82,7 @@ if [ "$prepare" = yes ]; then
     exit 0
 fi
 
-[ -x "$runtime" ] || die "no $runtime: cargo build --release -p kapsel-runtime"
+[ -x "$runtime" ] || die "no $runtime: run scripts/build-release.sh"
 case $runtime in
     "$KAPSEL_ROOT"/*) ;;
     *) die "$runtime must lie inside $KAPSEL_ROOT (the guest runs it from the 9p share)" ;;

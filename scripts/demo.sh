@@ -20,7 +20,7 @@ fi
 ensure_cargo
 
 log "building kapsel-runtime (release)"
-cargo build --release -p kapsel-runtime
+scripts/build-release.sh -q
 runtime=$KAPSEL_ROOT/target/release/kapsel-runtime
 fixtures=$KAPSEL_ROOT/.fixtures
 scripts/make-fixtures.sh "$fixtures"

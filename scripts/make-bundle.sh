@@ -16,7 +16,7 @@ shift 2
 runtime=${KAPSEL_RUNTIME:-$KAPSEL_ROOT/target/release/kapsel-runtime}
 
 [ -d "$fixtures/rootfs/bin" ] || die "$fixtures/rootfs: no fixture rootfs; run scripts/make-fixtures.sh $fixtures"
-[ -x "$runtime" ] || die "$runtime: no runtime binary; run cargo build --release -p kapsel-runtime or set KAPSEL_RUNTIME"
+[ -x "$runtime" ] || die "$runtime: no runtime binary; run scripts/build-release.sh or set KAPSEL_RUNTIME"
 command -v jq >/dev/null || die "jq not found: run scripts/install-deps.sh"
 if [ -e "$bundle/rootfs" ] || [ -e "$bundle/config.json" ]; then
     die "$bundle already holds a bundle"

@@ -79,7 +79,7 @@ if command -v shellcheck >/dev/null; then
 fi
 step fmt continue cargo fmt --all --check
 step clippy continue cargo clippy --workspace --all-targets -- -D warnings
-step build-release fatal cargo build --release --workspace
+step build-release fatal scripts/build-release.sh
 step fixtures fatal scripts/make-fixtures.sh "$KAPSEL_ROOT/.fixtures"
 # Unit tests: everything but the integration-test crate, which needs the env below.
 # "${logged[@]}" CMD...: run CMD with its output also appended to the test log.

@@ -217,6 +217,13 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The v2 directory, for a child born into it (clone3 CLONE_INTO_CGROUP); None on v1.
+    pub fn v2_path(&self) -> Option<&Path> {
+        self.v2
+            .then(|| self.paths.get("").map(PathBuf::as_path))
+            .flatten()
+    }
+
     /// Whether [`Cgroup::join_self`] can be used instead of [`Cgroup::add_process`]: v1 only.
     pub fn can_join_self(&self) -> bool {
         !self.v2

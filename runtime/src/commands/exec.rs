@@ -7,10 +7,10 @@ use crate::container::create::write_pid_file;
 use crate::container::{Container, ContainerError, Status};
 use crate::init::{self, InitError};
 use crate::process::message::{Channel, Message};
-use crate::process::{clone_fork, exit_child};
+use crate::process::{clone_fork, clone_fork_into_cgroup, exit_child};
 use crate::spec::{NamespaceType, Process};
 use crate::syscall::Kernel;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -208,7 +208,22 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
         .as_ref()
         .filter(|t| t.can_join_self() && !joins.iter().any(|(t, _)| *t == NamespaceType::User));
     let (parent, child) = Channel::pair()?;
-    let pid = clone_fork(0)?;
+    // v2: the child is born in the cgroup where the kernel allows it (clone3).
+    let born_in = target
+        .as_ref()
+        .and_then(Cgroup::v2_path)
+        .and_then(|dir| std::fs::File::open(dir).ok());
+    let mut placed = false;
+    let pid = match born_in
+        .as_ref()
+        .map(|dir| clone_fork_into_cgroup(0, dir.as_fd()))
+    {
+        Some(Ok(pid)) => {
+            placed = true;
+            pid
+        }
+        _ => clone_fork(0)?,
+    };
     if pid == 0 {
         drop(parent);
         let res = exec_child(
@@ -236,7 +251,7 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
         }
         Err(e)
     };
-    if let Some(t) = target.as_ref().filter(|_| self_join.is_none()) {
+    if let Some(t) = target.as_ref().filter(|_| self_join.is_none() && !placed) {
         if let Err(e) = t.add_process(pid) {
             return fail(e.into());
         }

@@ -5,9 +5,9 @@ use super::{io_err, Container, ContainerError, State, Status};
 use crate::cgroups::{Cgroup, CgroupError};
 use crate::init::{self, InitArgs, StartSignal};
 use crate::process::message::{Channel, Message};
-use crate::process::{clone_fork, exit_child};
+use crate::process::{clone_fork, clone_fork_into_cgroup, exit_child};
 use crate::spec::{IdMapping, NamespaceType, Spec};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -217,6 +217,7 @@ pub fn create_with_console(
         join_cgroup: init_joins_cgroup,
     };
 
+    let mut placed_in_cgroup = false;
     let pid = if via_stage1 {
         let stage1 = clone_fork(0).map_err(io_err("fork"))?;
         if stage1 == 0 {
@@ -237,9 +238,27 @@ pub fn create_with_console(
         let _ = crate::process::wait_exit(stage1);
         pid
     } else {
-        let pid = clone_fork(flags).map_err(|e| {
-            ContainerError::Init(format!("clone with the container's namespaces: {e}"))
-        })?;
+        let born_in = cgroup
+            .as_ref()
+            .and_then(Cgroup::v2_path)
+            .and_then(open_cgroup_dir);
+        let pid = match born_in
+            .as_ref()
+            .map(|fd| clone_fork_into_cgroup(flags, fd.as_fd()))
+        {
+            Some(Ok(pid)) => {
+                placed_in_cgroup = true;
+                pid
+            }
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::debug!("clone3 into the cgroup: {e}; moving init after clone");
+                }
+                clone_fork(flags).map_err(|e| {
+                    ContainerError::Init(format!("clone with the container's namespaces: {e}"))
+                })?
+            }
+        };
         if pid == 0 {
             drop(parent);
             let k = crate::syscall::linux::Linux;
@@ -261,7 +280,10 @@ pub fn create_with_console(
             write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
         }
     }
-    if let Some(cg) = cgroup.as_ref().filter(|_| !init_joins_cgroup) {
+    if let Some(cg) = cgroup
+        .as_ref()
+        .filter(|_| !init_joins_cgroup && !placed_in_cgroup)
+    {
         cg.add_process(pid)?;
     }
     parent
@@ -519,4 +541,17 @@ fn owner_name() -> String {
             })
         })
         .unwrap_or_else(|| uid.to_string())
+}
+
+/// The v2 cgroup directory as an O_PATH descriptor for clone3; None (with a debug line) when it
+/// cannot be opened, and the caller moves the process instead.
+fn open_cgroup_dir(dir: &Path) -> Option<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map(OwnedFd::from)
+        .map_err(|e| tracing::debug!("open {}: {e}", dir.display()))
+        .ok()
 }
