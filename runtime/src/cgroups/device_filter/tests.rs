@@ -383,7 +383,10 @@ fn random_rule_lists_agree_with_the_reference() {
         let len = (rng.next() % 12) as usize;
         let mut spec = Vec::new();
         for _ in 0..len {
-            let access: String = "rwm".chars().filter(|_| rng.next().is_multiple_of(2)).collect();
+            let access: String = "rwm"
+                .chars()
+                .filter(|_| rng.next().is_multiple_of(2))
+                .collect();
             spec.push(DeviceCgroup {
                 allow: !rng.next().is_multiple_of(3),
                 typ: Some(rng.pick(&["a", "b", "c", "c"]).to_string()),
