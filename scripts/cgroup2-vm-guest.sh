@@ -249,13 +249,105 @@ else
     cleanup "$id"
 fi
 
-# ------------------------------------------------------------------ devices (recorded only)
-# v2 device rules need an eBPF program, not implemented in kapsel-runtime yet: the spec's
-# default "deny all" cannot be enforced. This records what a container with CAP_MKNOD can do.
-id=c2-dev
+# ------------------------------------------------------------------ devices (eBPF)
+# v2 enforces linux.resources.devices through a BPF_PROG_TYPE_CGROUP_DEVICE program on the
+# container's cgroup. Programs are counted without bpftool: the runtime names them
+# kapsel_devices, and with bpf_jit_kallsyms the kernel lists every loaded one in /proc/kallsyms
+# (the runtime keeps no descriptor: a program lives only while it is attached).
+echo 1 >/proc/sys/net/core/bpf_jit_kallsyms 2>/dev/null
+progs() { grep -o 'bpf_prog_[0-9a-f]*_kapsel_devices' /proc/kallsyms 2>/dev/null | sed 's/^bpf_prog_//; s/_kapsel_devices$//' | sort | one; }
+nprogs() { grep -c 'bpf_prog_[0-9a-f]*_kapsel_devices' /proc/kallsyms 2>/dev/null; }
+kallsyms=no
+[ "$(cat /proc/sys/net/core/bpf_jit_enable 2>/dev/null)" = 1 ] && [ "$(cat /proc/sys/net/core/bpf_jit_kallsyms 2>/dev/null)" = 1 ] && kallsyms=yes
+# wait_progs N: wait up to 5 s until N programs are loaded (freeing runs from a workqueue)
+wait_progs() {
+    n=0
+    while [ $n -lt 50 ] && [ "$(nprogs)" != "$1" ]; do
+        sleep 0.1
+        n=$((n + 1))
+    done
+}
+# has FILE LINE: FILE has exactly this line
+has() { grep -qxF "$2" "$1"; }
+
+# the default rules: /dev/null and friends work, nodes no rule allows are refused with EPERM
+id=c2-dev-default
+o=$W/$id.out
 rc=0
-rt run --bundle "$BUNDLES/dev" "$id" >"$W/$id.out" 2>"$W/$id.err" || rc=$?
-info devices-gap "NOT ENFORCED on v2 (no eBPF filter yet); spec $(tr -d ' \n' <"$BUNDLES/dev/config.json" | grep -o '"devices":\[[^]]*\]'), CAP_MKNOD; inside: $(one <"$W/$id.out"); rc=$rc; runtime stderr: $(one <"$W/$id.err")"
+rt run --bundle "$BUNDLES/dev-default" "$id" >"$o" 2>"$W/$id.err" || rc=$?
+if [ "$rc" = 0 ] && has "$o" null-read=ok && has "$o" zero-read=1 && has "$o" "w /dev/null ok" && has "$o" "r /dev/urandom ok"; then
+    pass devices-default-allowed "head -c1 /dev/null, /dev/zero, /dev/urandom and writes to /dev/null work: $(one <"$o")"
+else
+    fail devices-default-allowed "rc=$rc; inside: $(one <"$o"); runtime stderr: $(one <"$W/$id.err")"
+fi
+# (the guest itself, without a filter, may open the console for writing)
+control=$( (exec 3>/dev/console) 2>&1 && echo ok)
+if has "$o" "w /dev/kmsg Operation not permitted" && has "$o" "r /dev/kcons Operation not permitted"; then
+    pass devices-denied "linux.devices nodes without an allow rule refused: $(grep -E '^[rw] /dev/(kmsg|kcons) ' "$o" | one); the guest opens /dev/console: $control"
+else
+    fail devices-denied "want EPERM writing /dev/kmsg (c 1:11) and reading /dev/kcons (c 5:1); inside: $(one <"$o"); runtime stderr: $(one <"$W/$id.err")"
+fi
+# runc's defaults allow mknod of any node ("c *:* m"), never its use
+if has "$o" mknod-c5:1=ok && has "$o" "r /dev/kcons2 Operation not permitted"; then
+    pass devices-mknod "mknod c 5 1 allowed as runc allows it, opening the node refused: $(grep -E '^(mknod|r /dev/kcons2)' "$o" | one)"
+else
+    fail devices-mknod "want mknod c 5 1 ok and its open refused with EPERM; inside: $(one <"$o")"
+fi
+if grep -q 'not enforced' "$W/$id.err"; then
+    fail devices-no-warning "the runtime still warns: $(one <"$W/$id.err")"
+fi
+cleanup "$id"
+
+# explicit allow rules (c 1:11 w, c 5:1 r) open exactly that; then update and delete
+id=c2-dev-allow
+o=$W/$id.out
+D=$CG/kapsel/$id
+wait_progs 0 # the earlier containers' programs go once their cgroups are released
+before=$(nprogs)
+if rt create --bundle "$BUNDLES/dev-allow" "$id" >"$o" 2>"$W/$id.err" && rt start "$id" >>"$W/$id.err" 2>&1 && wait_line "$o" '^ready'; then
+    if has "$o" "w /dev/kmsg ok" && has "$o" kmsg-write=ok && dmesg | grep -q kapsel-cgroup2-vm-kmsg-allowed \
+        && has "$o" "r /dev/kcons ok" && has "$o" "w /dev/kcons Operation not permitted"; then
+        pass devices-allowed-extra "c 1:11 w allowed (the line is in the guest's kernel log), c 5:1 r allowed but not w: $(one <"$o")"
+    else
+        fail devices-allowed-extra "inside: $(one <"$o"); kernel log has the line: $(dmesg | grep -c kapsel-cgroup2-vm-kmsg-allowed); runtime stderr: $(one <"$W/$id.err")"
+    fi
+    if [ "$kallsyms" = yes ]; then
+        first=$(progs)
+        if [ "$before" = 0 ] && [ "$(nprogs)" = 1 ]; then
+            pass devices-one-program "exactly one kapsel_devices program loaded after create (tag $first)"
+        else
+            fail devices-one-program "want 1 program (0 before create), before create $before, now $(nprogs): [$first]"
+        fi
+    else
+        skip devices-one-program "no JIT kallsyms (bpf_jit_enable=$(cat /proc/sys/net/core/bpf_jit_enable 2>&1)): cannot count programs"
+    fi
+    command -v bpftool >/dev/null && info devices-bpftool "$(bpftool cgroup show "$D" 2>&1 | one)"
+    # update -r with device rules: the new program replaces the old one, nothing stacks
+    # shellcheck disable=SC2016 # for the container's shell
+    if rt update -r "$BUNDLES/dev-allow/update.json" "$id" >"$W/$id.upd" 2>&1; then
+        after=$(rt exec "$id" sh -c "$(cat "$BUNDLES/dev-probe.sh"); p w /dev/kmsg; p r /dev/kcons; p w /dev/null" 2>&1 | one)
+        second=$(progs)
+        if [ "$after" = "w /dev/kmsg Operation not permitted r /dev/kcons Operation not permitted w /dev/null ok" ] && { [ "$kallsyms" = no ] || { [ "$(nprogs)" = 1 ] && [ "$second" != "$first" ]; }; }; then
+            pass devices-update "after 'update -r' with deny-all: $after; programs: [$first] -> [$second]"
+        else
+            fail devices-update "after 'update -r' with deny-all, exec sees: $after; programs before [$first], after [$second] (want exactly one, a new one)"
+        fi
+    else
+        fail devices-update "'update -r $BUNDLES/dev-allow/update.json $id' failed: $(one <"$W/$id.upd")"
+    fi
+    if rt delete --force "$id" >"$W/$id.del" 2>&1; then
+        wait_progs 0
+        if [ "$kallsyms" = no ] || [ "$(nprogs)" = 0 ]; then
+            pass devices-delete "cgroup removed, no kapsel_devices program left ($(nprogs))"
+        else
+            fail devices-delete "after delete: $(nprogs) programs still loaded: [$(progs)]; cgroup there: $([ -d "$D" ] && echo yes || echo no)"
+        fi
+    else
+        fail devices-delete "'delete --force $id' failed: $(one <"$W/$id.del")"
+    fi
+else
+    fail devices-allowed-extra "create/start failed: state=$(status "$id"); stderr: $(one <"$W/$id.err"); stdout: $(one <"$o")"
+fi
 cleanup "$id"
 
 left=$(find "$CG/kapsel" -mindepth 1 -type d 2>/dev/null | one)

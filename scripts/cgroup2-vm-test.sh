@@ -11,8 +11,10 @@
 # ../shared/tools/cgroup2-vm.sh next to the repository), with the repository shared into the
 # guest over 9p at /mnt/host. On the host this script writes one bundle per check under
 # target/cgroup2-vm/bundles/ (config.json from `kapsel-runtime spec`, edited with jq;
-# root.path is the shared .fixtures/rootfs); scripts/cgroup2-vm-guest.sh runs the checks in
-# the guest with the shared target/release/kapsel-runtime ($KAPSEL_RUNTIME), and prints one
+# root.path is the shared .fixtures/rootfs, or a copy when .fixtures lies outside the repository);
+# scripts/cgroup2-vm-guest.sh runs the checks in
+# the guest with the shared target/release/kapsel-runtime (else target/debug/, or
+# $KAPSEL_RUNTIME), and prints one
 # PASS/FAIL/SKIP/INFO line per check.
 #
 # Offline once prepared: the kernel package (from bookworm-backports) is cached in
@@ -27,7 +29,7 @@ need_root
 
 prepare=no
 verbose=()
-timeout_s=300
+timeout_s=600
 while [ $# -gt 0 ]; do
     case $1 in
         --prepare) prepare=yes ;;
@@ -42,6 +44,8 @@ done
 tool=${CGROUP2_VM:-$KAPSEL_ROOT/../shared/tools/cgroup2-vm.sh}
 work=${KAPSEL_CG2VM_WORK:-/var/cache/kapsel/cgroup2-vm}
 runtime=${KAPSEL_RUNTIME:-$KAPSEL_ROOT/target/release/kapsel-runtime}
+# without a release build, the debug one (as the integration tests do)
+[ -n "${KAPSEL_RUNTIME:-}" ] || [ -x "$runtime" ] || runtime=$KAPSEL_ROOT/target/debug/kapsel-runtime
 fixtures=$KAPSEL_ROOT/.fixtures
 bundles=$KAPSEL_ROOT/target/cgroup2-vm/bundles # the guest script expects exactly this place
 stamp=$work/kapsel-prepared
@@ -82,7 +86,7 @@ if [ "$prepare" = yes ]; then
     exit 0
 fi
 
-[ -x "$runtime" ] || die "no $runtime: run scripts/build-release.sh"
+[ -x "$runtime" ] || die "no $runtime: run scripts/build-release.sh (or cargo build -p kapsel-runtime)"
 case $runtime in
     "$KAPSEL_ROOT"/*) ;;
     *) die "$runtime must lie inside $KAPSEL_ROOT (the guest runs it from the 9p share)" ;;
@@ -94,11 +98,22 @@ command -v jq >/dev/null || die "jq is missing: run scripts/install-deps.sh"
 guest_root=/mnt/host # where the tool mounts the share in the guest
 rm -rf "$bundles"
 mkdir -p "$bundles/spec"
+# The guest sees only the share: a .fixtures that is a symlink out of it (a git worktree's) is
+# not reachable there, so its small rootfs is copied in.
+guest_rootfs=$guest_root/.fixtures/rootfs
+case $(readlink -f "$fixtures/rootfs") in
+    "$KAPSEL_ROOT"/*) ;;
+    *)
+        cp -a "$fixtures/rootfs" "$bundles/rootfs"
+        guest_rootfs=$guest_root/${bundles#"$KAPSEL_ROOT"/}/rootfs
+        ;;
+esac
 "$runtime" spec --bundle "$bundles/spec"
 # bundle NAME JQ-FILTER: bundles/NAME/config.json = the spec config, edited for container c2-NAME
+# (the filter can use $probe, the shell function $dev_probe for the device checks)
 bundle() {
     mkdir -p "$bundles/$1"
-    jq --arg id "c2-$1" --arg root "$guest_root/.fixtures/rootfs" "
+    jq --arg id "c2-$1" --arg root "$guest_rootfs" --arg probe "${dev_probe-}" "
         .process.terminal = false | .root.path = \$root | .root.readonly = true
         | .linux.cgroupsPath = \"/kapsel/\" + \$id | $2" \
         "$bundles/spec/config.json" >"$bundles/$1/config.json"
@@ -124,12 +139,31 @@ bundle io-camel '.process.args = ["sleep", "600"] | .linux.resources.blockIo = {
     | .linux.cgroupsPath = "/kapsel/c2-io"'
 bundle hugetlb '.process.args = ["sleep", "600"]
     | .linux.resources.hugepageLimits = [{"pageSize": "2MB", "limit": '$((4 * mib))'}]'
-# devices: the spec's default rule (deny all) plus CAP_MKNOD; v2 needs eBPF to enforce it.
-# c 1:3 (/dev/null) is among runc's default allowed devices; c 1:11 (/dev/kmsg) is not, so
-# with a device filter the write to it would be denied (mknod itself is allowed by default).
-bundle dev '.process.capabilities |= with_entries(if .key == "ambient" then . else .value += ["CAP_MKNOD"] end)
-    | .process.args = ["sh", "-c",
-        "mknod /dev/x c 1 3 && echo mknod-c1:3=ok || echo mknod-c1:3=denied; echo hi >/dev/x && echo write-c1:3=ok || echo write-c1:3=denied; mknod /dev/k c 1 11 && echo mknod-c1:11=ok || echo mknod-c1:11=denied; echo cgroup2-vm-devices >/dev/k && echo write-c1:11=ok || echo write-c1:11=denied"]'
+# devices: the spec's default rules (deny all; the runtime adds runc's allowances: /dev/null,
+# zero, full, tty, random, urandom, ptmx, pts, net/tun, mknod of any node) with CAP_MKNOD and
+# two nodes in linux.devices that no rule allows: /dev/kmsg (c 1:11) and /dev/kcons (c 5:1, the
+# console). Opening them for these accesses needs no capability (reading /dev/kmsg would need
+# CAP_SYSLOG, opening /dev/mem CAP_SYS_RAWIO): only the device filter can refuse them.
+# $dev_probe defines p MODE FILE: prints "MODE FILE ok" or "MODE FILE <strerror>" for an open
+# for reading (r) or writing (w).
+# shellcheck disable=SC2016 # for the container's shell
+dev_probe='p() { if [ "$1" = r ]; then e=$( (exec 3<"$2") 2>&1 ); else e=$( (exec 3>"$2") 2>&1 ); fi && echo "$1 $2 ok" || echo "$1 $2 ${e##*: }"; }'
+devices_common='.process.capabilities |= with_entries(if .key == "ambient" then . else .value += ["CAP_MKNOD"] end)
+    | .linux.devices = [
+        {"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 420, "uid": 0, "gid": 0},
+        {"path": "/dev/kcons", "type": "c", "major": 5, "minor": 1, "fileMode": 384, "uid": 0, "gid": 0}]'
+# shellcheck disable=SC2016
+bundle dev-default "$devices_common"' | .process.args = ["sh", "-c", $probe + "; head -c1 /dev/null && echo null-read=ok; echo zero-read=$(head -c1 /dev/zero | wc -c); p w /dev/null; p r /dev/urandom; p w /dev/kmsg; p r /dev/kcons; mknod /dev/kcons2 c 5 1 && echo mknod-c5:1=ok || echo mknod-c5:1=refused; p r /dev/kcons2"]'
+# dev-allow: the same plus allow rules for c 1:11 w and c 5:1 r; stays up for the update and
+# program checks
+# shellcheck disable=SC2016
+bundle dev-allow "$devices_common"' | .linux.resources.devices += [
+        {"allow": true, "type": "c", "major": 1, "minor": 11, "access": "w"},
+        {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "r"}]
+    | .process.args = ["sh", "-c", $probe + "; p w /dev/kmsg; echo kapsel-cgroup2-vm-kmsg-allowed >/dev/kmsg && echo kmsg-write=ok; p r /dev/kcons; p w /dev/kcons; echo ready; exec sleep 600"]'
+printf '%s\n' "$dev_probe" >"$bundles/dev-probe.sh" # for exec in the guest
+# update -r for dev-allow: only the spec's deny-all again (the runtime adds the defaults)
+echo '{"devices": [{"allow": false, "access": "rwm"}]}' >"$bundles/dev-allow/update.json"
 rm -rf "$bundles/spec"
 
 # ------------------------------------------------------------------ the VM

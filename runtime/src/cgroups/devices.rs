@@ -1,7 +1,6 @@
-//! Device access rules: `linux.resources.devices` checked and rendered as v1 devices.allow /
-//! devices.deny lines, followed by runc's default allowances; and, for v2 (where the rules need
-//! an eBPF program this runtime does not load yet), whether the rules ask for more than the
-//! common "deny everything, allow the defaults" set.
+//! Device access rules: `linux.resources.devices` checked and followed by runc's default
+//! allowances; rendered as v1 devices.allow / devices.deny lines here, compiled into a v2 eBPF
+//! program by `device_filter`.
 
 use super::CgroupError;
 use crate::spec::DeviceCgroup;
@@ -10,12 +9,12 @@ use crate::spec::DeviceCgroup;
 pub(super) struct Rule {
     pub(super) allow: bool,
     /// 'a' (all), 'b' or 'c'.
-    typ: char,
+    pub(super) typ: char,
     /// `None` is the wildcard `*`.
-    major: Option<i64>,
-    minor: Option<i64>,
+    pub(super) major: Option<i64>,
+    pub(super) minor: Option<i64>,
     /// Some of "rwm", in that order.
-    access: String,
+    pub(super) access: String,
 }
 
 /// The devices every container may use, appended after the spec's rules exactly as runc does
@@ -125,17 +124,6 @@ impl Rule {
     fn is_everything(&self) -> bool {
         self.typ == 'a' && self.access == "rwm"
     }
-
-    /// Whether the allow rule is one of the defaults (or narrower than one).
-    fn within_defaults(&self) -> bool {
-        self.allow
-            && Rule::default_rules().any(|d| {
-                d.typ == self.typ
-                    && (d.major.is_none() || d.major == self.major)
-                    && (d.minor.is_none() || d.minor == self.minor)
-                    && self.access.chars().all(|c| d.access.contains(c))
-            })
-    }
 }
 
 /// Whether the rules end up allowing every device: the last "all devices" rule allows everything
@@ -156,29 +144,15 @@ fn parse(spec: &[DeviceCgroup]) -> Result<Vec<Rule>, CgroupError> {
         .collect()
 }
 
-/// The v1 rules to write, in order: the spec's, then the defaults unless everything is allowed
-/// already.
-pub(super) fn v1_rules(spec: &[DeviceCgroup]) -> Result<Vec<Rule>, CgroupError> {
+/// The rules in force, in order: the spec's, then the defaults unless everything is allowed
+/// already (runc's specconv appends the same list). v1 writes them as they are; v2 compiles them
+/// into a program in which whatever no rule allows is denied.
+pub(super) fn rules(spec: &[DeviceCgroup]) -> Result<Vec<Rule>, CgroupError> {
     let mut rules = parse(spec)?;
     if !allows_everything(&rules) {
         rules.extend(Rule::default_rules());
     }
     Ok(rules)
-}
-
-/// Whether the rules restrict devices beyond what the runtime can leave unenforced on v2 without
-/// surprising anyone: no rules, "allow everything", or "deny everything" followed only by
-/// allowances within the defaults.
-pub(super) fn v2_needs_filter(spec: &[DeviceCgroup]) -> Result<bool, CgroupError> {
-    let rules = parse(spec)?;
-    let common = match rules.split_first() {
-        None => true,
-        Some(_) if allows_everything(&rules) => true,
-        Some((first, rest)) => {
-            !first.allow && first.is_everything() && rest.iter().all(Rule::within_defaults)
-        }
-    };
-    Ok(!common)
 }
 
 #[cfg(test)]
@@ -217,7 +191,7 @@ mod tests {
             rule(true, Some("c"), None, Some(5), Some("mw")),
         ];
         assert_eq!(
-            lines(&v1_rules(&spec).unwrap()),
+            lines(&rules(&spec).unwrap()),
             vec![
                 "devices.deny a *:* rwm",
                 "devices.allow b 8:* r",
@@ -242,7 +216,7 @@ mod tests {
     fn allow_all_gets_no_defaults() {
         let spec = [rule(true, None, None, None, None)];
         assert_eq!(
-            lines(&v1_rules(&spec).unwrap()),
+            lines(&rules(&spec).unwrap()),
             vec!["devices.allow a *:* rwm"]
         );
         // A deny after the allow-all brings the defaults back.
@@ -250,17 +224,17 @@ mod tests {
             rule(true, Some("a"), None, None, Some("rwm")),
             rule(false, Some("c"), Some(10), Some(229), Some("rwm")),
         ];
-        assert_eq!(v1_rules(&spec).unwrap().len(), 2 + DEFAULT_ALLOWED.len());
+        assert_eq!(rules(&spec).unwrap().len(), 2 + DEFAULT_ALLOWED.len());
     }
 
     #[test]
     fn invalid_rules_name_the_field() {
-        let err = v1_rules(&[rule(true, Some("x"), None, None, None)]).unwrap_err();
+        let err = rules(&[rule(true, Some("x"), None, None, None)]).unwrap_err();
         assert!(
             err.to_string().contains("linux.resources.devices[0].type"),
             "{err}"
         );
-        let err = v1_rules(&[
+        let err = rules(&[
             rule(false, None, None, None, None),
             rule(true, Some("c"), Some(1), Some(3), Some("rx")),
         ])
@@ -270,26 +244,6 @@ mod tests {
                 .contains("linux.resources.devices[1].access"),
             "{err}"
         );
-        assert!(v1_rules(&[rule(true, Some("c"), Some(-2), None, None)]).is_err());
-    }
-
-    #[test]
-    fn v2_common_patterns_need_no_filter() {
-        let deny_all = rule(false, None, None, None, Some("rwm"));
-        assert!(!v2_needs_filter(&[]).unwrap());
-        assert!(!v2_needs_filter(std::slice::from_ref(&deny_all)).unwrap());
-        assert!(!v2_needs_filter(&[rule(true, None, None, None, None)]).unwrap());
-        assert!(!v2_needs_filter(&[
-            deny_all.clone(),
-            rule(true, Some("c"), Some(1), Some(3), Some("rw")),
-            rule(true, Some("c"), Some(136), Some(4), Some("rwm")),
-        ])
-        .unwrap());
-        assert!(v2_needs_filter(&[
-            deny_all.clone(),
-            rule(true, Some("b"), Some(8), Some(0), Some("rw")),
-        ])
-        .unwrap());
-        assert!(v2_needs_filter(&[rule(false, Some("c"), Some(1), Some(3), None)]).unwrap());
+        assert!(rules(&[rule(true, Some("c"), Some(-2), None, None)]).is_err());
     }
 }

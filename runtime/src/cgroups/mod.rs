@@ -6,6 +6,7 @@
 //! control files. [`Cgroup`] is serialisable so the runtime can keep it in the container state.
 
 mod convert;
+mod device_filter;
 mod devices;
 mod fs;
 mod paths;
@@ -14,6 +15,7 @@ mod v1;
 mod v2;
 
 use crate::spec::LinuxResources;
+use crate::syscall::bpf::Bpf;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -88,6 +90,22 @@ pub enum CgroupError {
         path: PathBuf,
         limit: i64,
         usage: u64,
+    },
+    #[error("the kernel refused the eBPF device program ({insns} instructions) for cgroup {path}: {source}{hint}; verifier log: {log}")]
+    DeviceProgramLoad {
+        path: PathBuf,
+        insns: usize,
+        #[source]
+        source: io::Error,
+        hint: &'static str,
+        log: String,
+    },
+    #[error("{op} failed for the eBPF device program of cgroup {path}: {source}")]
+    DeviceProgram {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error(
         "cgroup {path} did not reach the {wanted} state within {timeout:?} (last seen: {seen})"
@@ -178,13 +196,20 @@ impl Cgroup {
     }
 
     /// Writes every `res` field the hierarchy supports. `update` is `runtime update`: the same
-    /// writes, except that v1 device rules are left alone (rewriting them would deny a running
-    /// container its devices for a moment; runc's update cannot change them either) and v2 honours
-    /// memory.checkBeforeUpdate. A field whose controller is not mounted (v1) or not enabled (v2)
-    /// is an error naming the field; kernel memory limits are ignored with a warning.
-    pub fn apply(&self, res: &LinuxResources, update: bool) -> Result<(), CgroupError> {
+    /// writes, except that device rules are left alone unless the update names some (v1 never
+    /// rewrites them: that would deny a running container its devices for a moment; runc's
+    /// update cannot change them either), and v2 honours memory.checkBeforeUpdate. On v2 the
+    /// device rules become an eBPF program loaded and attached through `bpf`. A field whose
+    /// controller is not mounted (v1) or not enabled (v2) is an error naming the field; kernel
+    /// memory limits are ignored with a warning.
+    pub fn apply(
+        &self,
+        bpf: &dyn Bpf,
+        res: &LinuxResources,
+        update: bool,
+    ) -> Result<(), CgroupError> {
         if self.v2 {
-            v2::apply(self.v2_dir()?, res, update)
+            v2::apply(bpf, self.v2_dir()?, res, update)
         } else {
             v1::apply(self, res, update)
         }

@@ -6,6 +6,7 @@ use super::*;
 use crate::spec::{
     BlockIo, Cpu, DeviceCgroup, HugepageLimit, Memory, Network, Pids, ThrottleDevice, WeightDevice,
 };
+use crate::syscall::bpf::FakeBpf;
 use std::path::Path;
 
 /// Creates `dir` and the given control files in it.
@@ -147,7 +148,7 @@ fn v1_apply_writes_every_controller() {
         }),
         ..Default::default()
     };
-    cg.apply(&res, false).unwrap();
+    cg.apply(&FakeBpf::new(), &res, false).unwrap();
 
     let m = &cg.paths["memory"];
     assert_eq!(content(m, "memory.limit_in_bytes"), "67108864");
@@ -201,18 +202,22 @@ fn v1_memory_and_memsw_are_ordered() {
     fake(dir, &[("memory.limit_in_bytes", "100\n")]);
     std::fs::create_dir(dir.join("memory.memsw.limit_in_bytes")).unwrap();
     // Raising (current limit 100 < new memsw): memsw first, so the limit stays untouched.
-    assert!(cg.apply(&memory(200, 400), true).is_err());
+    assert!(cg.apply(&FakeBpf::new(), &memory(200, 400), true).is_err());
     assert_eq!(content(dir, "memory.limit_in_bytes"), "100\n");
     // Lowering (current limit 1000 >= new memsw): the limit first.
     std::fs::write(dir.join("memory.limit_in_bytes"), "1000\n").unwrap();
-    let err = cg.apply(&memory(200, 400), true).unwrap_err();
+    let err = cg
+        .apply(&FakeBpf::new(), &memory(200, 400), true)
+        .unwrap_err();
     assert_eq!(content(dir, "memory.limit_in_bytes"), "200");
     assert!(
         err.to_string().starts_with("cannot write \"400\" to "),
         "{err}"
     );
     // memory+swap below memory is refused before any write.
-    let err = cg.apply(&memory(400, 200), false).unwrap_err();
+    let err = cg
+        .apply(&FakeBpf::new(), &memory(400, 200), false)
+        .unwrap_err();
     assert!(matches!(err, CgroupError::Invalid { .. }), "{err}");
 }
 
@@ -237,7 +242,7 @@ fn v1_unlimited_memory_unlimits_memsw_and_ignores_missing_kmem() {
         }),
         ..Default::default()
     };
-    cg.apply(&res, false).unwrap();
+    cg.apply(&FakeBpf::new(), &res, false).unwrap();
     assert_eq!(content(dir, "memory.limit_in_bytes"), "-1");
     assert_eq!(content(dir, "memory.memsw.limit_in_bytes"), "-1");
 }
@@ -256,9 +261,9 @@ fn v1_devices_rules_are_written_on_create_not_update() {
         }],
         ..Default::default()
     };
-    cg.apply(&res, true).unwrap();
+    cg.apply(&FakeBpf::new(), &res, true).unwrap();
     assert_eq!(content(dir, "devices.deny"), "");
-    cg.apply(&res, false).unwrap();
+    cg.apply(&FakeBpf::new(), &res, false).unwrap();
     assert_eq!(content(dir, "devices.deny"), "a *:* rwm");
     // The last default allowance is /dev/net/tun.
     assert_eq!(content(dir, "devices.allow"), "c 10:200 rwm");
@@ -275,7 +280,7 @@ fn v1_unmounted_controller_is_a_clear_error() {
         }],
         ..Default::default()
     };
-    let err = cg.apply(&res, false).unwrap_err();
+    let err = cg.apply(&FakeBpf::new(), &res, false).unwrap_err();
     assert_eq!(
         err.to_string(),
         "cgroup controller hugetlb is not mounted on this host: cannot apply linux.resources.hugepageLimits"
@@ -287,13 +292,13 @@ fn v1_unmounted_controller_is_a_clear_error() {
         network: Some(Network::default()),
         ..Default::default()
     };
-    cg.apply(&res, false).unwrap();
+    cg.apply(&FakeBpf::new(), &res, false).unwrap();
     let res = LinuxResources {
         unified: BTreeMap::from([("memory.high".to_string(), "1".to_string())]),
         ..Default::default()
     };
     assert!(matches!(
-        cg.apply(&res, false).unwrap_err(),
+        cg.apply(&FakeBpf::new(), &res, false).unwrap_err(),
         CgroupError::Unsupported { .. }
     ));
 }
@@ -307,7 +312,7 @@ fn v1_write_error_names_file_and_value() {
         pids: Some(Pids { limit: 64 }),
         ..Default::default()
     };
-    let err = cg.apply(&res, false).unwrap_err();
+    let err = cg.apply(&FakeBpf::new(), &res, false).unwrap_err();
     let file = cg.paths["pids"].join("pids.max");
     assert_eq!(
         err.to_string(),
@@ -381,7 +386,10 @@ fn v2_apply_converts_v1_values() {
         unified: BTreeMap::from([("memory.high".to_string(), "50000000".to_string())]),
         ..Default::default()
     };
-    cg.apply(&res, false).unwrap();
+    let bpf = FakeBpf::new();
+    cg.apply(&bpf, &res, false).unwrap();
+    // No device rules in the spec: runc's default allowances, everything else denied.
+    assert_eq!(bpf.attached.borrow().ids, vec![1]);
     assert_eq!(content(dir, "memory.max"), "67108864");
     assert_eq!(content(dir, "memory.swap.max"), (128u64 << 20).to_string());
     assert_eq!(content(dir, "memory.low"), "max");
@@ -404,8 +412,39 @@ fn v2_apply_converts_v1_values() {
         }),
         ..Default::default()
     };
-    cg.apply(&res, true).unwrap();
+    cg.apply(&bpf, &res, true).unwrap();
     assert_eq!(content(dir, "cpu.max"), "20000");
+    // An update without device rules leaves the program alone; one with rules replaces it.
+    assert_eq!(bpf.programs.borrow().len(), 1);
+    let res = LinuxResources {
+        devices: vec![DeviceCgroup {
+            allow: true,
+            typ: Some("c".into()),
+            major: Some(1),
+            minor: Some(11),
+            access: Some("r".into()),
+        }],
+        ..Default::default()
+    };
+    cg.apply(&bpf, &res, true).unwrap();
+    assert_eq!(bpf.attached.borrow().ids, vec![2]);
+    let invalid = LinuxResources {
+        devices: vec![DeviceCgroup {
+            typ: Some("x".into()),
+            ..Default::default()
+        }],
+        memory: Some(Memory {
+            limit: Some(1 << 20),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert!(cg.apply(&bpf, &invalid, false).is_err());
+    assert_eq!(
+        content(dir, "memory.max"),
+        "67108864",
+        "nothing written before the rules are checked"
+    );
 }
 
 #[test]
@@ -417,14 +456,14 @@ fn v2_errors() {
             unified: BTreeMap::from([(key.to_string(), "1".to_string())]),
             ..Default::default()
         };
-        let err = cg.apply(&res, false).unwrap_err();
+        let err = cg.apply(&FakeBpf::new(), &res, false).unwrap_err();
         assert!(matches!(err, CgroupError::Invalid { .. }), "{key}: {err}");
     }
     let res = LinuxResources {
         unified: BTreeMap::from([("hugetlb.2MB.max".to_string(), "1".to_string())]),
         ..Default::default()
     };
-    let err = cg.apply(&res, false).unwrap_err();
+    let err = cg.apply(&FakeBpf::new(), &res, false).unwrap_err();
     assert!(
         matches!(&err, CgroupError::NotEnabled { controller, .. } if controller == "hugetlb"),
         "{err}"
@@ -437,7 +476,7 @@ fn v2_errors() {
         ..Default::default()
     };
     assert!(matches!(
-        cg.apply(&res, false).unwrap_err(),
+        cg.apply(&FakeBpf::new(), &res, false).unwrap_err(),
         CgroupError::Unsupported { .. }
     ));
     let res = LinuxResources {
@@ -448,7 +487,7 @@ fn v2_errors() {
         ..Default::default()
     };
     assert!(matches!(
-        cg.apply(&res, false).unwrap_err(),
+        cg.apply(&FakeBpf::new(), &res, false).unwrap_err(),
         CgroupError::Invalid { .. }
     ));
     // No swap accounting: unlimited swap needs no file.
@@ -461,7 +500,7 @@ fn v2_errors() {
         }),
         ..Default::default()
     };
-    cg.apply(&res, false).unwrap();
+    cg.apply(&FakeBpf::new(), &res, false).unwrap();
     // checkBeforeUpdate refuses a limit below the usage.
     fake(dir.path(), &[("memory.current", "4096\n")]);
     let res = LinuxResources {
@@ -472,8 +511,8 @@ fn v2_errors() {
         }),
         ..Default::default()
     };
-    assert!(cg.apply(&res, true).is_err());
-    cg.apply(&res, false).unwrap();
+    assert!(cg.apply(&FakeBpf::new(), &res, true).is_err());
+    cg.apply(&FakeBpf::new(), &res, false).unwrap();
 }
 
 #[test]
@@ -660,7 +699,8 @@ fn real_host_v1_roundtrip() {
             }],
             ..Default::default()
         };
-        cg.apply(&res, false).unwrap();
+        cg.apply(&crate::syscall::linux::Linux, &res, false)
+            .unwrap();
         assert_eq!(
             content(&memory, "memory.limit_in_bytes").trim(),
             (64u64 << 20).to_string()
@@ -675,12 +715,14 @@ fn real_host_v1_roundtrip() {
         };
         match cg.paths.get("hugetlb") {
             Some(dir) => {
-                cg.apply(&huge, false).unwrap();
+                cg.apply(&crate::syscall::linux::Linux, &huge, false)
+                    .unwrap();
                 let limit = content(dir, "hugetlb.2MB.limit_in_bytes");
                 assert_eq!(limit.trim(), (4u64 << 20).to_string());
             }
             None => assert!(matches!(
-                cg.apply(&huge, false).unwrap_err(),
+                cg.apply(&crate::syscall::linux::Linux, &huge, false)
+                    .unwrap_err(),
                 CgroupError::NotMounted { .. }
             )),
         }
@@ -727,7 +769,8 @@ fn real_host_v1_roundtrip() {
             }),
             ..Default::default()
         };
-        cg.apply(&update, true).unwrap();
+        cg.apply(&crate::syscall::linux::Linux, &update, true)
+            .unwrap();
         assert_eq!(
             content(&memory, "memory.limit_in_bytes").trim(),
             (32u64 << 20).to_string()

@@ -93,7 +93,7 @@ fn cpuset(dir: &Path, cpu: &Cpu) -> Result<(), CgroupError> {
 }
 
 fn apply_devices(cg: &Cgroup, spec: &[DeviceCgroup]) -> Result<(), CgroupError> {
-    let rules = devices::v1_rules(spec)?;
+    let rules = devices::rules(spec)?;
     let dir = match cg.v1_dir("devices", "linux.resources.devices") {
         Ok(dir) => dir,
         // Nothing was asked for: the defaults only matter where a hierarchy restricts.

@@ -2,8 +2,9 @@
 //! several values are converted the way runc and crun convert them (see `convert`).
 
 use super::fs::{self, write};
-use super::{convert, devices, CgroupError, FREEZE_TIMEOUT};
+use super::{convert, device_filter, devices, CgroupError, FREEZE_TIMEOUT};
 use crate::spec::{BlockIo, Cpu, HugepageLimit, LinuxResources, Memory, Network};
+use crate::syscall::bpf::Bpf;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,10 +25,17 @@ fn set(dir: &Path, file: &str, value: &str, field: &str) -> Result<(), CgroupErr
     })
 }
 
-pub(super) fn apply(dir: &Path, res: &LinuxResources, update: bool) -> Result<(), CgroupError> {
+pub(super) fn apply(
+    bpf: &dyn Bpf,
+    dir: &Path,
+    res: &LinuxResources,
+    update: bool,
+) -> Result<(), CgroupError> {
     for key in res.unified.keys() {
         check_unified_key(key)?;
     }
+    // Checked before anything is written.
+    let device_rules = devices::rules(&res.devices)?;
     if let Some(cpu) = &res.cpu {
         for (file, value) in [("cpuset.cpus", &cpu.cpus), ("cpuset.mems", &cpu.mems)] {
             if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
@@ -61,18 +69,10 @@ pub(super) fn apply(dir: &Path, res: &LinuxResources, update: bool) -> Result<()
             set(dir, "rdma.max", &line, "linux.resources.rdma")?;
         }
     }
-    // TODO(devices-ebpf): v2 enforces device rules only through a BPF_PROG_TYPE_CGROUP_DEVICE
-    // program attached to the cgroup (runc's devicefilter, crun's ebpf_bpf). Until that exists no
-    // device rule is enforced on v2, not even "deny everything": the container sees whatever
-    // device nodes it can create or was given.
-    // Say so whenever the rules restrict anything, the default deny-all included: a silent
-    // no-op would let users believe /dev is fenced. v2_needs_filter also validates the rules.
-    let beyond_defaults = devices::v2_needs_filter(&res.devices)?;
-    if !update && (beyond_defaults || res.devices.iter().any(|d| !d.allow)) {
-        tracing::warn!(
-            "linux.resources.devices is not enforced on cgroup v2 yet (needs an eBPF device \
-             program): the container can use any device node it can create or was given"
-        );
+    // v2 has no devices.* files: the rules become an eBPF program on the cgroup. An update
+    // replaces it only when it names rules (runc's update takes none); the swap is atomic.
+    if !update || !res.devices.is_empty() {
+        device_filter::install(bpf, dir, &device_rules)?;
     }
     for (key, value) in &res.unified {
         apply_unified(dir, key, value)?;

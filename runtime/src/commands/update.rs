@@ -174,7 +174,7 @@ pub fn run(g: &Global, id: &str, a: &UpdateArgs) -> Result<i32> {
             .map_err(|e| anyhow::anyhow!("resources JSON from {src}: {e}"))?;
     }
     merge(&mut requested, a)?;
-    cg.apply(&requested, true)?;
+    cg.apply(&crate::syscall::linux::Linux, &requested, true)?;
     let linux = c.state.config.linux.get_or_insert_with(Default::default);
     let res = linux.resources.get_or_insert_with(Default::default);
     overlay(res, requested);

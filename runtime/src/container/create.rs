@@ -439,7 +439,7 @@ fn setup_cgroup(spec: &Spec, cg: Cgroup, rootless: bool) -> Result<Option<Cgroup
         Err(e) => return Err(e.into()),
     }
     if let Some(res) = resources {
-        if let Err(e) = cg.apply(res, false) {
+        if let Err(e) = cg.apply(&crate::syscall::linux::Linux, res, false) {
             let _ = cg.destroy();
             return Err(e.into());
         }

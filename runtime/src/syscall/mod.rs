@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 
+pub mod bpf;
 pub mod fake;
 pub mod linux;
 
