@@ -169,6 +169,36 @@ fn device_cgroup_denies_by_default_and_allows_the_standard_devices() {
 }
 
 #[test]
+fn devices_are_denied_by_default_without_linux_resources() {
+    // runc applies its default device rules (deny all, then the standard devices) also when
+    // config.json has no linux.resources at all.
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&rt);
+    b.edit(|v| {
+        v["linux"].as_object_mut().unwrap().remove("resources");
+    });
+    let id = start_sleeper(&rt, &mut b, "devices-nores");
+    let list = read_cgroup_file("devices", b.cgroups_path(), "devices.list");
+    let rules: Vec<&str> = list.lines().collect();
+    assert!(!rules.contains(&"a *:* rwm"), "everything allowed:\n{list}");
+    assert!(
+        rules.contains(&"c 1:3 rwm"),
+        "/dev/null not allowed:\n{list}"
+    );
+    let out = rt.cmd(&[
+        "exec",
+        "--cap",
+        "CAP_MKNOD",
+        &id,
+        "sh",
+        "-c",
+        "mknod /dev/kt-mem c 1 1 && head -c1 /dev/kt-mem",
+    ]);
+    assert!(!out.success(), "read /dev/mem through a new node:\n{out}");
+    rt.run_ok(&["exec", &id, "sh", "-c", "echo x > /dev/null"]);
+}
+
+#[test]
 fn pause_freezes_and_resume_thaws() {
     let rt = Runtime::new();
     let mut b = Bundle::new(&rt);

@@ -137,7 +137,7 @@ fn allows_everything(rules: &[Rule]) -> bool {
     }
 }
 
-fn parse(spec: &[DeviceCgroup]) -> Result<Vec<Rule>, CgroupError> {
+pub(super) fn parse(spec: &[DeviceCgroup]) -> Result<Vec<Rule>, CgroupError> {
     spec.iter()
         .enumerate()
         .map(|(i, d)| Rule::from_spec(i, d))
@@ -147,9 +147,22 @@ fn parse(spec: &[DeviceCgroup]) -> Result<Vec<Rule>, CgroupError> {
 /// The rules in force, in order: the spec's, then the defaults unless everything is allowed
 /// already (runc's specconv appends the same list). v1 writes them as they are; v2 compiles them
 /// into a program in which whatever no rule allows is denied.
+/// The rules to enforce: unless they allow everything, a container starts from "deny all" (as
+/// runc's, also when config.json has no device rules or no linux.resources at all), then the
+/// spec's rules, then the default allowances.
 pub(super) fn rules(spec: &[DeviceCgroup]) -> Result<Vec<Rule>, CgroupError> {
     let mut rules = parse(spec)?;
     if !allows_everything(&rules) {
+        let deny_all = Rule {
+            allow: false,
+            typ: 'a',
+            major: None,
+            minor: None,
+            access: "rwm".to_string(),
+        };
+        if rules.first() != Some(&deny_all) {
+            rules.insert(0, deny_all);
+        }
         rules.extend(Rule::default_rules());
     }
     Ok(rules)
@@ -224,7 +237,7 @@ mod tests {
             rule(true, Some("a"), None, None, Some("rwm")),
             rule(false, Some("c"), Some(10), Some(229), Some("rwm")),
         ];
-        assert_eq!(rules(&spec).unwrap().len(), 2 + DEFAULT_ALLOWED.len());
+        assert_eq!(rules(&spec).unwrap().len(), 1 + 2 + DEFAULT_ALLOWED.len());
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn apply_devices(cg: &Cgroup, spec: &[DeviceCgroup]) -> Result<(), CgroupError> 
     let rules = devices::rules(spec)?;
     let dir = match cg.v1_dir("devices", "linux.resources.devices") {
         Ok(dir) => dir,
-        // Nothing was asked for: the defaults only matter where a hierarchy restricts.
+        // No devices hierarchy and nothing asked for: nothing to enforce with.
         Err(_) if spec.is_empty() => return Ok(()),
         Err(e) => return Err(e),
     };

@@ -438,11 +438,16 @@ fn setup_cgroup(spec: &Spec, cg: Cgroup, rootless: bool) -> Result<Option<Cgroup
         }
         Err(e) => return Err(e.into()),
     }
-    if let Some(res) = resources {
-        if let Err(e) = cg.apply(&crate::syscall::linux::Linux, res, false) {
-            let _ = cg.destroy();
-            return Err(e.into());
-        }
+    // Without linux.resources the device rules still apply (deny all but the defaults), as
+    // runc's do.
+    let none = crate::spec::LinuxResources::default();
+    if let Err(e) = cg.apply(
+        &crate::syscall::linux::Linux,
+        resources.unwrap_or(&none),
+        false,
+    ) {
+        let _ = cg.destroy();
+        return Err(e.into());
     }
     Ok(Some(cg))
 }

@@ -279,7 +279,7 @@ fn the_spec_default_alone_and_allow_all() {
 fn last_matching_rule_wins_per_access() {
     let rules = |spec: &[DeviceCgroup]| -> Vec<Rule> {
         spec.iter()
-            .map(|d| devices::rules(std::slice::from_ref(d)).unwrap()[0].clone())
+            .map(|d| devices::parse(std::slice::from_ref(d)).unwrap()[0].clone())
             .collect()
     };
     // A hole punched into a wildcard allowance is enforced.
@@ -326,7 +326,7 @@ fn unconditional_deny_ends_the_program() {
     ];
     let rules: Vec<Rule> = spec
         .iter()
-        .map(|d| devices::rules(std::slice::from_ref(d)).unwrap()[0].clone())
+        .map(|d| devices::parse(std::slice::from_ref(d)).unwrap()[0].clone())
         .collect();
     let prog = program(&rules);
     check_cfg(&prog);
@@ -347,7 +347,7 @@ fn numbers_beyond_31_bits_and_impossible_rules() {
     ];
     let rules: Vec<Rule> = spec
         .iter()
-        .map(|d| devices::rules(std::slice::from_ref(d)).unwrap()[0].clone())
+        .map(|d| devices::parse(std::slice::from_ref(d)).unwrap()[0].clone())
         .collect();
     agree(&rules);
     assert!(decide(&rules, "c 2147483649:2147483649 rw"));
@@ -403,7 +403,7 @@ fn random_rule_lists_agree_with_the_reference() {
         agree(&parsed(&spec));
         let raw: Vec<Rule> = spec
             .iter()
-            .map(|d| devices::rules(std::slice::from_ref(d)).unwrap()[0].clone())
+            .map(|d| devices::parse(std::slice::from_ref(d)).unwrap()[0].clone())
             .collect();
         agree(&raw);
     }
@@ -603,7 +603,7 @@ fn real_kernel_enforces_the_rules() {
         );
         // mknod is checked too: a rule list without "m" refuses it (the runtime's lists always
         // end with runc's "c *:* m", so this one is built without them).
-        let no_mknod = devices::rules(&[spec_rule(true, "c", -1, -1, "rw")]).unwrap()[..1].to_vec();
+        let no_mknod = devices::parse(&[spec_rule(true, "c", -1, -1, "rw")]).unwrap()[..1].to_vec();
         install(&bpf, &dir, &no_mknod).unwrap();
         let node =
             std::env::temp_dir().join(format!("kapsel-device-filter-{}", std::process::id()));
