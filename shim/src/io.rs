@@ -103,8 +103,9 @@ fn spawn_copy(
 }
 
 /// Copy the client's stdin FIFO into the container until the client closes it (EOF: the
-/// container's stdin closes too) or `stop` is closed. The FIFO is non-blocking: opening it
-/// must not wait for a client that may never come.
+/// container's stdin closes too) or `stop` is closed (CloseIO, or the process exited); then
+/// what is already in the FIFO is still forwarded. The FIFO is non-blocking: opening it must
+/// not wait for a client that may never come.
 fn copy_stdin(mut fifo: File, mut to: File, stop: OwnedFd) {
     let mut buf = [0u8; 8192];
     loop {
@@ -118,6 +119,7 @@ fn copy_stdin(mut fifo: File, mut to: File, stop: OwnedFd) {
             Err(_) => return,
         }
         if fds[1].any().unwrap_or(true) {
+            drain(&mut fifo, &mut to, &mut buf);
             return;
         }
         let ready = fds[0].revents().unwrap_or(PollFlags::empty());
@@ -133,6 +135,22 @@ fn copy_stdin(mut fifo: File, mut to: File, stop: OwnedFd) {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Forward what the non-blocking `fifo` holds now.
+fn drain(fifo: &mut File, to: &mut File, buf: &mut [u8]) {
+    loop {
+        match fifo.read(buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }
@@ -329,6 +347,23 @@ mod tests {
         let mut got = Vec::new();
         container_in.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"abc");
+
+        // CloseIO while the client still holds the FIFO open: what it wrote gets through first.
+        let fifo3 = dir.path().join("in3");
+        nix::unistd::mkfifo(&fifo3, Mode::from_bits_truncate(0o600)).unwrap();
+        let copiers3 = Copiers::default();
+        let paths = StdioPaths {
+            stdin: fifo3.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let io = setup(&paths, &copiers3).unwrap();
+        let mut client = OpenOptions::new().write(true).open(&fifo3).unwrap();
+        client.write_all(b"before close").unwrap();
+        copiers3.stop_stdin();
+        let mut got = Vec::new();
+        File::from(io.stdin.unwrap()).read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"before close");
+        drop(client);
 
         // A client that never comes: stopping ends the copier and closes the container's stdin.
         let fifo2 = dir.path().join("in2");

@@ -9,6 +9,11 @@ use std::process::{Command, Stdio};
 
 use crate::reaper::Reaper;
 
+/// Where runtime state goes unless the runtime options name a `Root`.
+const DEFAULT_ROOT: &str = "/run/kapsel/shim-runtime";
+/// The file in the bundle that remembers which runtime and root the task used.
+const SAVED: &str = "shim-runtime.json";
+
 /// Runtime failures, with what the runtime logged.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -45,8 +50,14 @@ pub struct Runtime {
 
 impl Runtime {
     /// The runtime for a bundle: `binary` (from the runtime options) or `kapsel-runtime` beside
-    /// this executable, else on `$PATH`.
-    pub fn new(binary: Option<&str>, namespace: &str, bundle: &Path) -> Runtime {
+    /// this executable, else on `$PATH`; its state under `root` (runc options' `Root`, default
+    /// `/run/kapsel/shim-runtime`) plus the namespace, as containerd's runc shim does.
+    pub fn new(
+        binary: Option<&str>,
+        root: Option<&str>,
+        namespace: &str,
+        bundle: &Path,
+    ) -> Runtime {
         let binary = match binary {
             Some(b) if !b.is_empty() => PathBuf::from(b),
             _ => std::env::current_exe()
@@ -55,11 +66,44 @@ impl Runtime {
                 .filter(|p| p.exists())
                 .unwrap_or_else(|| PathBuf::from("kapsel-runtime")),
         };
+        let root = match root {
+            Some(r) if !r.is_empty() => Path::new(r),
+            _ => Path::new(DEFAULT_ROOT),
+        };
         Runtime {
             binary,
-            root: Path::new("/run/kapsel/shim-runtime").join(namespace),
+            root: root.join(namespace),
             log: bundle.join("log.json"),
         }
+    }
+
+    /// Record binary and root in the bundle, for `delete` after the shim is gone.
+    pub fn save(&self, bundle: &Path) -> std::io::Result<()> {
+        let doc = serde_json::json!({
+            "binary": self.binary.to_string_lossy(),
+            "root": self.root.to_string_lossy(),
+        });
+        std::fs::write(bundle.join(SAVED), doc.to_string())
+    }
+
+    /// The runtime `save` recorded in `bundle`, else the default one.
+    pub fn load(bundle: &Path, namespace: &str) -> Runtime {
+        let saved = std::fs::read(bundle.join(SAVED))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let field = |k: &str| {
+            saved
+                .as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(serde_json::Value::as_str)
+                .map(PathBuf::from)
+        };
+        let mut rt = Runtime::new(None, None, namespace, bundle);
+        if let (Some(binary), Some(root)) = (field("binary"), field("root")) {
+            rt.binary = binary;
+            rt.root = root;
+        }
+        rt
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -178,5 +222,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(last_log_error(&log).unwrap(), "container \"a\" not found");
+    }
+
+    #[test]
+    fn saved_runtime_is_loaded_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(Some("/usr/sbin/runc"), Some("/tmp/r"), "ns1", dir.path());
+        assert_eq!(rt.root, Path::new("/tmp/r/ns1"));
+        rt.save(dir.path()).unwrap();
+        let back = Runtime::load(dir.path(), "ns1");
+        assert_eq!(back.binary, Path::new("/usr/sbin/runc"));
+        assert_eq!(back.root, Path::new("/tmp/r/ns1"));
+        let other = tempfile::tempdir().unwrap();
+        let default = Runtime::load(other.path(), "ns2");
+        assert_eq!(default.root, Path::new(DEFAULT_ROOT).join("ns2"));
     }
 }

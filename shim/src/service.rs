@@ -1,6 +1,7 @@
 //! The ttrpc task service: translates requests to [`Task`] calls and errors to ttrpc codes.
 //! The only place errors become ttrpc statuses.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -10,6 +11,7 @@ use containerd_shim_protos::shim::oci::Options;
 use containerd_shim_protos::ttrpc::{self, Code, TtrpcContext};
 use containerd_shim_protos::types::task::{ProcessInfo, Status};
 
+use crate::cgroup::Cgroup;
 use crate::io::StdioPaths;
 use crate::process::State;
 use crate::task::{CreateSpec, Task, TaskError};
@@ -18,6 +20,8 @@ use crate::task::{CreateSpec, Task, TaskError};
 pub struct Service {
     task: Arc<Task>,
     shutdown: Mutex<mpsc::Sender<()>>,
+    /// Set by a Shutdown that ends the shim: later calls are refused.
+    closing: AtomicBool,
 }
 
 impl Service {
@@ -25,7 +29,23 @@ impl Service {
         Service {
             task,
             shutdown: Mutex::new(shutdown),
+            closing: AtomicBool::new(false),
         }
+    }
+
+    /// Every call starts here: note activity (for the idle trim), refuse calls after Shutdown.
+    fn enter(&self) -> ttrpc::Result<()> {
+        crate::memory::note_activity();
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                Code::UNAVAILABLE,
+                format!(
+                    "shim for task {:?} is shutting down: it accepts no more calls",
+                    self.task.id
+                ),
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -59,16 +79,22 @@ fn to_status(s: State) -> Status {
     }
 }
 
-/// `BinaryName` from runc-style runtime options, when containerd sends them.
-fn binary_name(
+/// runc-style runtime options (`BinaryName`, `Root`), when containerd sends them.
+fn runtime_options(
     options: &MessageField<containerd_shim_protos::protobuf::well_known_types::any::Any>,
-) -> Option<String> {
-    let any = options.as_ref()?;
+) -> Result<Option<Options>, TaskError> {
+    let Some(any) = options.as_ref() else {
+        return Ok(None);
+    };
     if !any.type_url.ends_with("containerd.runc.v1.Options") {
-        return None;
+        return Err(TaskError::InvalidArgument(format!(
+            "runtime options of type {:?} are not supported: use containerd.runc.v1.Options",
+            any.type_url
+        )));
     }
-    let o = Options::parse_from_bytes(&any.value).ok()?;
-    (!o.binary_name.is_empty()).then_some(o.binary_name)
+    Options::parse_from_bytes(&any.value)
+        .map(Some)
+        .map_err(|e| TaskError::InvalidArgument(format!("runtime options: {e}")))
 }
 
 impl containerd_shim_protos::Task for Service {
@@ -77,15 +103,21 @@ impl containerd_shim_protos::Task for Service {
         _ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> ttrpc::Result<api::CreateTaskResponse> {
-        crate::memory::note_activity();
+        self.enter()?;
         if !req.checkpoint.is_empty() {
             return Err(status(TaskError::InvalidArgument(
                 "restoring from a checkpoint is not supported".into(),
             )));
         }
+        let options = runtime_options(&req.options).map_err(status)?;
+        let (binary_name, runtime_root) = match options {
+            Some(o) => (Some(o.binary_name), Some(o.root)),
+            None => (None, None),
+        };
         let spec = CreateSpec {
             bundle: req.bundle.clone().into(),
-            binary_name: binary_name(&req.options),
+            binary_name,
+            runtime_root,
             rootfs: req.rootfs,
             stdio: StdioPaths {
                 stdin: req.stdin,
@@ -105,7 +137,7 @@ impl containerd_shim_protos::Task for Service {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> ttrpc::Result<api::StartResponse> {
-        crate::memory::note_activity();
+        self.enter()?;
         let pid = self.task.start(&req.id, &req.exec_id).map_err(status)?;
         let mut resp = api::StartResponse::new();
         resp.pid = pid;
@@ -117,7 +149,7 @@ impl containerd_shim_protos::Task for Service {
         _ctx: &TtrpcContext,
         req: api::StateRequest,
     ) -> ttrpc::Result<api::StateResponse> {
-        crate::memory::note_activity();
+        self.enter()?;
         let (v, bundle) = self.task.state(&req.id, &req.exec_id).map_err(status)?;
         let mut resp = api::StateResponse::new();
         resp.id = req.id;
@@ -137,7 +169,7 @@ impl containerd_shim_protos::Task for Service {
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
-        crate::memory::note_activity();
+        self.enter()?;
         let (code, at) = self.task.wait(&req.id, &req.exec_id).map_err(status)?;
         let mut resp = api::WaitResponse::new();
         resp.exit_status = code;
@@ -146,7 +178,7 @@ impl containerd_shim_protos::Task for Service {
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<api::Empty> {
-        crate::memory::note_activity();
+        self.enter()?;
         self.task
             .kill(&req.id, &req.exec_id, req.signal, req.all)
             .map_err(status)?;
@@ -158,7 +190,7 @@ impl containerd_shim_protos::Task for Service {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> ttrpc::Result<api::DeleteResponse> {
-        crate::memory::note_activity();
+        self.enter()?;
         let (pid, code, at) = self.task.delete(&req.id, &req.exec_id).map_err(status)?;
         let mut resp = api::DeleteResponse::new();
         resp.pid = pid;
@@ -168,7 +200,7 @@ impl containerd_shim_protos::Task for Service {
     }
 
     fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<api::Empty> {
-        crate::memory::note_activity();
+        self.enter()?;
         let spec = req
             .spec
             .as_ref()
@@ -187,7 +219,7 @@ impl containerd_shim_protos::Task for Service {
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
-        crate::memory::note_activity();
+        self.enter()?;
         let pids = self.task.pids(&req.id).map_err(status)?;
         let mut resp = api::PidsResponse::new();
         resp.processes = pids
@@ -202,13 +234,13 @@ impl containerd_shim_protos::Task for Service {
     }
 
     fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<api::Empty> {
-        crate::memory::note_activity();
+        self.enter()?;
         self.task.set_paused(&req.id, true).map_err(status)?;
         Ok(api::Empty::new())
     }
 
     fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<api::Empty> {
-        crate::memory::note_activity();
+        self.enter()?;
         self.task.set_paused(&req.id, false).map_err(status)?;
         Ok(api::Empty::new())
     }
@@ -218,7 +250,7 @@ impl containerd_shim_protos::Task for Service {
         _ctx: &TtrpcContext,
         req: api::UpdateTaskRequest,
     ) -> ttrpc::Result<api::Empty> {
-        crate::memory::note_activity();
+        self.enter()?;
         let resources = req
             .resources
             .as_ref()
@@ -233,7 +265,7 @@ impl containerd_shim_protos::Task for Service {
         _ctx: &TtrpcContext,
         req: api::ResizePtyRequest,
     ) -> ttrpc::Result<api::Empty> {
-        crate::memory::note_activity();
+        self.enter()?;
         self.task
             .resize_pty(&req.id, &req.exec_id, req.width, req.height)
             .map_err(status)?;
@@ -245,24 +277,41 @@ impl containerd_shim_protos::Task for Service {
         _ctx: &TtrpcContext,
         req: api::StatsRequest,
     ) -> ttrpc::Result<api::StatsResponse> {
-        crate::memory::note_activity();
-        let doc = self.task.stats(&req.id).map_err(status)?;
+        self.enter()?;
+        let any = match self.task.cgroup(&req.id).map_err(status)? {
+            Some(Cgroup::V2(dir)) => crate::stats::v2_any(&crate::stats::metrics_v2(&dir)),
+            _ => {
+                let doc = self.task.stats(&req.id).map_err(status)?;
+                crate::stats::to_any(&crate::stats::metrics_from_runtime(&doc))
+            }
+        };
         let mut resp = api::StatsResponse::new();
-        resp.stats = Some(crate::stats::to_any(&crate::stats::metrics_from_runtime(
-            &doc,
-        )))
-        .into();
+        resp.stats = Some(any).into();
         Ok(resp)
     }
 
-    fn close_io(
+    fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> ttrpc::Result<api::Empty> {
+        self.enter()?;
+        if req.stdin {
+            self.task.close_io(&req.id, &req.exec_id).map_err(status)?;
+        }
+        Ok(api::Empty::new())
+    }
+
+    fn checkpoint(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::CloseIORequest,
+        req: api::CheckpointTaskRequest,
     ) -> ttrpc::Result<api::Empty> {
-        crate::memory::note_activity();
-        // stdin closes when the client closes its FIFO end.
-        Ok(api::Empty::new())
+        self.enter()?;
+        Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+            Code::UNIMPLEMENTED,
+            format!(
+                "checkpoint of task {:?} is not implemented: containerd-shim-kapsel-v2 cannot \
+                 checkpoint containers yet",
+                req.id
+            ),
+        )))
     }
 
     fn connect(
@@ -270,7 +319,7 @@ impl containerd_shim_protos::Task for Service {
         _ctx: &TtrpcContext,
         _req: api::ConnectRequest,
     ) -> ttrpc::Result<api::ConnectResponse> {
-        crate::memory::note_activity();
+        self.enter()?;
         let mut resp = api::ConnectResponse::new();
         resp.shim_pid = std::process::id();
         resp.task_pid = self.task.init_pid();
@@ -283,8 +332,10 @@ impl containerd_shim_protos::Task for Service {
         _ctx: &TtrpcContext,
         req: api::ShutdownRequest,
     ) -> ttrpc::Result<api::Empty> {
+        // Idempotent: a second Shutdown is not an error.
         crate::memory::note_activity();
         if req.now || !self.task.has_container() {
+            self.closing.store(true, Ordering::SeqCst);
             let _ = self
                 .shutdown
                 .lock()

@@ -211,7 +211,7 @@ pub fn delete(args: &Args) -> Result<(), ShimError> {
         None => std::env::current_dir().map_err(io_err("current directory"))?,
     };
     let reaper = Reaper::start().map_err(io_err("start reaper"))?;
-    let runtime = Runtime::new(None, &args.namespace, &bundle);
+    let runtime = Runtime::load(&bundle, &args.namespace);
     // The container may already be gone; cleanup continues either way.
     let _ = runtime.output(&reaper, &["delete", "--force", &args.id], None);
     let _ = std::fs::remove_dir(&runtime.root);
