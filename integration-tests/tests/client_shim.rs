@@ -6,11 +6,13 @@
 //! One containerd serves every test of this file (a mutex); it is stopped, with its shims and
 //! temp dir, when the test process exits.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use kapsel_integration_tests::clients::{Containerd, BUSYBOX_IMAGE};
+use kapsel_integration_tests::command::Running;
+use kapsel_integration_tests::daemon::signal;
 use kapsel_integration_tests::env::repo_root;
 use kapsel_integration_tests::{require_program, unique, wait_until, Cmd, Fixtures};
 
@@ -209,5 +211,238 @@ fn shim_terminal_task_gets_a_pty_and_its_size() {
         assert_eq!(out.code, Some(4), "{out}\ncontainerd log:\n{}", c.log());
         assert!(out.stdout.contains("/dev/pts/"), "{out}");
         assert!(out.stdout.contains("17 91"), "{out}");
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Both shims side by side, events, OOM, faults, the task API called directly.
+
+/// The shim a scenario runs through: ours, or containerd's runc shim with real runc (its own
+/// `--runc-root` in containerd's temp dir) for comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Kapsel,
+    Runc,
+}
+
+const BOTH: [Which; 2] = [Which::Kapsel, Which::Runc];
+
+impl Which {
+    fn flags(self, c: &Containerd, shim: &str) -> Vec<String> {
+        match self {
+            Which::Kapsel => vec!["--runtime".into(), shim.into()],
+            Which::Runc => vec![
+                "--runtime".into(),
+                "io.containerd.runc.v2".into(),
+                "--runc-root".into(),
+                c.runc_root().display().to_string(),
+            ],
+        }
+    }
+
+    /// Where the runtime keeps the state of container `id`.
+    fn state_dir(self, c: &Containerd, id: &str) -> PathBuf {
+        match self {
+            Which::Kapsel => Path::new("/run/kapsel/shim-runtime")
+                .join(c.namespace())
+                .join(id),
+            Which::Runc => c.runc_root().join(c.namespace()).join(id),
+        }
+    }
+}
+
+fn run_with(
+    c: &Containerd,
+    shim: &str,
+    which: Which,
+    extra: &[&str],
+    id: &str,
+    cmd: &[&str],
+) -> Cmd {
+    c.ctr(&["run"])
+        .args(which.flags(c, shim))
+        .args(extra)
+        .arg(BUSYBOX_IMAGE)
+        .arg(id)
+        .args(cmd)
+        .timeout(Duration::from_secs(60))
+}
+
+/// One line of `ctr events`: topic and the event as JSON.
+#[derive(Debug, Clone)]
+struct Event {
+    topic: String,
+    json: String,
+}
+
+/// `ctr events` running in the background.
+struct EventLog {
+    running: Option<Running>,
+}
+
+impl EventLog {
+    fn start(c: &Containerd) -> EventLog {
+        let running = c.ctr(&["events"]).timeout(Duration::from_secs(900)).spawn();
+        // Let the subscription reach containerd before the scenario starts.
+        std::thread::sleep(Duration::from_millis(500));
+        EventLog {
+            running: Some(running),
+        }
+    }
+
+    /// Stop recording (after a moment for late events) and parse what was printed:
+    /// `<timestamp with spaces> <namespace> <topic> <json>`.
+    fn stop(mut self) -> Vec<Event> {
+        std::thread::sleep(Duration::from_millis(500));
+        let running = self.running.take().expect("running");
+        signal(running.pid() as i32, libc::SIGTERM);
+        let out = running.wait_result().unwrap_or_else(|e| panic!("{e}"));
+        out.stdout
+            .lines()
+            .filter_map(|l| {
+                let start = l.find(" /")? + 1;
+                let (topic, json) = l[start..].split_once(' ').unwrap_or((&l[start..], ""));
+                Some(Event {
+                    topic: topic.to_string(),
+                    json: json.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            signal(r.pid() as i32, libc::SIGKILL);
+            let _ = r.wait_result();
+        }
+    }
+}
+
+/// The `/tasks/...` topics of container `id`, in the order containerd published them.
+fn task_topics(events: &[Event], id: &str) -> Vec<String> {
+    let needle = format!("\"container_id\":\"{id}\"");
+    events
+        .iter()
+        .filter(|e| e.topic.starts_with("/tasks/") && e.json.contains(&needle))
+        .map(|e| e.topic.clone())
+        .collect()
+}
+
+fn wait_stopped(c: &Containerd, id: &str) {
+    assert!(
+        wait_until(Duration::from_secs(20), || task_status(c, id).as_deref()
+            == Some("STOPPED")),
+        "task {id} not stopped: {:?}",
+        task_status(c, id)
+    );
+}
+
+/// Mount points at or below `dir`.
+fn mounts_below(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .map(String::from)
+        .collect()
+}
+
+/// The host pid of task `id` from `ctr task ls`.
+fn task_pid(c: &Containerd, id: &str) -> i32 {
+    let out = c.ctr(&["task", "ls"]).ok();
+    out.stdout
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id)).then(|| f.get(1)?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("task {id} not listed:\n{out}"))
+}
+
+#[test]
+fn shim_oom_kill_is_reported_and_exit_is_137() {
+    with_containerd(|c, shim| {
+        for which in BOTH {
+            let id = unique(&format!("kt-shim-oom-{which:?}").to_lowercase());
+            let _guard = CtrContainer { c, id: id.clone() };
+            let events = EventLog::start(c);
+            // 32 MiB, no swap on this machine: tail buffers /dev/zero until the limit is hit.
+            let out = run_with(
+                c,
+                shim,
+                which,
+                &["--rm", "--memory-limit", "33554432"],
+                &id,
+                &["sh", "-c", "tail /dev/zero"],
+            )
+            .output();
+            let events = events.stop();
+            let topics = task_topics(&events, &id);
+            eprintln!("{which:?}: exit {:?}, task events {topics:?}", out.code);
+            assert_eq!(out.code, Some(137), "{which:?}: {out}\n{}", c.log());
+            assert!(
+                topics.iter().any(|t| t == "/tasks/oom"),
+                "{which:?}: no /tasks/oom for {id}: {topics:?}"
+            );
+            let oom = topics.iter().position(|t| t == "/tasks/oom").unwrap();
+            let delete = topics.iter().position(|t| t == "/tasks/delete");
+            assert!(
+                delete.is_none_or(|d| oom < d),
+                "{which:?}: OOM after delete: {topics:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn shim_events_come_complete_and_in_order() {
+    with_containerd(|c, shim| {
+        let mut seen = Vec::new();
+        for which in BOTH {
+            let id = unique(&format!("kt-shim-ev-{which:?}").to_lowercase());
+            let _guard = CtrContainer { c, id: id.clone() };
+            let events = EventLog::start(c);
+            run_with(c, shim, which, &["-d"], &id, &["sleep", "1000"]).ok();
+            let out = c
+                .ctr(&["task", "exec", "--exec-id", "e1", &id, "sh", "-c", "exit 2"])
+                .timeout(Duration::from_secs(30))
+                .output();
+            assert_eq!(out.code, Some(2), "{which:?}: {out}");
+            c.ctr(&["task", "pause", &id]).ok();
+            c.ctr(&["task", "resume", &id]).ok();
+            c.ctr(&["task", "kill", "-s", "KILL", &id]).ok();
+            wait_stopped(c, &id);
+            c.ctr(&["task", "rm", &id]).ok();
+            c.ctr(&["container", "rm", &id]).ok();
+            let events = events.stop();
+            let topics = task_topics(&events, &id);
+            eprintln!("{which:?}: {topics:?}");
+            seen.push((which, topics, events));
+        }
+        let expected = [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit",
+            "/tasks/paused",
+            "/tasks/resumed",
+            "/tasks/exit",
+            "/tasks/delete",
+        ];
+        for (which, topics, events) in &seen {
+            assert_eq!(topics, &expected, "{which:?}: all events:\n{events:#?}");
+        }
+        // The exec's exit names the exec and its status, the init's exit 137.
+        let (_, _, events) = &seen[0];
+        let exits: Vec<&Event> = events.iter().filter(|e| e.topic == "/tasks/exit").collect();
+        assert!(
+            exits[0].json.contains("\"id\":\"e1\"") && exits[0].json.contains("\"exit_status\":2"),
+            "{exits:#?}"
+        );
+        assert!(exits[1].json.contains("\"exit_status\":137"), "{exits:#?}");
     });
 }
