@@ -10,11 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use containerd_shim_protos::api;
+use containerd_shim_protos::cgroups::metrics::Metrics as MetricsV1;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::{ttrpc, Client, TaskClient};
 use kapsel_integration_tests::clients::{Containerd, BUSYBOX_IMAGE};
 use kapsel_integration_tests::command::Running;
 use kapsel_integration_tests::daemon::signal;
 use kapsel_integration_tests::env::repo_root;
-use kapsel_integration_tests::{require_program, unique, wait_until, Cmd, Fixtures};
+use kapsel_integration_tests::{
+    pid_alive, require_program, require_root, unique, wait_until, Cmd, Fixtures,
+};
 
 static DAEMON: Mutex<Option<Containerd>> = Mutex::new(None);
 
@@ -445,4 +452,400 @@ fn shim_events_come_complete_and_in_order() {
         );
         assert!(exits[1].json.contains("\"exit_status\":137"), "{exits:#?}");
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The task API called directly (ttrpc), for what ctr 1.6 does not call.
+
+fn task_client(address: &str) -> TaskClient {
+    let client =
+        Client::connect(address).unwrap_or_else(|e| panic!("connect to shim at {address}: {e}"));
+    TaskClient::new(client)
+}
+
+fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(30_000_000_000)
+}
+
+/// The status of a call that must fail.
+#[track_caller]
+fn status_of<T: std::fmt::Debug>(r: ttrpc::Result<T>) -> (ttrpc::Code, String) {
+    match r {
+        Err(ttrpc::Error::RpcStatus(s)) => (s.code(), s.message.clone()),
+        other => panic!("expected a ttrpc error status, got {other:?}"),
+    }
+}
+
+fn json_any(type_url: &str, v: &serde_json::Value) -> Any {
+    let mut any = Any::new();
+    any.type_url = type_url.to_string();
+    any.value = v.to_string().into_bytes();
+    any
+}
+
+/// An OCI process for Exec, as containerd sends it.
+fn exec_spec(args: &[&str]) -> Any {
+    json_any(
+        "types.containerd.io/opencontainers/runtime-spec/1/Process",
+        &serde_json::json!({
+            "args": args,
+            "cwd": "/",
+            "env": ["PATH=/bin:/usr/bin"],
+            "user": {"uid": 0, "gid": 0},
+            "terminal": false,
+        }),
+    )
+}
+
+/// The v1 memory cgroup directory of `pid`.
+fn memory_cgroup_of(pid: i32) -> PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = text
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls.split(',').any(|c| c == "memory").then_some(path)
+        })
+        .unwrap_or_else(|| panic!("no memory cgroup for {pid}:\n{text}"));
+    Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'))
+}
+
+#[test]
+fn shim_task_api_update_stats_connect_checkpoint_and_refusals() {
+    with_containerd(|c, shim| {
+        for which in BOTH {
+            let id = unique(&format!("kt-shim-api-{which:?}").to_lowercase());
+            let _guard = CtrContainer { c, id: id.clone() };
+            run_with(c, shim, which, &["-d"], &id, &["sleep", "1000"]).ok();
+            let address = std::fs::read_to_string(c.bundle_dir(&id).join("address")).unwrap();
+            let client = task_client(address.trim());
+            let pid = task_pid(c, &id);
+
+            let r = client
+                .connect(
+                    ctx(),
+                    &api::ConnectRequest {
+                        id: id.clone(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{which:?} Connect: {e:?}"));
+            assert_eq!(r.task_pid as i32, pid, "{which:?}: {r:?}");
+            assert!(pid_alive(r.shim_pid as i32), "{which:?}: {r:?}");
+
+            let r = client
+                .stats(
+                    ctx(),
+                    &api::StatsRequest {
+                        id: id.clone(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{which:?} Stats: {e:?}"));
+            let any = r.stats.as_ref().expect("stats");
+            // This host is cgroup v1 (hybrid): v1 metrics.
+            assert_eq!(
+                any.type_url, "io.containerd.cgroups.v1.Metrics",
+                "{which:?}"
+            );
+            let m = MetricsV1::parse_from_bytes(&any.value).unwrap();
+            assert_eq!(m.pids.current, 1, "{which:?}: {m:?}");
+            assert!(m.memory.usage.usage > 0, "{which:?}: {m:?}");
+
+            let limit = 64 * 1024 * 1024;
+            let resources = json_any(
+                "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+                &serde_json::json!({"memory": {"limit": limit}}),
+            );
+            client
+                .update(
+                    ctx(),
+                    &api::UpdateTaskRequest {
+                        id: id.clone(),
+                        resources: Some(resources).into(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{which:?} Update: {e:?}"));
+            let got = std::fs::read_to_string(memory_cgroup_of(pid).join("memory.limit_in_bytes"))
+                .unwrap();
+            assert_eq!(
+                got.trim(),
+                limit.to_string(),
+                "{which:?}: limit after Update"
+            );
+
+            let (code, msg) = status_of(client.checkpoint(
+                ctx(),
+                &api::CheckpointTaskRequest {
+                    id: id.clone(),
+                    path: "/tmp/kt-no-checkpoint".into(),
+                    ..Default::default()
+                },
+            ));
+            eprintln!("{which:?} Checkpoint: {code:?} {msg}");
+            if which == Which::Kapsel {
+                assert_eq!(code, ttrpc::Code::UNIMPLEMENTED, "{msg}");
+                assert!(msg.contains("not implemented"), "{msg}");
+            }
+
+            let exec = |exec_id: &str| {
+                client.exec(
+                    ctx(),
+                    &api::ExecProcessRequest {
+                        id: id.clone(),
+                        exec_id: exec_id.into(),
+                        spec: Some(exec_spec(&["sleep", "1000"])).into(),
+                        ..Default::default()
+                    },
+                )
+            };
+            exec("e1").unwrap_or_else(|e| panic!("{which:?} Exec: {e:?}"));
+            client
+                .start(
+                    ctx(),
+                    &api::StartRequest {
+                        id: id.clone(),
+                        exec_id: "e1".into(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{which:?} Start e1: {e:?}"));
+            let (code, msg) = status_of(exec("e1"));
+            eprintln!("{which:?} Exec id in use: {code:?} {msg}");
+            assert_eq!(code, ttrpc::Code::ALREADY_EXISTS, "{which:?}: {msg}");
+            assert!(msg.contains("e1"), "{which:?}: {msg}");
+
+            let (code, msg) = status_of(client.kill(
+                ctx(),
+                &api::KillRequest {
+                    id: id.clone(),
+                    exec_id: "no-such-exec".into(),
+                    signal: 9,
+                    ..Default::default()
+                },
+            ));
+            eprintln!("{which:?} Kill unknown exec: {code:?} {msg}");
+            assert_eq!(code, ttrpc::Code::NOT_FOUND, "{which:?}: {msg}");
+            if which == Which::Kapsel {
+                assert!(msg.contains("no-such-exec"), "{msg}");
+            }
+
+            let (code, msg) = status_of(client.delete(
+                ctx(),
+                &api::DeleteRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                },
+            ));
+            eprintln!("{which:?} Delete running: {code:?} {msg}");
+            if which == Which::Kapsel {
+                assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION, "{msg}");
+                assert!(msg.contains("kill it first"), "{msg}");
+            }
+            assert_eq!(task_status(c, &id).as_deref(), Some("RUNNING"), "{which:?}");
+
+            client
+                .kill(
+                    ctx(),
+                    &api::KillRequest {
+                        id: id.clone(),
+                        exec_id: "e1".into(),
+                        signal: 9,
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{which:?} Kill e1: {e:?}"));
+            let w = client
+                .wait(
+                    ctx(),
+                    &api::WaitRequest {
+                        id: id.clone(),
+                        exec_id: "e1".into(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{which:?} Wait e1: {e:?}"));
+            assert_eq!(w.exit_status, 137, "{which:?}");
+            client
+                .delete(
+                    ctx(),
+                    &api::DeleteRequest {
+                        id: id.clone(),
+                        exec_id: "e1".into(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{which:?} Delete e1: {e:?}"));
+        }
+    });
+}
+
+/// `containerd-shim-kapsel-v2 ... start` in `bundle`, without containerd: the address it prints.
+fn start_own_shim(shim: &str, namespace: &str, id: &str, bundle: &Path) -> String {
+    let fake = bundle.join("no-containerd.sock");
+    let out = Cmd::new(shim)
+        .args(["-namespace", namespace, "-address"])
+        .arg(&fake)
+        .args(["-id", id, "start"])
+        .env("TTRPC_ADDRESS", format!("{}.ttrpc", fake.display()))
+        .current_dir(bundle)
+        .timeout(Duration::from_secs(30))
+        .ok();
+    out.stdout.trim().to_string()
+}
+
+#[test]
+fn shim_bad_input_gets_clear_errors_and_leaves_nothing() {
+    require_root();
+    let shim = shim_binary().display().to_string();
+    let namespace = unique("kt-bad");
+    let id = unique("kt-shim-bad");
+    let dir = tempfile::Builder::new()
+        .prefix("kt-shim-bad-")
+        .tempdir()
+        .unwrap();
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    // The shim's own log (containerd gives a FIFO; a file works the same).
+    std::fs::write(bundle.join("log"), "").unwrap();
+    let address = start_own_shim(&shim, &namespace, &id, &bundle);
+    let shim_pid: i32 = std::fs::read_to_string(bundle.join("shim.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let client = task_client(&address);
+    let create = |bundle: &Path, rootfs: Vec<api::Mount>| {
+        client.create(
+            ctx(),
+            &api::CreateTaskRequest {
+                id: id.clone(),
+                bundle: bundle.display().to_string(),
+                rootfs,
+                ..Default::default()
+            },
+        )
+    };
+
+    let missing = dir.path().join("no-such-bundle");
+    let (code, msg) = status_of(create(&missing, vec![]));
+    assert_eq!(code, ttrpc::Code::NOT_FOUND, "{msg}");
+    assert!(msg.contains("no-such-bundle"), "{msg}");
+
+    let (code, msg) = status_of(create(&bundle, vec![]));
+    assert_eq!(code, ttrpc::Code::NOT_FOUND, "{msg}");
+    assert!(msg.contains("config.json"), "{msg}");
+
+    // A config whose root.path names nothing, and no rootfs mounts.
+    Cmd::new(kapsel_integration_tests::env::runtime_binary())
+        .arg("spec")
+        .current_dir(&bundle)
+        .ok();
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["root"]["path"] = serde_json::json!("rootfs");
+    config["process"]["terminal"] = serde_json::json!(false);
+    config["linux"]["cgroupsPath"] = serde_json::json!(format!("/{namespace}/{id}"));
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let (code, msg) = status_of(create(&bundle, vec![]));
+    assert_eq!(code, ttrpc::Code::NOT_FOUND, "{msg}");
+    assert!(msg.contains("rootfs"), "{msg}");
+
+    // Rootfs mounts in the request, but no mount point.
+    let fixture = Fixtures::get().rootfs();
+    let bind = api::Mount {
+        type_: "bind".into(),
+        source: fixture.display().to_string(),
+        options: vec!["rbind".into(), "ro".into()],
+        ..Default::default()
+    };
+    let (code, msg) = status_of(create(&bundle, vec![bind.clone()]));
+    assert_eq!(code, ttrpc::Code::NOT_FOUND, "{msg}");
+    assert!(msg.contains("mount point"), "{msg}");
+
+    // A mount the kernel refuses: the error names it, nothing stays mounted.
+    std::fs::create_dir(bundle.join("rootfs")).unwrap();
+    let bogus = api::Mount {
+        type_: "kt-no-such-fs".into(),
+        source: "none".into(),
+        ..Default::default()
+    };
+    let (code, msg) = status_of(create(&bundle, vec![bind.clone(), bogus]));
+    assert_eq!(code, ttrpc::Code::UNKNOWN, "{msg}");
+    assert!(msg.contains("kt-no-such-fs"), "{msg}");
+    assert_eq!(mounts_below(&bundle), Vec::<String>::new());
+
+    // The runtime refuses the config: its message comes back, the rootfs is unmounted.
+    config["process"]["args"] = serde_json::json!([]);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let (code, msg) = status_of(create(&bundle, vec![bind.clone()]));
+    eprintln!("runtime refusal: {code:?} {msg}");
+    assert_eq!(code, ttrpc::Code::UNKNOWN, "{msg}");
+    assert!(msg.contains("args"), "{msg}");
+    assert_eq!(mounts_below(&bundle), Vec::<String>::new());
+    let state = Path::new("/run/kapsel/shim-runtime")
+        .join(&namespace)
+        .join(&id);
+    assert!(!state.exists(), "runtime state left: {}", state.display());
+    assert_eq!(
+        kapsel_integration_tests::host::processes_using(&fixture),
+        Vec::<i32>::new(),
+        "processes left in the rootfs"
+    );
+
+    // Nothing was created: calls about the task say so.
+    let (code, msg) = status_of(client.state(
+        ctx(),
+        &api::StateRequest {
+            id: id.clone(),
+            ..Default::default()
+        },
+    ));
+    assert_eq!(code, ttrpc::Code::NOT_FOUND, "{msg}");
+    let (code, msg) = status_of(client.state(
+        ctx(),
+        &api::StateRequest {
+            id: "someone-else".into(),
+            ..Default::default()
+        },
+    ));
+    assert_eq!(code, ttrpc::Code::NOT_FOUND, "{msg}");
+    assert!(msg.contains("someone-else"), "{msg}");
+
+    // Shutdown without a task ends the shim; later calls fail, the socket goes.
+    client
+        .shutdown(
+            ctx(),
+            &api::ShutdownRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    match client.connect(
+        ctx(),
+        &api::ConnectRequest {
+            id: id.clone(),
+            ..Default::default()
+        },
+    ) {
+        Err(ttrpc::Error::RpcStatus(s)) => {
+            assert_eq!(s.code(), ttrpc::Code::UNAVAILABLE, "{s:?}");
+            assert!(s.message.contains("shutting down"), "{s:?}");
+        }
+        Err(e) => eprintln!("after Shutdown: {e:?} (the shim was already gone)"),
+        Ok(r) => panic!("a call after Shutdown succeeded: {r:?}"),
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || !pid_alive(shim_pid)),
+        "shim {shim_pid} still running after Shutdown"
+    );
+    let socket = address.trim_start_matches("unix://");
+    assert!(!Path::new(socket).exists(), "socket {socket} left");
+    let log = std::fs::read_to_string(bundle.join("log")).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    let _ = std::fs::remove_dir(Path::new("/run/kapsel/shim-runtime").join(&namespace));
 }
