@@ -17,7 +17,7 @@ use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::{ttrpc, Client, TaskClient};
 use kapsel_integration_tests::clients::{Containerd, BUSYBOX_IMAGE};
 use kapsel_integration_tests::command::Running;
-use kapsel_integration_tests::daemon::signal;
+use kapsel_integration_tests::daemon::{pids_matching, signal};
 use kapsel_integration_tests::env::repo_root;
 use kapsel_integration_tests::{
     pid_alive, require_program, require_root, unique, wait_until, Cmd, Fixtures,
@@ -848,4 +848,190 @@ fn shim_bad_input_gets_clear_errors_and_leaves_nothing() {
     let log = std::fs::read_to_string(bundle.join("log")).unwrap();
     assert!(!log.contains("panicked"), "{log}");
     let _ = std::fs::remove_dir(Path::new("/run/kapsel/shim-runtime").join(&namespace));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults: containerd restarted, the shim killed, many containers at once.
+
+fn with_containerd_mut(f: impl FnOnce(&mut Containerd, &str)) {
+    with_containerd(|_, _| {});
+    let mut guard = DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let c = guard.as_mut().expect("containerd");
+    f(c, &shim_binary().display().to_string())
+}
+
+/// Live shim processes (ours or runc's) serving container `id` of containerd `c`.
+fn shim_pids(c: &Containerd, which: Which, id: &str) -> Vec<i32> {
+    let binary = match which {
+        Which::Kapsel => "containerd-shim-kapsel-v2",
+        Which::Runc => "containerd-shim-runc-v2",
+    };
+    let ns = format!("-namespace {} ", c.namespace());
+    let id_flag = format!("-id {id}");
+    pids_matching(|cmd| {
+        cmd.contains(binary)
+            && cmd.contains(&ns)
+            && (cmd.ends_with(&id_flag) || cmd.contains(&format!("{id_flag} ")))
+    })
+    .into_iter()
+    .filter(|p| pid_alive(*p))
+    .collect()
+}
+
+/// Kill, delete and remove container `id`, then check that nothing of it is left: no task, no
+/// shim, no process, no mount, no runtime state, no bundle.
+#[track_caller]
+fn remove_and_check_nothing_left(c: &Containerd, which: Which, id: &str, pid: i32) {
+    if task_status(c, id).as_deref() == Some("RUNNING") {
+        c.ctr(&["task", "kill", "-s", "KILL", id]).ok();
+        wait_stopped(c, id);
+    }
+    if task_status(c, id).is_some() {
+        c.ctr(&["task", "rm", id]).ok();
+    }
+    c.ctr(&["container", "rm", id]).ok();
+    assert!(
+        wait_until(Duration::from_secs(10), || shim_pids(c, which, id)
+            .is_empty()),
+        "{which:?}: shim of {id} still running: {:?}",
+        shim_pids(c, which, id)
+    );
+    assert!(
+        !pid_alive(pid),
+        "{which:?}: container process {pid} of {id} alive"
+    );
+    let bundle = c.bundle_dir(id);
+    assert_eq!(mounts_below(&bundle), Vec::<String>::new(), "{which:?}");
+    assert!(
+        !bundle.exists(),
+        "{which:?}: bundle {} left",
+        bundle.display()
+    );
+    let state = which.state_dir(c, id);
+    assert!(
+        !state.exists(),
+        "{which:?}: runtime state {} left",
+        state.display()
+    );
+}
+
+#[test]
+fn shim_tasks_survive_a_containerd_restart() {
+    with_containerd_mut(|c, shim| {
+        let ids: Vec<(Which, String)> = BOTH
+            .iter()
+            .map(|w| (*w, unique(&format!("kt-shim-rs-{w:?}").to_lowercase())))
+            .collect();
+        for (which, id) in &ids {
+            run_with(c, shim, *which, &["-d"], id, &["sleep", "1000"]).ok();
+        }
+        let pids: Vec<i32> = ids.iter().map(|(_, id)| task_pid(c, id)).collect();
+        c.restart();
+        let c: &Containerd = c;
+        for ((which, id), pid) in ids.iter().zip(&pids) {
+            assert_eq!(
+                task_status(c, id).as_deref(),
+                Some("RUNNING"),
+                "{which:?}: after restart\n{}",
+                c.log()
+            );
+            assert_eq!(task_pid(c, id), *pid, "{which:?}");
+            // The reconnected shim still serves calls.
+            let out = c
+                .ctr(&[
+                    "task",
+                    "exec",
+                    "--exec-id",
+                    "after",
+                    id,
+                    "sh",
+                    "-c",
+                    "exit 6",
+                ])
+                .timeout(Duration::from_secs(30))
+                .output();
+            assert_eq!(out.code, Some(6), "{which:?}: {out}");
+            remove_and_check_nothing_left(c, *which, id, *pid);
+        }
+    });
+}
+
+#[test]
+fn shim_killed_with_sigkill_leaves_nothing_behind() {
+    with_containerd(|c, shim| {
+        for which in BOTH {
+            let id = unique(&format!("kt-shim-k9-{which:?}").to_lowercase());
+            let _guard = CtrContainer { c, id: id.clone() };
+            let events = EventLog::start(c);
+            run_with(c, shim, which, &["-d"], &id, &["sleep", "1000"]).ok();
+            let pid = task_pid(c, &id);
+            let shims = shim_pids(c, which, &id);
+            assert_eq!(shims.len(), 1, "{which:?}: {shims:?}");
+            assert!(
+                !mounts_below(&c.bundle_dir(&id)).is_empty(),
+                "{which:?}: no rootfs mount"
+            );
+            signal(shims[0], libc::SIGKILL);
+            assert!(
+                wait_until(Duration::from_secs(20), || task_status(c, &id).as_deref()
+                    != Some("RUNNING")),
+                "{which:?}: task still running after its shim was killed\n{}",
+                c.log()
+            );
+            assert!(
+                wait_until(Duration::from_secs(10), || !pid_alive(pid)),
+                "{which:?}: container process {pid} outlived its shim"
+            );
+            let events = events.stop();
+            let topics = task_topics(&events, &id);
+            eprintln!("{which:?}: {topics:?}, task now {:?}", task_status(c, &id));
+            assert!(
+                topics.iter().any(|t| t == "/tasks/exit"),
+                "{which:?}: {topics:?}"
+            );
+            remove_and_check_nothing_left(c, which, &id, pid);
+        }
+    });
+}
+
+#[test]
+fn shim_fifty_containers_at_once() {
+    const N: usize = 50;
+    with_containerd(|c, shim| {
+        for which in BOTH {
+            let ids: Vec<String> = (0..N)
+                .map(|_| unique(&format!("kt-shim-50-{which:?}").to_lowercase()))
+                .collect();
+            let guards: Vec<CtrContainer> = ids
+                .iter()
+                .map(|id| CtrContainer { c, id: id.clone() })
+                .collect();
+            let started = std::time::Instant::now();
+            for id in &ids {
+                run_with(c, shim, which, &["-d"], id, &["sleep", "1000"]).ok();
+            }
+            let took = started.elapsed();
+            let ls = c.ctr(&["task", "ls"]).ok().stdout;
+            let running = ids
+                .iter()
+                .filter(|id| {
+                    ls.lines()
+                        .any(|l| l.starts_with(&format!("{id} ")) && l.contains("RUNNING"))
+                })
+                .count();
+            assert_eq!(running, N, "{which:?}:\n{ls}");
+            let shims: usize = ids.iter().map(|id| shim_pids(c, which, id).len()).sum();
+            assert_eq!(shims, N, "{which:?}: one shim per container");
+            eprintln!("{which:?}: {N} × ctr run -d in {took:?}");
+            let pids: Vec<i32> = ids.iter().map(|id| task_pid(c, id)).collect();
+            for id in &ids {
+                c.ctr(&["task", "kill", "-s", "KILL", id]).ok();
+            }
+            for (id, pid) in ids.iter().zip(pids) {
+                wait_stopped(c, id);
+                remove_and_check_nothing_left(c, which, id, pid);
+            }
+            drop(guards);
+        }
+    });
 }
