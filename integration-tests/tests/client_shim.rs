@@ -1035,3 +1035,89 @@ fn shim_fifty_containers_at_once() {
         }
     });
 }
+
+#[test]
+fn shim_is_shared_by_containers_of_one_sandbox() {
+    with_containerd(|c, shim| {
+        for which in BOTH {
+            let tag = format!("{which:?}").to_lowercase();
+            let sandbox = unique(&format!("kt-pod-{tag}"));
+            let annotation = format!("io.kubernetes.cri.sandbox-id={sandbox}");
+            let ids = [
+                unique(&format!("kt-shim-g1-{tag}")),
+                unique(&format!("kt-shim-g2-{tag}")),
+            ];
+            let _guards: Vec<CtrContainer> = ids
+                .iter()
+                .map(|id| CtrContainer { c, id: id.clone() })
+                .collect();
+            for id in &ids {
+                run_with(
+                    c,
+                    shim,
+                    which,
+                    &["-d", "--annotation", &annotation],
+                    id,
+                    &["sleep", "1000"],
+                )
+                .ok();
+            }
+            let shims: Vec<Vec<i32>> = ids
+                .iter()
+                .map(|id| {
+                    // The shim's command line names the first container of the group.
+                    let mut p = shim_pids(c, which, &ids[0]);
+                    p.extend(shim_pids(c, which, id));
+                    p.sort();
+                    p.dedup();
+                    p
+                })
+                .collect();
+            assert_eq!(shims[0].len(), 1, "{which:?}: {shims:?}");
+            assert_eq!(shims[0], shims[1], "{which:?}: one shim for the sandbox");
+            let shim_pid = shims[0][0];
+            let a0 = std::fs::read_to_string(c.bundle_dir(&ids[0]).join("address")).unwrap();
+            let a1 = std::fs::read_to_string(c.bundle_dir(&ids[1]).join("address")).unwrap();
+            assert_eq!(a0, a1, "{which:?}");
+            for (n, id) in ids.iter().enumerate() {
+                let out = c
+                    .ctr(&[
+                        "task",
+                        "exec",
+                        "--exec-id",
+                        "x",
+                        id,
+                        "sh",
+                        "-c",
+                        &format!("exit {}", n + 3),
+                    ])
+                    .timeout(Duration::from_secs(30))
+                    .output();
+                assert_eq!(out.code, Some(n as i32 + 3), "{which:?}: {out}");
+            }
+            // The first container goes; the shim stays for the second.
+            let pid0 = task_pid(c, &ids[0]);
+            let pid1 = task_pid(c, &ids[1]);
+            c.ctr(&["task", "kill", "-s", "KILL", &ids[0]]).ok();
+            wait_stopped(c, &ids[0]);
+            c.ctr(&["task", "rm", &ids[0]]).ok();
+            c.ctr(&["container", "rm", &ids[0]]).ok();
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                pid_alive(shim_pid),
+                "{which:?}: the shared shim left with the first container"
+            );
+            assert_eq!(
+                task_status(c, &ids[1]).as_deref(),
+                Some("RUNNING"),
+                "{which:?}"
+            );
+            assert!(!pid_alive(pid0), "{which:?}");
+            remove_and_check_nothing_left(c, which, &ids[1], pid1);
+            assert!(
+                wait_until(Duration::from_secs(10), || !pid_alive(shim_pid)),
+                "{which:?}: shared shim {shim_pid} still running after its last container"
+            );
+        }
+    });
+}

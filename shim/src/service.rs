@@ -1,9 +1,10 @@
 //! The ttrpc task service: translates requests to [`Task`] calls and errors to ttrpc codes.
 //! The only place errors become ttrpc statuses.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::{Message, MessageField};
@@ -12,22 +13,37 @@ use containerd_shim_protos::ttrpc::{self, Code, TtrpcContext};
 use containerd_shim_protos::types::task::{ProcessInfo, Status};
 
 use crate::cgroup::Cgroup;
+use crate::events::Publisher;
 use crate::io::StdioPaths;
 use crate::process::State;
+use crate::reaper::Reaper;
 use crate::task::{CreateSpec, Task, TaskError};
 
 /// The Task service over one [`Task`].
 pub struct Service {
-    task: Arc<Task>,
+    /// The containers this shim serves by id: one, or a group sharing the shim (containers of
+    /// one pod, named by the `io.kubernetes.cri.sandbox-id` annotation).
+    tasks: Mutex<HashMap<String, Arc<Task>>>,
+    namespace: String,
+    reaper: Reaper,
+    publisher: Publisher,
     shutdown: Mutex<mpsc::Sender<()>>,
     /// Set by a Shutdown that ends the shim: later calls are refused.
     closing: AtomicBool,
 }
 
 impl Service {
-    pub fn new(task: Arc<Task>, shutdown: mpsc::Sender<()>) -> Service {
+    pub fn new(
+        namespace: &str,
+        reaper: Reaper,
+        publisher: Publisher,
+        shutdown: mpsc::Sender<()>,
+    ) -> Service {
         Service {
-            task,
+            tasks: Mutex::default(),
+            namespace: namespace.to_string(),
+            reaper,
+            publisher,
             shutdown: Mutex::new(shutdown),
             closing: AtomicBool::new(false),
         }
@@ -39,13 +55,23 @@ impl Service {
         if self.closing.load(Ordering::SeqCst) {
             return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
                 Code::UNAVAILABLE,
-                format!(
-                    "shim for task {:?} is shutting down: it accepts no more calls",
-                    self.task.id
-                ),
+                "this shim is shutting down: it accepts no more calls".to_string(),
             )));
         }
         Ok(())
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, HashMap<String, Arc<Task>>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The task `id`, which must have been created here.
+    fn task(&self, id: &str) -> ttrpc::Result<Arc<Task>> {
+        self.tasks().get(id).cloned().ok_or_else(|| {
+            status(TaskError::NotFound(format!(
+                "task {id:?} not found in this shim"
+            )))
+        })
     }
 }
 
@@ -126,7 +152,36 @@ impl containerd_shim_protos::Task for Service {
                 terminal: req.terminal,
             },
         };
-        let pid = self.task.create(&req.id, spec).map_err(status)?;
+        if req.id.is_empty() || req.id.contains('/') {
+            return Err(status(TaskError::InvalidArgument(format!(
+                "task id {:?} is not valid",
+                req.id
+            ))));
+        }
+        let task = {
+            let mut tasks = self.tasks();
+            if tasks.contains_key(&req.id) {
+                return Err(status(TaskError::AlreadyExists(format!(
+                    "task {:?} already exists",
+                    req.id
+                ))));
+            }
+            let task = Arc::new(Task::new(
+                &req.id,
+                &self.namespace,
+                self.reaper.clone(),
+                self.publisher.clone(),
+            ));
+            tasks.insert(req.id.clone(), task.clone());
+            task
+        };
+        let pid = match task.create(&req.id, spec) {
+            Ok(pid) => pid,
+            Err(e) => {
+                self.tasks().remove(&req.id);
+                return Err(status(e));
+            }
+        };
         let mut resp = api::CreateTaskResponse::new();
         resp.pid = pid;
         Ok(resp)
@@ -138,7 +193,10 @@ impl containerd_shim_protos::Task for Service {
         req: api::StartRequest,
     ) -> ttrpc::Result<api::StartResponse> {
         self.enter()?;
-        let pid = self.task.start(&req.id, &req.exec_id).map_err(status)?;
+        let pid = self
+            .task(&req.id)?
+            .start(&req.id, &req.exec_id)
+            .map_err(status)?;
         let mut resp = api::StartResponse::new();
         resp.pid = pid;
         Ok(resp)
@@ -150,7 +208,10 @@ impl containerd_shim_protos::Task for Service {
         req: api::StateRequest,
     ) -> ttrpc::Result<api::StateResponse> {
         self.enter()?;
-        let (v, bundle) = self.task.state(&req.id, &req.exec_id).map_err(status)?;
+        let (v, bundle) = self
+            .task(&req.id)?
+            .state(&req.id, &req.exec_id)
+            .map_err(status)?;
         let mut resp = api::StateResponse::new();
         resp.id = req.id;
         resp.exec_id = v.exec_id;
@@ -170,7 +231,10 @@ impl containerd_shim_protos::Task for Service {
 
     fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
         self.enter()?;
-        let (code, at) = self.task.wait(&req.id, &req.exec_id).map_err(status)?;
+        let (code, at) = self
+            .task(&req.id)?
+            .wait(&req.id, &req.exec_id)
+            .map_err(status)?;
         let mut resp = api::WaitResponse::new();
         resp.exit_status = code;
         resp.exited_at = Some(at).into();
@@ -179,7 +243,7 @@ impl containerd_shim_protos::Task for Service {
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<api::Empty> {
         self.enter()?;
-        self.task
+        self.task(&req.id)?
             .kill(&req.id, &req.exec_id, req.signal, req.all)
             .map_err(status)?;
         Ok(api::Empty::new())
@@ -191,7 +255,13 @@ impl containerd_shim_protos::Task for Service {
         req: api::DeleteRequest,
     ) -> ttrpc::Result<api::DeleteResponse> {
         self.enter()?;
-        let (pid, code, at) = self.task.delete(&req.id, &req.exec_id).map_err(status)?;
+        let (pid, code, at) = self
+            .task(&req.id)?
+            .delete(&req.id, &req.exec_id)
+            .map_err(status)?;
+        if req.exec_id.is_empty() {
+            self.tasks().remove(&req.id);
+        }
         let mut resp = api::DeleteResponse::new();
         resp.pid = pid;
         resp.exit_status = code;
@@ -212,7 +282,7 @@ impl containerd_shim_protos::Task for Service {
             stderr: req.stderr,
             terminal: req.terminal,
         };
-        self.task
+        self.task(&req.id)?
             .exec(&req.id, &req.exec_id, stdio, &spec)
             .map_err(status)?;
         Ok(api::Empty::new())
@@ -220,7 +290,7 @@ impl containerd_shim_protos::Task for Service {
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
         self.enter()?;
-        let pids = self.task.pids(&req.id).map_err(status)?;
+        let pids = self.task(&req.id)?.pids(&req.id).map_err(status)?;
         let mut resp = api::PidsResponse::new();
         resp.processes = pids
             .into_iter()
@@ -235,13 +305,17 @@ impl containerd_shim_protos::Task for Service {
 
     fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<api::Empty> {
         self.enter()?;
-        self.task.set_paused(&req.id, true).map_err(status)?;
+        self.task(&req.id)?
+            .set_paused(&req.id, true)
+            .map_err(status)?;
         Ok(api::Empty::new())
     }
 
     fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<api::Empty> {
         self.enter()?;
-        self.task.set_paused(&req.id, false).map_err(status)?;
+        self.task(&req.id)?
+            .set_paused(&req.id, false)
+            .map_err(status)?;
         Ok(api::Empty::new())
     }
 
@@ -256,7 +330,9 @@ impl containerd_shim_protos::Task for Service {
             .as_ref()
             .map(|a| a.value.clone())
             .unwrap_or_default();
-        self.task.update(&req.id, &resources).map_err(status)?;
+        self.task(&req.id)?
+            .update(&req.id, &resources)
+            .map_err(status)?;
         Ok(api::Empty::new())
     }
 
@@ -266,7 +342,7 @@ impl containerd_shim_protos::Task for Service {
         req: api::ResizePtyRequest,
     ) -> ttrpc::Result<api::Empty> {
         self.enter()?;
-        self.task
+        self.task(&req.id)?
             .resize_pty(&req.id, &req.exec_id, req.width, req.height)
             .map_err(status)?;
         Ok(api::Empty::new())
@@ -278,10 +354,10 @@ impl containerd_shim_protos::Task for Service {
         req: api::StatsRequest,
     ) -> ttrpc::Result<api::StatsResponse> {
         self.enter()?;
-        let any = match self.task.cgroup(&req.id).map_err(status)? {
+        let any = match self.task(&req.id)?.cgroup(&req.id).map_err(status)? {
             Some(Cgroup::V2(dir)) => crate::stats::v2_any(&crate::stats::metrics_v2(&dir)),
             _ => {
-                let doc = self.task.stats(&req.id).map_err(status)?;
+                let doc = self.task(&req.id)?.stats(&req.id).map_err(status)?;
                 crate::stats::to_any(&crate::stats::metrics_from_runtime(&doc))
             }
         };
@@ -293,7 +369,9 @@ impl containerd_shim_protos::Task for Service {
     fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> ttrpc::Result<api::Empty> {
         self.enter()?;
         if req.stdin {
-            self.task.close_io(&req.id, &req.exec_id).map_err(status)?;
+            self.task(&req.id)?
+                .close_io(&req.id, &req.exec_id)
+                .map_err(status)?;
         }
         Ok(api::Empty::new())
     }
@@ -317,12 +395,12 @@ impl containerd_shim_protos::Task for Service {
     fn connect(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::ConnectRequest,
+        req: api::ConnectRequest,
     ) -> ttrpc::Result<api::ConnectResponse> {
         self.enter()?;
         let mut resp = api::ConnectResponse::new();
         resp.shim_pid = std::process::id();
-        resp.task_pid = self.task.init_pid();
+        resp.task_pid = self.tasks().get(&req.id).map_or(0, |t| t.init_pid());
         resp.version = env!("CARGO_PKG_VERSION").to_string();
         Ok(resp)
     }
@@ -334,7 +412,7 @@ impl containerd_shim_protos::Task for Service {
     ) -> ttrpc::Result<api::Empty> {
         // Idempotent: a second Shutdown is not an error.
         crate::memory::note_activity();
-        if req.now || !self.task.has_container() {
+        if req.now || self.tasks().is_empty() {
             self.closing.store(true, Ordering::SeqCst);
             let _ = self
                 .shutdown

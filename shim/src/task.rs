@@ -129,11 +129,6 @@ impl Task {
             .ok_or_else(|| TaskError::NotFound("task not created".into()))
     }
 
-    /// Whether the init process exists (created and not deleted).
-    pub fn has_container(&self) -> bool {
-        self.lock().processes.contains_key("")
-    }
-
     /// pid of the init process, 0 before create.
     pub fn init_pid(&self) -> u32 {
         self.lock().processes.get("").map_or(0, |p| p.pid)
