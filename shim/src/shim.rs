@@ -189,6 +189,9 @@ pub fn serve(args: &Args) -> Result<(), ShimError> {
                 binary: binary.clone(),
                 // containerd 1.6's `publish` dials the gRPC address, not TTRPC_ADDRESS.
                 address: args.address.clone(),
+                ttrpc_address: std::env::var("TTRPC_ADDRESS")
+                    .ok()
+                    .filter(|a| !a.is_empty()),
                 namespace: args.namespace.clone(),
             },
             reaper.clone(),
