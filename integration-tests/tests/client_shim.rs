@@ -138,6 +138,21 @@ fn shim_forwards_stdin() {
             .output();
         assert!(out.success(), "{out}\ncontainerd log:\n{}", c.log());
         assert_eq!(out.stdout, "through the fifo\n", "{out}");
+        // The difference: ctr 1.6 closes its FIFO at the end of its stdin but sends no
+        // CloseIO, and runc's shim ends the container's input only on CloseIO.
+        let id = unique("kt-shim-in-runc");
+        let _guard = CtrContainer { c, id: id.clone() };
+        let runc = run_with(c, shim, Which::Runc, &["--rm"], &id, &["cat"])
+            .stdin("through the fifo\n")
+            .timeout(Duration::from_secs(5))
+            .output_result();
+        eprintln!(
+            "runc's shim: {}",
+            match runc {
+                Ok(out) => format!("finished: {out}"),
+                Err(_) => "cat never saw the end of its input (killed after 5 s)".into(),
+            }
+        );
     });
 }
 
@@ -1118,6 +1133,170 @@ fn shim_is_shared_by_containers_of_one_sandbox() {
                 wait_until(Duration::from_secs(10), || !pid_alive(shim_pid)),
                 "{which:?}: shared shim {shim_pid} still running after its last container"
             );
+        }
+    });
+}
+
+#[test]
+fn shim_kill_all_reaches_every_process() {
+    with_containerd(|c, shim| {
+        for which in BOTH {
+            let id = unique(&format!("kt-shim-ka-{which:?}").to_lowercase());
+            let _guard = CtrContainer { c, id: id.clone() };
+            run_with(c, shim, which, &["-d"], &id, &["sleep", "1000"]).ok();
+            c.ctr(&[
+                "task",
+                "exec",
+                "-d",
+                "--exec-id",
+                "bg",
+                &id,
+                "sleep",
+                "1000",
+            ])
+            .timeout(Duration::from_secs(30))
+            .ok();
+            let ps = c.ctr(&["task", "ps", &id]).ok().stdout;
+            let pids: Vec<i32> = ps
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+                .collect();
+            assert_eq!(pids.len(), 2, "{which:?}: init and exec expected:\n{ps}");
+            c.ctr(&["task", "kill", "--all", "-s", "KILL", &id]).ok();
+            wait_stopped(c, &id);
+            for pid in &pids {
+                assert!(
+                    wait_until(Duration::from_secs(10), || !pid_alive(*pid)),
+                    "{which:?}: {pid} survived kill --all"
+                );
+            }
+            remove_and_check_nothing_left(c, which, &id, pids[0]);
+        }
+    });
+}
+
+/// Open a FIFO without blocking (a reader before any writer, or a writer once a reader exists).
+fn open_fifo_result(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+fn open_fifo(path: &Path, write: bool) -> std::fs::File {
+    open_fifo_result(path, write).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+#[test]
+fn shim_close_io_ends_stdin_while_the_client_holds_its_fifo() {
+    with_containerd(|c, shim| {
+        for which in BOTH {
+            let id = unique(&format!("kt-shim-cio-{which:?}").to_lowercase());
+            let _guard = CtrContainer { c, id: id.clone() };
+            run_with(c, shim, which, &["-d"], &id, &["sleep", "1000"]).ok();
+            let address = std::fs::read_to_string(c.bundle_dir(&id).join("address")).unwrap();
+            let client = task_client(address.trim());
+            let dir = tempfile::Builder::new()
+                .prefix("kt-cio-")
+                .tempdir()
+                .unwrap();
+            let (stdin, stdout, stderr) = (
+                dir.path().join("in"),
+                dir.path().join("out"),
+                dir.path().join("err"),
+            );
+            // runc's shim wants all three.
+            for f in [&stdin, &stdout, &stderr] {
+                let p = std::ffi::CString::new(f.to_str().unwrap()).unwrap();
+                // SAFETY: p is a valid NUL-terminated path for the duration of the call.
+                assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o600) }, 0);
+            }
+            let mut out = open_fifo(&stdout, false);
+            let _err = open_fifo(&stderr, false);
+            client
+                .exec(
+                    ctx(),
+                    &api::ExecProcessRequest {
+                        id: id.clone(),
+                        exec_id: "cat".into(),
+                        stdin: stdin.display().to_string(),
+                        stdout: stdout.display().to_string(),
+                        stderr: stderr.display().to_string(),
+                        spec: Some(exec_spec(&["cat"])).into(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{which:?} Exec: {e:?}"));
+            let exec_req = |exec_id: &str| api::StartRequest {
+                id: id.clone(),
+                exec_id: exec_id.into(),
+                ..Default::default()
+            };
+            client
+                .start(ctx(), &exec_req("cat"))
+                .unwrap_or_else(|e| panic!("{which:?} Start: {e:?}"));
+            let wait_req = api::WaitRequest {
+                id: id.clone(),
+                exec_id: "cat".into(),
+                ..Default::default()
+            };
+            // The client writes and keeps its end open ...
+            // The shim may open its reading end just after Start returns (ENXIO until then).
+            let mut writer = None;
+            wait_until(Duration::from_secs(5), || {
+                writer = open_fifo_result(&stdin, true).ok();
+                writer.is_some()
+            });
+            assert!(
+                writer.is_some(),
+                "{which:?}: nobody reads {}",
+                stdin.display()
+            );
+            if let Some(w) = writer.as_mut() {
+                std::io::Write::write_all(w, b"through close-io\n").unwrap();
+            }
+            let early = client.wait(ttrpc::context::with_timeout(500_000_000), &wait_req);
+            assert!(
+                early.is_err(),
+                "{which:?}: stdin ended by itself: {early:?}"
+            );
+            // ... CloseIO ends the input (ours at once; runc's shim once the client has
+            // closed its end too).
+            client
+                .close_io(
+                    ctx(),
+                    &api::CloseIORequest {
+                        id: id.clone(),
+                        exec_id: "cat".into(),
+                        stdin: true,
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{which:?} CloseIO: {e:?}"));
+            if which == Which::Runc {
+                writer = None;
+            }
+            let w = client
+                .wait(ctx(), &wait_req)
+                .unwrap_or_else(|e| panic!("{which:?} Wait: {e:?}"));
+            assert_eq!(w.exit_status, 0, "{which:?}");
+            let mut got = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut got);
+            assert_eq!(got, "through close-io\n", "{which:?}");
+            drop(writer);
+            client
+                .delete(
+                    ctx(),
+                    &api::DeleteRequest {
+                        id: id.clone(),
+                        exec_id: "cat".into(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{which:?} Delete: {e:?}"));
         }
     });
 }
