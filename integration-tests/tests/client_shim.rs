@@ -1300,3 +1300,27 @@ fn shim_close_io_ends_stdin_while_the_client_holds_its_fifo() {
         }
     });
 }
+
+#[test]
+fn shim_exec_with_a_terminal() {
+    require_program("script", "bsdutils");
+    with_containerd(|c, shim| {
+        let id = unique("kt-shim-xtty");
+        let _guard = CtrContainer { c, id: id.clone() };
+        ctr_run(c, shim, &["-d"], &id, &["sleep", "1000"]).ok();
+        let ctr = format!(
+            "stty cols 77 rows 21; ctr -a {} -n {} task exec -t --exec-id t1 {id} \
+             sh -c 'sleep 0.3; tty; stty size; exit 7'",
+            c.socket().display(),
+            c.namespace()
+        );
+        let out = Cmd::new("script")
+            .args(["-qec", &ctr, "/dev/null"])
+            .timeout(Duration::from_secs(60))
+            .output();
+        assert_eq!(out.code, Some(7), "{out}\ncontainerd log:\n{}", c.log());
+        assert!(out.stdout.contains("/dev/pts/"), "{out}");
+        assert!(out.stdout.contains("21 77"), "{out}");
+        assert_eq!(task_status(c, &id).as_deref(), Some("RUNNING"));
+    });
+}
