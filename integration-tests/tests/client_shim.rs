@@ -744,6 +744,18 @@ fn shim_bad_input_gets_clear_errors_and_leaves_nothing() {
         )
     };
 
+    let (code, msg) = status_of(client.create(
+        ctx(),
+        &api::CreateTaskRequest {
+            id: id.clone(),
+            bundle: bundle.display().to_string(),
+            checkpoint: "/tmp/kt-no-checkpoint".into(),
+            ..Default::default()
+        },
+    ));
+    assert_eq!(code, ttrpc::Code::UNIMPLEMENTED, "{msg}");
+    assert!(msg.contains("not implemented"), "{msg}");
+
     let missing = dir.path().join("no-such-bundle");
     let (code, msg) = status_of(create(&missing, vec![]));
     assert_eq!(code, ttrpc::Code::NOT_FOUND, "{msg}");

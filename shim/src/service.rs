@@ -131,8 +131,13 @@ impl containerd_shim_protos::Task for Service {
     ) -> ttrpc::Result<api::CreateTaskResponse> {
         self.enter()?;
         if !req.checkpoint.is_empty() {
-            return Err(status(TaskError::InvalidArgument(
-                "restoring from a checkpoint is not supported".into(),
+            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                Code::UNIMPLEMENTED,
+                format!(
+                    "restoring task {:?} from checkpoint {} is not implemented: \
+                     containerd-shim-kapsel-v2 cannot restore containers yet",
+                    req.id, req.checkpoint
+                ),
             )));
         }
         let options = runtime_options(&req.options).map_err(status)?;
