@@ -1369,3 +1369,93 @@ fn shim_exec_with_a_terminal() {
         assert_eq!(task_status(c, &id).as_deref(), Some("RUNNING"));
     });
 }
+
+#[test]
+fn shim_log_uris_file_and_binary() {
+    with_containerd(|c, shim| {
+        for which in BOTH {
+            let tag = format!("{which:?}").to_lowercase();
+            let dir = tempfile::Builder::new()
+                .prefix("kt-shim-log-")
+                .tempdir()
+                .unwrap();
+
+            // file://: both streams appended to one file.
+            let id = unique(&format!("kt-shim-lf-{tag}"));
+            let _guard = CtrContainer { c, id: id.clone() };
+            let file = dir.path().join("sub/container.log");
+            let uri = format!("file://{}", file.display());
+            let out = run_with(
+                c,
+                shim,
+                which,
+                &["--rm", "--log-uri", &uri],
+                &id,
+                &[
+                    "sh",
+                    "-c",
+                    "echo to-out; echo to-err >&2; grep SigBlk /proc/self/status; exit 4",
+                ],
+            )
+            .output();
+            assert_eq!(out.code, Some(4), "{which:?}: {out}\n{}", c.log());
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            assert!(
+                text.contains("to-out") && text.contains("to-err"),
+                "{which:?}: {file:?}: {text:?}"
+            );
+            // The container starts with no signal blocked (the shim blocks SIGCHLD for itself).
+            assert!(
+                text.contains("SigBlk:\t0000000000000000"),
+                "{which:?}: {text:?}"
+            );
+
+            // binary://: containerd's logging contract (fds 3, 4; ready = close fd 5).
+            let id = unique(&format!("kt-shim-lb-{tag}"));
+            let _guard = CtrContainer { c, id: id.clone() };
+            let logger = dir.path().join("logger.sh");
+            std::fs::write(
+                &logger,
+                "#!/bin/sh\necho \"$CONTAINER_NAMESPACE/$CONTAINER_ID\" > \"$2.who\"\n\
+                 exec 5>&- 6<&3 7<&4 3<&- 4<&-\n\
+                 cat <&6 > \"$2.out\" & cat <&7 > \"$2.err\" & wait\ntouch \"$2.done\"\n",
+            )
+            .unwrap();
+            Cmd::new("chmod").args(["755"]).arg(&logger).ok();
+            let base = dir.path().join("bin");
+            let uri = format!("binary://{}?base={}", logger.display(), base.display());
+            let out = run_with(
+                c,
+                shim,
+                which,
+                &["--rm", "--log-uri", &uri],
+                &id,
+                &["sh", "-c", "echo b-out; echo b-err >&2"],
+            )
+            .output();
+            assert!(out.success(), "{which:?}: {out}\n{}", c.log());
+            let read =
+                |ext: &str| std::fs::read_to_string(base.with_extension(ext)).unwrap_or_default();
+            assert!(
+                wait_until(Duration::from_secs(10), || read("out") == "b-out\n"
+                    && read("err") == "b-err\n"),
+                "{which:?}: logger got {:?} and {:?}",
+                read("out"),
+                read("err")
+            );
+            // Ours lets the logger drain and end on its own; runc's shim stops it with SIGTERM.
+            if which == Which::Kapsel {
+                let done = base.with_extension("done");
+                assert!(
+                    wait_until(Duration::from_secs(10), || done.exists()),
+                    "{which:?}: logger did not finish"
+                );
+            }
+            assert_eq!(
+                read("who").trim(),
+                format!("{}/{id}", c.namespace()),
+                "{which:?}"
+            );
+        }
+    });
+}

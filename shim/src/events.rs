@@ -228,7 +228,9 @@ fn publish_once(
     any: &Any,
 ) -> std::io::Result<()> {
     let data = any.write_to_bytes().map_err(std::io::Error::other)?;
-    let mut child = Command::new(&target.binary)
+    let mut cmd = Command::new(&target.binary);
+    crate::reaper::unblock_signals_in_child(&mut cmd);
+    let mut child = cmd
         .arg("--address")
         .arg(&target.address)
         .arg("publish")

@@ -115,6 +115,7 @@ impl Runtime {
             .arg("--log-format")
             .arg("json")
             .args(args);
+        crate::reaper::unblock_signals_in_child(&mut c);
         c
     }
 

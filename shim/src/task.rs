@@ -108,6 +108,14 @@ impl Task {
         }
     }
 
+    fn owner(&self) -> io::Owner<'_> {
+        io::Owner {
+            id: &self.id,
+            namespace: &self.namespace,
+            reaper: &self.reaper,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -178,12 +186,12 @@ impl Task {
                 runtime.run_with_io(&self.reaper, &args, ChildIo::default())?;
                 let master = console.receive().map_err(io_err("receive pty master"))?;
                 process.console = Some(
-                    io::setup_console(master, &spec.stdio, &process.copiers)
+                    io::setup_console(master, &spec.stdio, &process.copiers, self.owner())
                         .map_err(io_err("container console"))?,
                 );
             } else {
-                let io =
-                    io::setup(&spec.stdio, &process.copiers).map_err(io_err("container stdio"))?;
+                let io = io::setup(&spec.stdio, &process.copiers, self.owner())
+                    .map_err(io_err("container stdio"))?;
                 args.push(id);
                 runtime.run_with_io(&self.reaper, &args, io)?;
             }
@@ -329,10 +337,11 @@ impl Task {
             runtime.run_with_io(&self.reaper, &args, ChildIo::default())?;
             let master = console.receive().map_err(io_err("receive pty master"))?;
             p.console = Some(
-                io::setup_console(master, &p.stdio, &p.copiers).map_err(io_err("exec console"))?,
+                io::setup_console(master, &p.stdio, &p.copiers, self.owner())
+                    .map_err(io_err("exec console"))?,
             );
         } else {
-            let io = io::setup(&p.stdio, &p.copiers).map_err(io_err("exec stdio"))?;
+            let io = io::setup(&p.stdio, &p.copiers, self.owner()).map_err(io_err("exec stdio"))?;
             args.push(id);
             runtime.run_with_io(&self.reaper, &args, io)?;
         }
