@@ -1459,3 +1459,120 @@ fn shim_log_uris_file_and_binary() {
         }
     });
 }
+
+#[test]
+fn shim_runs_the_runtime_its_runc_options_name() {
+    require_root();
+    let shim = shim_binary().display().to_string();
+    let namespace = unique("kt-opt");
+    let id = unique("kt-shim-opt");
+    let dir = tempfile::Builder::new()
+        .prefix("kt-shim-opt-")
+        .tempdir()
+        .unwrap();
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    Cmd::new(kapsel_integration_tests::RUNC)
+        .arg("spec")
+        .current_dir(&bundle)
+        .ok();
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    // runc wants the real path (.fixtures may be a symlink).
+    let rootfs = std::fs::canonicalize(Fixtures::get().rootfs()).unwrap();
+    config["root"]["path"] = serde_json::json!(rootfs);
+    config["root"]["readonly"] = serde_json::json!(true);
+    config["process"]["terminal"] = serde_json::json!(false);
+    config["process"]["args"] = serde_json::json!(["sleep", "1000"]);
+    config["linux"]["cgroupsPath"] = serde_json::json!(format!("/{namespace}/{id}"));
+    std::fs::write(&config_path, config.to_string()).unwrap();
+
+    let address = start_own_shim(&shim, &namespace, &id, &bundle);
+    let client = task_client(&address);
+    let runc_root = dir.path().join("runc-root");
+    let mut options = containerd_shim_protos::shim::oci::Options::new();
+    options.binary_name = kapsel_integration_tests::RUNC.into();
+    options.root = runc_root.display().to_string();
+    options.no_new_keyring = true;
+    let mut any = Any::new();
+    any.type_url = "containerd.runc.v1.Options".into();
+    any.value = options.write_to_bytes().unwrap();
+    let runc_state = || {
+        Cmd::new(kapsel_integration_tests::RUNC)
+            .arg("--root")
+            .arg(runc_root.join(&namespace))
+            .args(["state", &id])
+            .output()
+    };
+
+    let created = client.create(
+        ctx(),
+        &api::CreateTaskRequest {
+            id: id.clone(),
+            bundle: bundle.display().to_string(),
+            options: Some(any).into(),
+            ..Default::default()
+        },
+    );
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let pid = created
+            .unwrap_or_else(|e| panic!("Create with runc options: {e:?}"))
+            .pid;
+        // runc, under the root the options named, holds the container.
+        let state = runc_state();
+        assert!(state.success(), "{state}");
+        assert!(state.stdout.contains("\"created\""), "{state}");
+        let task = |exec_id: &str| api::StartRequest {
+            id: id.clone(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        client.start(ctx(), &task("")).unwrap();
+        assert!(runc_state().stdout.contains("\"running\""));
+        client
+            .kill(
+                ctx(),
+                &api::KillRequest {
+                    id: id.clone(),
+                    signal: 9,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let w = client
+            .wait(
+                ctx(),
+                &api::WaitRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(w.exit_status, 137);
+        let d = client
+            .delete(
+                ctx(),
+                &api::DeleteRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(d.pid, pid);
+        let state = runc_state();
+        assert!(!state.success(), "runc still has the container: {state}");
+    }));
+    let _ = client.shutdown(
+        ctx(),
+        &api::ShutdownRequest {
+            id: id.clone(),
+            now: true,
+            ..Default::default()
+        },
+    );
+    kapsel_integration_tests::daemon::remove_cgroup_tree(&format!("/{namespace}"));
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}

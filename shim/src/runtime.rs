@@ -46,34 +46,52 @@ pub struct Runtime {
     pub binary: PathBuf,
     pub root: PathBuf,
     pub log: PathBuf,
+    /// `--systemd-cgroup` on every call (runc options' `SystemdCgroup`).
+    pub systemd_cgroup: bool,
+    /// Extra flags for `create` (`--no-pivot`, `--no-new-keyring`).
+    pub create_flags: Vec<&'static str>,
+}
+
+/// The runc-style runtime options the shim honours (containerd.runc.v1.Options).
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    pub binary_name: String,
+    pub root: String,
+    pub systemd_cgroup: bool,
+    pub no_pivot_root: bool,
+    pub no_new_keyring: bool,
 }
 
 impl Runtime {
     /// The runtime for a bundle: `binary` (from the runtime options) or `kapsel-runtime` beside
     /// this executable, else on `$PATH`; its state under `root` (runc options' `Root`, default
     /// `/run/kapsel/shim-runtime`) plus the namespace, as containerd's runc shim does.
-    pub fn new(
-        binary: Option<&str>,
-        root: Option<&str>,
-        namespace: &str,
-        bundle: &Path,
-    ) -> Runtime {
-        let binary = match binary {
-            Some(b) if !b.is_empty() => PathBuf::from(b),
-            _ => std::env::current_exe()
+    pub fn new(options: &RuntimeOptions, namespace: &str, bundle: &Path) -> Runtime {
+        let binary = match options.binary_name.as_str() {
+            "" => std::env::current_exe()
                 .ok()
                 .and_then(|p| p.parent().map(|d| d.join("kapsel-runtime")))
                 .filter(|p| p.exists())
                 .unwrap_or_else(|| PathBuf::from("kapsel-runtime")),
+            b => PathBuf::from(b),
         };
-        let root = match root {
-            Some(r) if !r.is_empty() => Path::new(r),
-            _ => Path::new(DEFAULT_ROOT),
+        let root = match options.root.as_str() {
+            "" => Path::new(DEFAULT_ROOT),
+            r => Path::new(r),
         };
+        let mut create_flags = Vec::new();
+        if options.no_pivot_root {
+            create_flags.push("--no-pivot");
+        }
+        if options.no_new_keyring {
+            create_flags.push("--no-new-keyring");
+        }
         Runtime {
             binary,
             root: root.join(namespace),
             log: bundle.join("log.json"),
+            systemd_cgroup: options.systemd_cgroup,
+            create_flags,
         }
     }
 
@@ -82,6 +100,7 @@ impl Runtime {
         let doc = serde_json::json!({
             "binary": self.binary.to_string_lossy(),
             "root": self.root.to_string_lossy(),
+            "systemd_cgroup": self.systemd_cgroup,
         });
         std::fs::write(bundle.join(SAVED), doc.to_string())
     }
@@ -98,10 +117,15 @@ impl Runtime {
                 .and_then(serde_json::Value::as_str)
                 .map(PathBuf::from)
         };
-        let mut rt = Runtime::new(None, None, namespace, bundle);
+        let mut rt = Runtime::new(&RuntimeOptions::default(), namespace, bundle);
         if let (Some(binary), Some(root)) = (field("binary"), field("root")) {
             rt.binary = binary;
             rt.root = root;
+            rt.systemd_cgroup = saved
+                .as_ref()
+                .and_then(|v| v.get("systemd_cgroup"))
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false);
         }
         rt
     }
@@ -113,8 +137,11 @@ impl Runtime {
             .arg("--log")
             .arg(&self.log)
             .arg("--log-format")
-            .arg("json")
-            .args(args);
+            .arg("json");
+        if self.systemd_cgroup {
+            c.arg("--systemd-cgroup");
+        }
+        c.args(args);
         crate::reaper::unblock_signals_in_child(&mut c);
         c
     }
@@ -228,12 +255,21 @@ mod tests {
     #[test]
     fn saved_runtime_is_loaded_back() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = Runtime::new(Some("/usr/sbin/runc"), Some("/tmp/r"), "ns1", dir.path());
+        let options = RuntimeOptions {
+            binary_name: "/usr/sbin/runc".into(),
+            root: "/tmp/r".into(),
+            systemd_cgroup: true,
+            no_pivot_root: true,
+            no_new_keyring: false,
+        };
+        let rt = Runtime::new(&options, "ns1", dir.path());
         assert_eq!(rt.root, Path::new("/tmp/r/ns1"));
+        assert_eq!(rt.create_flags, vec!["--no-pivot"]);
         rt.save(dir.path()).unwrap();
         let back = Runtime::load(dir.path(), "ns1");
         assert_eq!(back.binary, Path::new("/usr/sbin/runc"));
         assert_eq!(back.root, Path::new("/tmp/r/ns1"));
+        assert!(back.systemd_cgroup);
         let other = tempfile::tempdir().unwrap();
         let default = Runtime::load(other.path(), "ns2");
         assert_eq!(default.root, Path::new(DEFAULT_ROOT).join("ns2"));

@@ -17,6 +17,7 @@ use crate::events::Publisher;
 use crate::io::StdioPaths;
 use crate::process::State;
 use crate::reaper::Reaper;
+use crate::runtime::RuntimeOptions;
 use crate::task::{CreateSpec, Task, TaskError};
 
 /// The Task service over one [`Task`].
@@ -141,14 +142,18 @@ impl containerd_shim_protos::Task for Service {
             )));
         }
         let options = runtime_options(&req.options).map_err(status)?;
-        let (binary_name, runtime_root) = match options {
-            Some(o) => (Some(o.binary_name), Some(o.root)),
-            None => (None, None),
-        };
+        let options = options
+            .map(|o| RuntimeOptions {
+                binary_name: o.binary_name,
+                root: o.root,
+                systemd_cgroup: o.systemd_cgroup,
+                no_pivot_root: o.no_pivot_root,
+                no_new_keyring: o.no_new_keyring,
+            })
+            .unwrap_or_default();
         let spec = CreateSpec {
             bundle: req.bundle.clone().into(),
-            binary_name,
-            runtime_root,
+            options,
             rootfs: req.rootfs,
             stdio: StdioPaths {
                 stdin: req.stdin,

@@ -20,7 +20,7 @@ use crate::io::{self, StdioPaths};
 use crate::mount;
 use crate::process::{ExitCell, Process, State};
 use crate::reaper::Reaper;
-use crate::runtime::{ChildIo, Runtime, RuntimeError};
+use crate::runtime::{ChildIo, Runtime, RuntimeError, RuntimeOptions};
 
 /// How long an exit waits for the container's output to drain before it is reported.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
@@ -69,9 +69,8 @@ pub struct CreateSpec {
     pub bundle: PathBuf,
     pub rootfs: Vec<Mount>,
     pub stdio: StdioPaths,
-    pub binary_name: Option<String>,
-    /// Runtime root (runc options' `Root`); the namespace is appended.
-    pub runtime_root: Option<String>,
+    /// runc-style options from containerd (binary, root, cgroup driver, create flags).
+    pub options: RuntimeOptions,
 }
 
 #[derive(Debug, Default)]
@@ -159,12 +158,7 @@ impl Task {
                 return Err(e.into());
             }
         }
-        let runtime = Runtime::new(
-            spec.binary_name.as_deref(),
-            spec.runtime_root.as_deref(),
-            &self.namespace,
-            &spec.bundle,
-        );
+        let runtime = Runtime::new(&spec.options, &self.namespace, &spec.bundle);
         // `delete` (after a dead shim) must reach the same runtime and root.
         if let Err(e) = runtime.save(&spec.bundle) {
             if !spec.rootfs.is_empty() {
@@ -178,6 +172,7 @@ impl Task {
             let bundle = spec.bundle.to_string_lossy();
             let pid_path = pid_file.to_string_lossy();
             let mut args = vec!["create", "--bundle", &bundle, "--pid-file", &pid_path];
+            args.extend(runtime.create_flags.iter().copied());
             if spec.stdio.terminal {
                 let console = io::ConsoleSocket::new(&spec.bundle, "console.sock")
                     .map_err(io_err("console socket"))?;
