@@ -93,6 +93,38 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         &self.sock
     }
 
+    /// The bundle directory containerd made for task `id` (runtime v2: `address`, `shim.pid`,
+    /// `config.json`, `rootfs`).
+    pub fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.dir
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.namespace)
+            .join(id)
+    }
+
+    /// Stop containerd (SIGTERM; shims and their containers keep running, as on a real
+    /// restart) and start it again on the same config, root and state.
+    #[track_caller]
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, Duration::from_secs(10));
+        }
+        let config = self.dir.join("config.toml");
+        self.child = Some(spawn_daemon(
+            "containerd",
+            &["--config", config.to_str().unwrap()],
+            &self.dir.join("containerd-restarted.log"),
+        ));
+        let up = wait_until(Duration::from_secs(30), || {
+            self.ctr(&["version"]).output().success()
+        });
+        assert!(
+            up,
+            "containerd did not come back within 30 s; its log:\n{}",
+            self.log()
+        );
+    }
+
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
@@ -113,9 +145,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .args(args)
     }
 
-    /// containerd's log so far.
+    /// containerd's log so far (with the log of a restarted instance after it).
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+        let mut log = fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default();
+        if let Ok(more) = fs::read_to_string(self.dir.join("containerd-restarted.log")) {
+            log.push_str("--- restarted ---\n");
+            log.push_str(&more);
+        }
+        log
     }
 
     /// `ctr image import` of the fixture OCI archive.

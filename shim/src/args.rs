@@ -23,6 +23,8 @@ pub struct Args {
     pub address: String,
     pub publish_binary: Option<PathBuf>,
     pub bundle: Option<PathBuf>,
+    /// The socket the daemon serves on (handed down by `start`).
+    pub socket: Option<PathBuf>,
     pub debug: bool,
     pub action: Action,
 }
@@ -48,6 +50,7 @@ impl Args {
             address: String::new(),
             publish_binary: None,
             bundle: None,
+            socket: None,
             debug: false,
             action: Action::Serve,
         };
@@ -86,8 +89,9 @@ impl Args {
                 "address" => a.address = value,
                 "publish-binary" => a.publish_binary = Some(value.into()),
                 "bundle" => a.bundle = Some(value.into()),
+                "socket" => a.socket = Some(value.into()),
                 // Accepted for compatibility, not used.
-                "socket" | "runtime-root" | "criu" | "systemd-cgroup" => {}
+                "runtime-root" | "criu" | "systemd-cgroup" => {}
                 other => return Err(ArgsError(format!("unknown flag -{other}"))),
             }
         }

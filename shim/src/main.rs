@@ -3,10 +3,12 @@
 //! so an idle shim stays small.
 
 mod args;
+mod cgroup;
 mod events;
 mod io;
 mod memory;
 mod mount;
+mod oom;
 mod process;
 mod reaper;
 mod runtime;

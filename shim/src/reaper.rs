@@ -114,9 +114,44 @@ impl Reaper {
     }
 }
 
+/// Make `cmd`'s child start with no signal blocked. Every thread of the shim keeps SIGCHLD
+/// blocked for the reaper, and the mask survives fork and exec (Rust's `Command` does not
+/// reset it): a logging binary that is a shell would wait for its children forever.
+pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec; sigemptyset and pthread_sigmask are
+    // async-signal-safe and only touch the local set.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            if libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_start_with_no_signal_blocked() {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGCHLD);
+        set.thread_block().unwrap();
+        let mut cmd = std::process::Command::new("grep");
+        cmd.args(["SigBlk", "/proc/self/status"]);
+        unblock_signals_in_child(&mut cmd);
+        let out = cmd.output().unwrap();
+        set.thread_unblock().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "SigBlk:\t0000000000000000"
+        );
+    }
 
     #[test]
     fn exit_before_watch_is_kept() {

@@ -9,6 +9,11 @@ use std::process::{Command, Stdio};
 
 use crate::reaper::Reaper;
 
+/// Where runtime state goes unless the runtime options name a `Root`.
+const DEFAULT_ROOT: &str = "/run/kapsel/shim-runtime";
+/// The file in the bundle that remembers which runtime and root the task used.
+const SAVED: &str = "shim-runtime.json";
+
 /// Runtime failures, with what the runtime logged.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -41,25 +46,88 @@ pub struct Runtime {
     pub binary: PathBuf,
     pub root: PathBuf,
     pub log: PathBuf,
+    /// `--systemd-cgroup` on every call (runc options' `SystemdCgroup`).
+    pub systemd_cgroup: bool,
+    /// Extra flags for `create` (`--no-pivot`, `--no-new-keyring`).
+    pub create_flags: Vec<&'static str>,
+}
+
+/// The runc-style runtime options the shim honours (containerd.runc.v1.Options).
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    pub binary_name: String,
+    pub root: String,
+    pub systemd_cgroup: bool,
+    pub no_pivot_root: bool,
+    pub no_new_keyring: bool,
 }
 
 impl Runtime {
     /// The runtime for a bundle: `binary` (from the runtime options) or `kapsel-runtime` beside
-    /// this executable, else on `$PATH`.
-    pub fn new(binary: Option<&str>, namespace: &str, bundle: &Path) -> Runtime {
-        let binary = match binary {
-            Some(b) if !b.is_empty() => PathBuf::from(b),
-            _ => std::env::current_exe()
+    /// this executable, else on `$PATH`; its state under `root` (runc options' `Root`, default
+    /// `/run/kapsel/shim-runtime`) plus the namespace, as containerd's runc shim does.
+    pub fn new(options: &RuntimeOptions, namespace: &str, bundle: &Path) -> Runtime {
+        let binary = match options.binary_name.as_str() {
+            "" => std::env::current_exe()
                 .ok()
                 .and_then(|p| p.parent().map(|d| d.join("kapsel-runtime")))
                 .filter(|p| p.exists())
                 .unwrap_or_else(|| PathBuf::from("kapsel-runtime")),
+            b => PathBuf::from(b),
         };
+        let root = match options.root.as_str() {
+            "" => Path::new(DEFAULT_ROOT),
+            r => Path::new(r),
+        };
+        let mut create_flags = Vec::new();
+        if options.no_pivot_root {
+            create_flags.push("--no-pivot");
+        }
+        if options.no_new_keyring {
+            create_flags.push("--no-new-keyring");
+        }
         Runtime {
             binary,
-            root: Path::new("/run/kapsel/shim-runtime").join(namespace),
+            root: root.join(namespace),
             log: bundle.join("log.json"),
+            systemd_cgroup: options.systemd_cgroup,
+            create_flags,
         }
+    }
+
+    /// Record binary and root in the bundle, for `delete` after the shim is gone.
+    pub fn save(&self, bundle: &Path) -> std::io::Result<()> {
+        let doc = serde_json::json!({
+            "binary": self.binary.to_string_lossy(),
+            "root": self.root.to_string_lossy(),
+            "systemd_cgroup": self.systemd_cgroup,
+        });
+        std::fs::write(bundle.join(SAVED), doc.to_string())
+    }
+
+    /// The runtime `save` recorded in `bundle`, else the default one.
+    pub fn load(bundle: &Path, namespace: &str) -> Runtime {
+        let saved = std::fs::read(bundle.join(SAVED))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let field = |k: &str| {
+            saved
+                .as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(serde_json::Value::as_str)
+                .map(PathBuf::from)
+        };
+        let mut rt = Runtime::new(&RuntimeOptions::default(), namespace, bundle);
+        if let (Some(binary), Some(root)) = (field("binary"), field("root")) {
+            rt.binary = binary;
+            rt.root = root;
+            rt.systemd_cgroup = saved
+                .as_ref()
+                .and_then(|v| v.get("systemd_cgroup"))
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false);
+        }
+        rt
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -69,8 +137,12 @@ impl Runtime {
             .arg("--log")
             .arg(&self.log)
             .arg("--log-format")
-            .arg("json")
-            .args(args);
+            .arg("json");
+        if self.systemd_cgroup {
+            c.arg("--systemd-cgroup");
+        }
+        c.args(args);
+        crate::reaper::unblock_signals_in_child(&mut c);
         c
     }
 
@@ -178,5 +250,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(last_log_error(&log).unwrap(), "container \"a\" not found");
+    }
+
+    #[test]
+    fn saved_runtime_is_loaded_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = RuntimeOptions {
+            binary_name: "/usr/sbin/runc".into(),
+            root: "/tmp/r".into(),
+            systemd_cgroup: true,
+            no_pivot_root: true,
+            no_new_keyring: false,
+        };
+        let rt = Runtime::new(&options, "ns1", dir.path());
+        assert_eq!(rt.root, Path::new("/tmp/r/ns1"));
+        assert_eq!(rt.create_flags, vec!["--no-pivot"]);
+        rt.save(dir.path()).unwrap();
+        let back = Runtime::load(dir.path(), "ns1");
+        assert_eq!(back.binary, Path::new("/usr/sbin/runc"));
+        assert_eq!(back.root, Path::new("/tmp/r/ns1"));
+        assert!(back.systemd_cgroup);
+        let other = tempfile::tempdir().unwrap();
+        let default = Runtime::load(other.path(), "ns2");
+        assert_eq!(default.root, Path::new(DEFAULT_ROOT).join("ns2"));
     }
 }

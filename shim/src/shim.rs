@@ -20,7 +20,6 @@ use crate::events::{PublishTarget, Publisher};
 use crate::reaper::Reaper;
 use crate::runtime::Runtime;
 use crate::service::Service;
-use crate::task::Task;
 
 /// Environment variable through which `start` hands the bound socket to the daemon.
 const LISTEN_FD_ENV: &str = "KAPSEL_SHIM_LISTEN_FD";
@@ -72,9 +71,30 @@ fn set_cloexec(fd: RawFd, on: bool) -> Result<(), ShimError> {
         })
 }
 
+/// The annotation CRI sets on every container of a pod: containers with the same value share
+/// one shim, as containerd's runc shim does.
+const GROUP_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+/// The shim group of the bundle in `bundle`: the pod's sandbox id, else the container's own id.
+fn group_of(bundle: &Path, id: &str) -> String {
+    std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v.pointer("/annotations")?
+                .get(GROUP_ANNOTATION)?
+                .as_str()
+                .map(String::from)
+        })
+        .filter(|g| !g.is_empty())
+        .unwrap_or_else(|| id.to_string())
+}
+
 /// `start`: bind the socket, spawn the daemon in its own session, write `address`, print it.
+/// When a shim of the same group already serves, its address is the answer.
 pub fn start(args: &Args) -> Result<(), ShimError> {
-    let path = socket_path(&args.address, &args.namespace, &args.id);
+    let group = group_of(Path::new("."), &args.id);
+    let path = socket_path(&args.address, &args.namespace, &group);
     let address = format!("unix://{}", path.display());
     std::fs::create_dir_all(SOCKET_DIR).map_err(io_err(format!("create {SOCKET_DIR}")))?;
     if path.exists() {
@@ -96,7 +116,9 @@ pub fn start(args: &Args) -> Result<(), ShimError> {
         .arg("-id")
         .arg(&args.id)
         .arg("-address")
-        .arg(&args.address);
+        .arg(&args.address)
+        .arg("-socket")
+        .arg(&path);
     if let Some(p) = &args.publish_binary {
         cmd.arg("-publish-binary").arg(p);
     }
@@ -167,6 +189,9 @@ pub fn serve(args: &Args) -> Result<(), ShimError> {
                 binary: binary.clone(),
                 // containerd 1.6's `publish` dials the gRPC address, not TTRPC_ADDRESS.
                 address: args.address.clone(),
+                ttrpc_address: std::env::var("TTRPC_ADDRESS")
+                    .ok()
+                    .filter(|a| !a.is_empty()),
                 namespace: args.namespace.clone(),
             },
             reaper.clone(),
@@ -174,14 +199,8 @@ pub fn serve(args: &Args) -> Result<(), ShimError> {
         .map_err(io_err("start publisher"))?,
         None => Publisher::disabled(),
     };
-    let task = Arc::new(Task::new(
-        &args.id,
-        &args.namespace,
-        reaper,
-        publisher.clone(),
-    ));
     let (tx, rx) = mpsc::channel();
-    let service = Arc::new(Service::new(task, tx));
+    let service = Arc::new(Service::new(&args.namespace, reaper, publisher.clone(), tx));
     let mut server = ttrpc::Server::new()
         .add_listener(fd)?
         .register_service(containerd_shim_protos::create_task(service))
@@ -199,7 +218,10 @@ pub fn serve(args: &Args) -> Result<(), ShimError> {
     publisher.flush(std::time::Duration::from_secs(5));
     // Let the Shutdown reply reach containerd before the socket goes.
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let path = socket_path(&args.address, &args.namespace, &args.id);
+    let path = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| socket_path(&args.address, &args.namespace, &args.id));
     let _ = std::fs::remove_file(path);
     Ok(())
 }
@@ -211,11 +233,12 @@ pub fn delete(args: &Args) -> Result<(), ShimError> {
         None => std::env::current_dir().map_err(io_err("current directory"))?,
     };
     let reaper = Reaper::start().map_err(io_err("start reaper"))?;
-    let runtime = Runtime::new(None, &args.namespace, &bundle);
+    let runtime = Runtime::load(&bundle, &args.namespace);
     // The container may already be gone; cleanup continues either way.
     let _ = runtime.output(&reaper, &["delete", "--force", &args.id], None);
     let _ = std::fs::remove_dir(&runtime.root);
     crate::mount::unmount_all(&bundle.join("rootfs"));
+    // Only this container's own shim socket: a group's shim may still serve its other members.
     let _ = std::fs::remove_file(socket_path(&args.address, &args.namespace, &args.id));
     let mut resp = DeleteResponse::new();
     resp.exit_status = 128 + libc::SIGKILL as u32;
@@ -243,6 +266,20 @@ mod tests {
         assert_ne!(a, c);
         assert!(a.starts_with(SOCKET_DIR));
         assert_eq!(a.file_name().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn group_is_the_sandbox_annotation_else_the_id() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(group_of(dir.path(), "c1"), "c1");
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod7"}}"#,
+        )
+        .unwrap();
+        assert_eq!(group_of(dir.path(), "c1"), "pod7");
+        std::fs::write(dir.path().join("config.json"), r#"{"annotations":{}}"#).unwrap();
+        assert_eq!(group_of(dir.path(), "c1"), "c1");
     }
 
     #[test]

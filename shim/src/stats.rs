@@ -1,5 +1,7 @@
-//! Task metrics: the runtime's `events --stats` JSON (runc's format) turned into the cgroup v1
-//! `Metrics` message containerd 1.6 expects from a Linux shim on a cgroup v1 host.
+//! Task metrics in containerd's types: on a cgroup v1 host the runtime's `events --stats` JSON
+//! (runc's format) becomes `io.containerd.cgroups.v1.Metrics`; on cgroup v2 the shim reads the
+//! container's cgroup files itself into `io.containerd.cgroups.v2.Metrics`, as containerd's runc
+//! shim does.
 
 use containerd_shim_protos::cgroups::metrics::{
     CPUStat, CPUUsage, HugetlbStat, MemoryEntry, MemoryStat, Metrics, PidsStat, Throttle,
@@ -7,9 +9,14 @@ use containerd_shim_protos::cgroups::metrics::{
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
 use serde_json::Value;
+use std::path::Path;
+
+use containerd_shim_protos::cgroups_v2::metrics as v2;
 
 /// The type URL containerd's typeurl gives cgroup v1 metrics.
 const METRICS_V1: &str = "io.containerd.cgroups.v1.Metrics";
+/// The type URL containerd's typeurl gives cgroup v2 metrics.
+const METRICS_V2: &str = "io.containerd.cgroups.v2.Metrics";
 
 fn u(v: &Value, path: &[&str]) -> u64 {
     let mut cur = v;
@@ -126,9 +133,190 @@ pub fn to_any(m: &Metrics) -> Any {
     any
 }
 
+/// `key value` lines (cpu.stat, memory.stat, memory.events) as a lookup.
+fn flat_keyed(text: &str) -> impl Fn(&str) -> u64 + '_ {
+    move |key: &str| {
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == key).then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// One-value files: a number, or `max` (no limit) as u64::MAX; 0 when absent.
+fn single(dir: &Path, file: &str) -> u64 {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    match text.trim() {
+        "max" => u64::MAX,
+        t => t.parse().unwrap_or(0),
+    }
+}
+
+fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file)).unwrap_or_default()
+}
+
+/// cgroup v2 metrics of the cgroup directory `dir` (files that do not exist count as zero:
+/// a controller may not be enabled for the container).
+pub fn metrics_v2(dir: &Path) -> v2::Metrics {
+    let mut m = v2::Metrics::new();
+
+    let mut pids = v2::PidsStat::new();
+    pids.current = single(dir, "pids.current");
+    pids.limit = single(dir, "pids.max");
+    m.pids = Some(pids).into();
+
+    let cpu_text = read(dir, "cpu.stat");
+    let c = flat_keyed(&cpu_text);
+    let mut cpu = v2::CPUStat::new();
+    cpu.usage_usec = c("usage_usec");
+    cpu.user_usec = c("user_usec");
+    cpu.system_usec = c("system_usec");
+    cpu.nr_periods = c("nr_periods");
+    cpu.nr_throttled = c("nr_throttled");
+    cpu.throttled_usec = c("throttled_usec");
+    cpu.nr_bursts = c("nr_bursts");
+    cpu.burst_usec = c("burst_usec");
+    m.cpu = Some(cpu).into();
+
+    let mem_text = read(dir, "memory.stat");
+    let r = flat_keyed(&mem_text);
+    let mut mem = v2::MemoryStat::new();
+    mem.anon = r("anon");
+    mem.file = r("file");
+    mem.kernel_stack = r("kernel_stack");
+    mem.slab = r("slab");
+    mem.sock = r("sock");
+    mem.shmem = r("shmem");
+    mem.file_mapped = r("file_mapped");
+    mem.file_dirty = r("file_dirty");
+    mem.file_writeback = r("file_writeback");
+    mem.anon_thp = r("anon_thp");
+    mem.inactive_anon = r("inactive_anon");
+    mem.active_anon = r("active_anon");
+    mem.inactive_file = r("inactive_file");
+    mem.active_file = r("active_file");
+    mem.unevictable = r("unevictable");
+    mem.slab_reclaimable = r("slab_reclaimable");
+    mem.slab_unreclaimable = r("slab_unreclaimable");
+    mem.pgfault = r("pgfault");
+    mem.pgmajfault = r("pgmajfault");
+    mem.workingset_refault =
+        r("workingset_refault_anon") + r("workingset_refault_file") + r("workingset_refault");
+    mem.workingset_activate =
+        r("workingset_activate_anon") + r("workingset_activate_file") + r("workingset_activate");
+    mem.workingset_nodereclaim = r("workingset_nodereclaim");
+    mem.pgrefill = r("pgrefill");
+    mem.pgscan = r("pgscan");
+    mem.pgsteal = r("pgsteal");
+    mem.pgactivate = r("pgactivate");
+    mem.pgdeactivate = r("pgdeactivate");
+    mem.pglazyfree = r("pglazyfree");
+    mem.pglazyfreed = r("pglazyfreed");
+    mem.thp_fault_alloc = r("thp_fault_alloc");
+    mem.thp_collapse_alloc = r("thp_collapse_alloc");
+    mem.usage = single(dir, "memory.current");
+    mem.usage_limit = single(dir, "memory.max");
+    mem.max_usage = single(dir, "memory.peak");
+    mem.swap_usage = single(dir, "memory.swap.current");
+    mem.swap_limit = single(dir, "memory.swap.max");
+    mem.swap_max_usage = single(dir, "memory.swap.peak");
+    m.memory = Some(mem).into();
+
+    let ev_text = read(dir, "memory.events");
+    let e = flat_keyed(&ev_text);
+    let mut events = v2::MemoryEvents::new();
+    events.low = e("low");
+    events.high = e("high");
+    events.max = e("max");
+    events.oom = e("oom");
+    events.oom_kill = e("oom_kill");
+    events.oom_group_kill = e("oom_group_kill");
+    m.memory_events = Some(events).into();
+
+    let mut io = v2::IOStat::new();
+    for line in read(dir, "io.stat").lines() {
+        let mut f = line.split_whitespace();
+        let Some((major, minor)) = f.next().and_then(|d| d.split_once(':')) else {
+            continue;
+        };
+        let mut entry = v2::IOEntry::new();
+        entry.major = major.parse().unwrap_or(0);
+        entry.minor = minor.parse().unwrap_or(0);
+        for kv in f {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let v = v.parse().unwrap_or(0);
+            match k {
+                "rbytes" => entry.rbytes = v,
+                "wbytes" => entry.wbytes = v,
+                "rios" => entry.rios = v,
+                "wios" => entry.wios = v,
+                _ => {}
+            }
+        }
+        io.usage.push(entry);
+    }
+    m.io = Some(io).into();
+    m
+}
+
+/// cgroup v2 metrics as the `Any` a StatsResponse carries.
+pub fn v2_any(m: &v2::Metrics) -> Any {
+    let mut any = Any::new();
+    any.type_url = METRICS_V2.to_string();
+    any.value = m.write_to_bytes().unwrap_or_default();
+    any
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory standing in for a v2 cgroup.
+    #[test]
+    fn reads_v2_cgroup_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (f, text) in [
+            ("pids.current", "3\n"),
+            ("pids.max", "max\n"),
+            ("cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_throttled 2\n"),
+            ("memory.current", "4096000\n"),
+            ("memory.max", "67108864\n"),
+            ("memory.stat", "anon 1024\nfile 2048\npgfault 77\nworkingset_refault_anon 1\nworkingset_refault_file 2\n"),
+            ("memory.events", "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n"),
+            ("io.stat", "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n"),
+        ] {
+            std::fs::write(d.join(f), text).unwrap();
+        }
+        let m = metrics_v2(d);
+        assert_eq!(m.pids.current, 3);
+        assert_eq!(m.pids.limit, u64::MAX);
+        assert_eq!(m.cpu.usage_usec, 1500);
+        assert_eq!(m.cpu.nr_throttled, 2);
+        assert_eq!(m.memory.usage, 4096000);
+        assert_eq!(m.memory.usage_limit, 67108864);
+        assert_eq!(m.memory.anon, 1024);
+        assert_eq!(m.memory.pgfault, 77);
+        assert_eq!(m.memory.workingset_refault, 3);
+        assert_eq!(m.memory.swap_usage, 0);
+        assert_eq!(m.memory_events.oom_kill, 1);
+        assert_eq!(m.io.usage.len(), 1);
+        assert_eq!((m.io.usage[0].major, m.io.usage[0].wbytes), (8, 8192));
+        let any = v2_any(&m);
+        assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
+        assert_eq!(
+            v2::Metrics::parse_from_bytes(&any.value)
+                .unwrap()
+                .pids
+                .current,
+            3
+        );
+    }
 
     #[test]
     fn converts_runc_stats() {

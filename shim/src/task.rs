@@ -8,18 +8,19 @@ use std::time::Duration;
 
 use containerd_shim_protos::api::Mount;
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::topics;
 
+use crate::cgroup::Cgroup;
 use crate::events::Publisher;
 use crate::io::{self, StdioPaths};
 use crate::mount;
 use crate::process::{ExitCell, Process, State};
 use crate::reaper::Reaper;
-use crate::runtime::{ChildIo, Runtime, RuntimeError};
+use crate::runtime::{ChildIo, Runtime, RuntimeError, RuntimeOptions};
 
 /// How long an exit waits for the container's output to drain before it is reported.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
@@ -68,7 +69,8 @@ pub struct CreateSpec {
     pub bundle: PathBuf,
     pub rootfs: Vec<Mount>,
     pub stdio: StdioPaths,
-    pub binary_name: Option<String>,
+    /// runc-style options from containerd (binary, root, cgroup driver, create flags).
+    pub options: RuntimeOptions,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +78,8 @@ struct Inner {
     bundle: PathBuf,
     runtime: Option<Runtime>,
     rootfs_mounted: bool,
+    /// The container's memory cgroup, found after create.
+    cgroup: Option<Cgroup>,
     processes: HashMap<String, Process>,
 }
 
@@ -86,6 +90,9 @@ pub struct Task {
     reaper: Reaper,
     publisher: Publisher,
     inner: Mutex<Inner>,
+    /// Held while a start is published and while an exit is: a process that exits at once
+    /// cannot have its TaskExit queued before its TaskStart / TaskExecStarted.
+    order: Arc<Mutex<()>>,
 }
 
 impl Task {
@@ -96,6 +103,15 @@ impl Task {
             reaper,
             publisher,
             inner: Mutex::default(),
+            order: Arc::default(),
+        }
+    }
+
+    fn owner(&self) -> io::Owner<'_> {
+        io::Owner {
+            id: &self.id,
+            namespace: &self.namespace,
+            reaper: &self.reaper,
         }
     }
 
@@ -120,11 +136,6 @@ impl Task {
             .ok_or_else(|| TaskError::NotFound("task not created".into()))
     }
 
-    /// Whether the init process exists (created and not deleted).
-    pub fn has_container(&self) -> bool {
-        self.lock().processes.contains_key("")
-    }
-
     /// pid of the init process, 0 before create.
     pub fn init_pid(&self) -> u32 {
         self.lock().processes.get("").map_or(0, |p| p.pid)
@@ -139,6 +150,7 @@ impl Task {
                 "task {id:?} already exists"
             )));
         }
+        check_bundle(&spec)?;
         let rootfs = spec.bundle.join("rootfs");
         for m in &spec.rootfs {
             if let Err(e) = mount::mount_one(&m.type_, &m.source, &m.options, &rootfs) {
@@ -146,13 +158,21 @@ impl Task {
                 return Err(e.into());
             }
         }
-        let runtime = Runtime::new(spec.binary_name.as_deref(), &self.namespace, &spec.bundle);
+        let runtime = Runtime::new(&spec.options, &self.namespace, &spec.bundle);
+        // `delete` (after a dead shim) must reach the same runtime and root.
+        if let Err(e) = runtime.save(&spec.bundle) {
+            if !spec.rootfs.is_empty() {
+                mount::unmount_all(&rootfs);
+            }
+            return Err(io_err("save runtime options in the bundle")(e));
+        }
         let mut process = Process::new("", spec.stdio.clone());
         let result = (|| {
             let pid_file = spec.bundle.join("init.pid");
             let bundle = spec.bundle.to_string_lossy();
             let pid_path = pid_file.to_string_lossy();
             let mut args = vec!["create", "--bundle", &bundle, "--pid-file", &pid_path];
+            args.extend(runtime.create_flags.iter().copied());
             if spec.stdio.terminal {
                 let console = io::ConsoleSocket::new(&spec.bundle, "console.sock")
                     .map_err(io_err("console socket"))?;
@@ -161,12 +181,12 @@ impl Task {
                 runtime.run_with_io(&self.reaper, &args, ChildIo::default())?;
                 let master = console.receive().map_err(io_err("receive pty master"))?;
                 process.console = Some(
-                    io::setup_console(master, &spec.stdio, &process.copiers)
+                    io::setup_console(master, &spec.stdio, &process.copiers, self.owner())
                         .map_err(io_err("container console"))?,
                 );
             } else {
-                let io =
-                    io::setup(&spec.stdio, &process.copiers).map_err(io_err("container stdio"))?;
+                let io = io::setup(&spec.stdio, &process.copiers, self.owner())
+                    .map_err(io_err("container stdio"))?;
                 args.push(id);
                 runtime.run_with_io(&self.reaper, &args, io)?;
             }
@@ -187,6 +207,17 @@ impl Task {
         inner.bundle = spec.bundle.clone();
         inner.runtime = Some(runtime);
         inner.rootfs_mounted = !spec.rootfs.is_empty();
+        inner.cgroup = crate::cgroup::locate(pid);
+        if let Some(cg) = &inner.cgroup {
+            let publisher = self.publisher.clone();
+            let container_id = id.to_string();
+            // Best effort: without the watcher the container still runs, only OOM events lack.
+            let _ = crate::oom::watch(cg, move || {
+                let mut ev = TaskOOM::new();
+                ev.container_id = container_id.clone();
+                publisher.publish(topics::TASK_OOM_EVENT_TOPIC, &ev);
+            });
+        }
         drop(inner);
 
         let mut ev = TaskCreate::new();
@@ -216,6 +247,7 @@ impl Task {
             p.exec_id.clone()
         };
         let pid = p.pid;
+        let order = self.order.clone();
         self.reaper.watch(pid as i32, move |status| {
             let at = Timestamp::now();
             let fallback = (exit.clone(), at.clone());
@@ -223,14 +255,17 @@ impl Task {
             let report = move || {
                 copiers.stop_stdin();
                 copiers.wait(DRAIN_LIMIT);
-                exit.set(status as u32, at.clone());
                 let mut ev = TaskExit::new();
                 ev.container_id = container_id;
                 ev.id = id;
                 ev.pid = pid;
                 ev.exit_status = status as u32;
-                ev.exited_at = Some(at).into();
+                ev.exited_at = Some(at.clone()).into();
+                // After the start event; and queued before Wait can return, so that the
+                // TaskDelete a waiter causes comes after it.
+                let _order = order.lock().unwrap_or_else(|e| e.into_inner());
                 publisher.publish(topics::TASK_EXIT_EVENT_TOPIC, &ev);
+                exit.set(status as u32, at);
             };
             if std::thread::Builder::new()
                 .name("exit".into())
@@ -261,6 +296,8 @@ impl Task {
                 p.current()
             )));
         }
+        let order = self.order.clone();
+        let _order = order.lock().unwrap_or_else(|e| e.into_inner());
         if exec_id.is_empty() {
             runtime.output(&self.reaper, &["start", id], None)?;
             p.state = State::Running;
@@ -295,10 +332,11 @@ impl Task {
             runtime.run_with_io(&self.reaper, &args, ChildIo::default())?;
             let master = console.receive().map_err(io_err("receive pty master"))?;
             p.console = Some(
-                io::setup_console(master, &p.stdio, &p.copiers).map_err(io_err("exec console"))?,
+                io::setup_console(master, &p.stdio, &p.copiers, self.owner())
+                    .map_err(io_err("exec console"))?,
             );
         } else {
-            let io = io::setup(&p.stdio, &p.copiers).map_err(io_err("exec stdio"))?;
+            let io = io::setup(&p.stdio, &p.copiers, self.owner()).map_err(io_err("exec stdio"))?;
             args.push(id);
             runtime.run_with_io(&self.reaper, &args, io)?;
         }
@@ -318,13 +356,13 @@ impl Task {
             console: None,
         };
         drop(inner);
-        self.watch_exit(&watched);
         let mut ev = TaskExecStarted::new();
         ev.container_id = id.to_string();
         ev.exec_id = exec_id.to_string();
         ev.pid = pid;
         self.publisher
             .publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &ev);
+        self.watch_exit(&watched);
         Ok(pid)
     }
 
@@ -496,6 +534,26 @@ impl Task {
         Ok((pid, status, at))
     }
 
+    /// The client is done sending stdin: forward what it sent, then close the process's stdin.
+    pub fn close_io(&self, id: &str, exec_id: &str) -> Result<(), TaskError> {
+        self.check_id(id)?;
+        let inner = self.lock();
+        let p = inner
+            .processes
+            .get(exec_id)
+            .ok_or_else(|| TaskError::NotFound(format!("process {exec_id:?} not found")))?;
+        p.copiers.stop_stdin();
+        Ok(())
+    }
+
+    /// The container's memory cgroup (where it lives decides the metrics format).
+    pub fn cgroup(&self, id: &str) -> Result<Option<Cgroup>, TaskError> {
+        self.check_id(id)?;
+        let inner = self.lock();
+        Self::runtime(&inner)?;
+        Ok(inner.cgroup.clone())
+    }
+
     /// pids of every process in the container.
     pub fn pids(&self, id: &str) -> Result<Vec<u32>, TaskError> {
         self.check_id(id)?;
@@ -588,6 +646,57 @@ impl Task {
         runtime.output(&self.reaper, &["update", "-r", "-", id], Some(resources))?;
         Ok(())
     }
+}
+
+/// What Create needs before anything is mounted or run: an absolute bundle with a config, and a
+/// rootfs (mounts from the request onto `<bundle>/rootfs`, or the config's `root.path`).
+fn check_bundle(spec: &CreateSpec) -> Result<(), TaskError> {
+    let bundle = &spec.bundle;
+    if !bundle.is_absolute() {
+        return Err(TaskError::InvalidArgument(format!(
+            "bundle path {:?} must be absolute",
+            bundle.display().to_string()
+        )));
+    }
+    if !bundle.is_dir() {
+        return Err(TaskError::NotFound(format!(
+            "bundle directory {} not found",
+            bundle.display()
+        )));
+    }
+    let config = bundle.join("config.json");
+    let text = std::fs::read_to_string(&config).map_err(|e| {
+        TaskError::NotFound(format!(
+            "{}: {e}: the bundle has no OCI config",
+            config.display()
+        ))
+    })?;
+    if !spec.rootfs.is_empty() {
+        let target = bundle.join("rootfs");
+        if !target.is_dir() {
+            return Err(TaskError::NotFound(format!(
+                "rootfs mount point {} not found",
+                target.display()
+            )));
+        }
+        return Ok(());
+    }
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        TaskError::InvalidArgument(format!("{}: not valid JSON: {e}", config.display()))
+    })?;
+    let root = doc
+        .pointer("/root/path")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("rootfs");
+    let root = bundle.join(root);
+    if !root.is_dir() {
+        return Err(TaskError::NotFound(format!(
+            "rootfs {} not found: the request has no rootfs mounts and config.json root.path \
+             names no directory",
+            root.display()
+        )));
+    }
+    Ok(())
 }
 
 fn display_id(id: &str, exec_id: &str) -> String {
