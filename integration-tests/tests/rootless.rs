@@ -545,7 +545,7 @@ fn kapsel_sysfs_without_an_own_network_namespace_binds_the_hosts_read_only() {
     }
     let mut b = userns_bundle(&rt);
     b.remove_namespace("network").sh(
-        "grep ' /sys ' /proc/self/mountinfo; echo ===; ls /sys/class/net; echo ===; \
+        "grep ' /sys' /proc/self/mountinfo; echo ===; ls /sys/class/net; echo ===; \
          touch /sys/kernel/kt 2>&1; echo 1 > /sys/kernel/mm/ksm/run 2>&1; true",
     );
     let id = rt.new_id("sys-bind");
@@ -562,6 +562,27 @@ fn kapsel_sysfs_without_an_own_network_namespace_binds_the_hosts_read_only() {
     assert!(
         f[5].split(',').any(|o| o == "ro"),
         "/sys is not read-only: {line}"
+    );
+    // The host's mounts under /sys came along with the recursive bind: every one of them is
+    // read-only too, also those the config covers (/sys/fs/cgroup).
+    for l in parts[0].lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f[4].starts_with("/sys/") {
+            assert!(
+                f[5].split(',').any(|o| o == "ro"),
+                "{} is writable under the bind of /sys: {l}\n{out}",
+                f[4]
+            );
+        }
+    }
+    // The host's /sys/fs/cgroup under the container's own.
+    assert!(
+        parts[0]
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup"))
+            .count()
+            >= 2,
+        "the host's /sys/fs/cgroup did not come along with the bind: {out}"
     );
     // The host's interfaces: the host's sysfs, seen through a bind.
     let mut host_net: Vec<String> = fs::read_dir("/sys/class/net")
