@@ -340,6 +340,75 @@ fn rootless_without_limits_runs_without_a_cgroup() {
     assert!(default_cgroup_dirs(&id).is_empty());
 }
 
+#[test]
+fn rootless_state_defaults_to_xdg_runtime_dir_without_root_flag() {
+    let (user, rt, mut b) = rootless_setup();
+    b.args(&["sleep", "1000"]);
+    let xdg = user.home().join("run");
+    fs::create_dir(&xdg).unwrap();
+    user.chown(&xdg);
+    let id = rt.new_id("rl-xdg");
+    // `env NAME=VALUE PROGRAM...` after the user prefix: XDG_RUNTIME_DIR set, no --root.
+    let as_user = |args: &[&str]| {
+        user.cmd(format!("XDG_RUNTIME_DIR={}", xdg.display()), &[])
+            .arg(rt.bin())
+            .args(args)
+            .output()
+    };
+    struct Delete<'a>(
+        &'a dyn Fn(&[&str]) -> kapsel_integration_tests::CmdOutput,
+        &'a str,
+    );
+    impl Drop for Delete<'_> {
+        fn drop(&mut self) {
+            (self.0)(&["delete", "--force", self.1]);
+        }
+    }
+    let out = as_user(&["run", "-d", "--bundle", b.dir_str(), &id]);
+    assert!(out.success(), "run -d without --root failed:\n{out}");
+    let _delete = Delete(&as_user, &id);
+    // The state is in a directory of the runtime's own under XDG_RUNTIME_DIR
+    // (kapsel-runtime/ or runc/).
+    let state_dirs: Vec<PathBuf> = fs::read_dir(&xdg)
+        .unwrap()
+        .map(|e| e.unwrap().path().join(&id))
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(
+        state_dirs.len(),
+        1,
+        "no state for {id} under {}",
+        xdg.display()
+    );
+    let out = as_user(&["state", &id]);
+    assert!(out.success() && out.stdout.contains("running"), "{out}");
+    let out = as_user(&["delete", "--force", &id]);
+    assert!(out.success(), "{out}");
+    assert!(!state_dirs[0].exists(), "state left after delete");
+}
+
+#[test]
+fn rootless_pause_and_update_without_a_cgroup_fail_and_leave_it_running() {
+    let (_user, rt, mut b) = rootless_setup();
+    b.args(&["sleep", "1000"]);
+    let id = rt.new_id("rl-noop");
+    rt.run_ok(&["run", "-d", "--bundle", b.dir_str(), &id]);
+    // Freezing and limits need a cgroup: an error, never a silent success.
+    let pause = rt.run_err(&["pause", &id]);
+    let update = rt.run_err(&["update", "--memory", "100000000", &id]);
+    let pids = rt.run_err(&["update", "--pids-limit", "10", &id]);
+    assert_eq!(rt.status(&id).as_deref(), Some("running"));
+    if rt.is_kapsel() {
+        for (what, err) in [("pause", &pause), ("update", &update), ("update", &pids)] {
+            assert!(
+                err.contains(&id) && err.contains("no cgroup of its own"),
+                "{what} does not say why it failed: {err}"
+            );
+        }
+    }
+    rt.run_ok(&["delete", "--force", &id]);
+}
+
 /// A rootless config asking for a memory limit on this cgroup v1 host without delegation.
 fn limited_bundle() -> (TestUser, Runtime, Bundle) {
     let (user, rt, mut b) = rootless_setup();
