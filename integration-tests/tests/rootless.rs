@@ -208,6 +208,16 @@ fn rootless_create_start_state_exec_kill_delete() {
         "host Uid of the exec"
     );
 
+    // ps lists both, although there is no cgroup to read them from (runc 1.1 fails here).
+    if rt.is_kapsel() {
+        let out = rt.run_ok(&["ps", "--format", "json", &id]);
+        let mut pids: Vec<i32> = serde_json::from_str(&out.stdout).unwrap();
+        pids.sort_unstable();
+        let mut want = [pid, exec_pid];
+        want.sort_unstable();
+        assert_eq!(pids, want, "ps:\n{out}");
+    }
+
     rt.run_ok(&["kill", &id, "KILL"]);
     rt.wait_status(&id, "stopped", SETTLE);
     rt.run_ok(&["delete", &id]);
