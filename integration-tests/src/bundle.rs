@@ -12,6 +12,7 @@ use crate::command::Cmd;
 use crate::env::{unique, Fixtures};
 use crate::host::cgroup_dir;
 use crate::runtime::Runtime;
+use crate::user::TestUser;
 
 /// A bundle directory. Every edit rewrites `config.json` at once, so the
 /// bundle on disk always matches [`Bundle::config`].
@@ -63,6 +64,46 @@ impl Bundle {
         bundle
     }
 
+    /// A rootless bundle for `user`: `config.json` from `rt`'s `spec --rootless` run as the
+    /// user (so its uid and gid are the ones mapped to root), a private copy of the rootfs,
+    /// everything owned by the user. No `linux.cgroupsPath` is set: runc refuses an explicit
+    /// one that a rootless user cannot create, and picks no cgroup without one.
+    /// `rt` should come from [`Runtime::as_user`] with the same user.
+    #[track_caller]
+    pub fn rootless(rt: &Runtime, user: &TestUser) -> Bundle {
+        let fixtures = Fixtures::get();
+        let dir = tempfile::Builder::new()
+            .prefix("kapsel-it-rl-bundle-")
+            .tempdir()
+            .expect("create a bundle directory");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod bundle");
+        let rootfs = dir.path().join("rootfs");
+        Cmd::new("cp")
+            .arg("-a")
+            .arg(fixtures.rootfs())
+            .arg(&rootfs)
+            .ok();
+        user.chown(dir.path());
+        rt.command(&["spec", "--rootless"])
+            .current_dir(dir.path())
+            .ok();
+        let text = fs::read_to_string(dir.path().join("config.json"))
+            .expect("`spec --rootless` did not write config.json");
+        let mut config: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("`spec --rootless` wrote invalid JSON ({e}):\n{text}"));
+        config["process"]["terminal"] = json!(false);
+        config["root"]["path"] = json!(rootfs.to_str().expect("utf-8 rootfs path"));
+        let bundle = Bundle {
+            dir,
+            config,
+            rootfs,
+            private_rootfs: true,
+            cgroups_path: String::new(),
+        };
+        bundle.save();
+        bundle
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -85,7 +126,7 @@ impl Bundle {
         &self.rootfs
     }
 
-    /// `linux.cgroupsPath`.
+    /// `linux.cgroupsPath` ("" for a [`Bundle::rootless`] one, which sets none).
     pub fn cgroups_path(&self) -> &str {
         &self.cgroups_path
     }

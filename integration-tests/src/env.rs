@@ -94,6 +94,8 @@ impl Fixtures {
             dir.display(),
             dir.display()
         );
+        // runc refuses a root.path with a symlink in it, and a worktree's .fixtures is one.
+        let dir = dir.canonicalize().unwrap_or(dir);
         Fixtures { dir }
     }
 

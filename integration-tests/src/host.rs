@@ -43,8 +43,12 @@ pub fn cgroup_v1_hierarchies() -> Vec<String> {
     out
 }
 
-/// Every hierarchy in which the cgroup `cgroups_path` exists.
+/// Every hierarchy in which the cgroup `cgroups_path` exists (none for an empty path: the
+/// hierarchy roots are no container's).
 pub fn cgroup_dirs_present(cgroups_path: &str) -> Vec<PathBuf> {
+    if cgroups_path.trim_matches('/').is_empty() {
+        return Vec::new();
+    }
     let mut dirs: Vec<PathBuf> = cgroup_v1_hierarchies()
         .iter()
         .map(|h| cgroup_dir(h, cgroups_path))

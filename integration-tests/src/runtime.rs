@@ -1,6 +1,7 @@
 //! A handle on the runtime binary under test, with its own `--root` per test.
 
 use std::cell::RefCell;
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use crate::bundle::Bundle;
 use crate::command::{Cmd, CmdOutput};
 use crate::env::{require_root, runtime_binary, unique};
 use crate::host::{cgroup_dirs_present, force_remove_cgroup, processes_using, wait_until};
+use crate::user::TestUser;
 
 /// The `kapsel-it-reaper` helper binary, built next to the test binaries.
 #[track_caller]
@@ -56,6 +58,10 @@ pub struct Runtime {
     version: String,
     ids: RefCell<Vec<String>>,
     cgroups: RefCell<Vec<String>>,
+    /// Empty for root; otherwise the argv that runs the binary as an unprivileged user.
+    user_prefix: Vec<OsString>,
+    /// A copy of the binary the user can reach, when the original is not.
+    _bin_copy: Option<TempDir>,
 }
 
 impl Runtime {
@@ -90,7 +96,30 @@ impl Runtime {
             version: first,
             ids: RefCell::new(Vec::new()),
             cgroups: RefCell::new(Vec::new()),
+            user_prefix: Vec::new(),
+            _bin_copy: None,
         }
+    }
+
+    /// The binary named by `KAPSEL_RUNTIME`, run as `user` (rootless): every command goes
+    /// through `setpriv`, `--root` belongs to the user, and the binary is copied where the
+    /// user can execute it when its own path is not reachable.
+    #[track_caller]
+    pub fn as_user(user: &TestUser) -> Runtime {
+        let mut rt = Runtime::new();
+        let (bin, copy) = user.reachable_binary(&rt.bin);
+        rt.bin = bin;
+        rt._bin_copy = copy;
+        user.chown(rt.root.path());
+        rt.user_prefix = user.prefix();
+        rt
+    }
+
+    /// The argv that starts the binary: itself, or behind the user prefix.
+    fn argv0(&self) -> Vec<OsString> {
+        let mut argv = self.user_prefix.clone();
+        argv.push(self.bin.clone().into_os_string());
+        argv
     }
 
     pub fn bin(&self) -> &Path {
@@ -135,7 +164,9 @@ impl Runtime {
 
     /// `<bin> --root <root> ARGS...`, not yet run.
     pub fn command(&self, args: &[&str]) -> Cmd {
-        Cmd::new(&self.bin)
+        let argv = self.argv0();
+        Cmd::new(&argv[0])
+            .args(&argv[1..])
             .arg("--root")
             .arg(self.root())
             .args(args)
@@ -250,7 +281,7 @@ impl Runtime {
         let out = Cmd::new(reaper_binary())
             .arg(report.path())
             .arg("--")
-            .arg(&self.bin)
+            .args(self.argv0())
             .arg("--root")
             .arg(self.root())
             .arg("create")

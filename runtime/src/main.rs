@@ -15,9 +15,10 @@ use std::time::Duration;
     disable_version_flag = true
 )]
 struct Cli {
-    /// Root directory for container state (tmpfs recommended)
-    #[arg(long, default_value = "/run/kapsel-runtime", global = true)]
-    root: PathBuf,
+    /// Root directory for container state (tmpfs recommended) [default: /run/kapsel-runtime;
+    /// for a user other than root, $XDG_RUNTIME_DIR/kapsel-runtime when that is set]
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
     /// Log file (default: stderr)
     #[arg(long, global = true)]
     log: Option<PathBuf>,
@@ -189,6 +190,18 @@ fn create_opts(g: &Global, a: CreateArgs) -> CreateOpts {
     }
 }
 
+/// Where state lives without `--root`: /run/kapsel-runtime for root; a user other than root
+/// cannot write there, and gets $XDG_RUNTIME_DIR/kapsel-runtime instead when that is set (as
+/// runc uses $XDG_RUNTIME_DIR/runc).
+fn default_root() -> PathBuf {
+    if !nix::unistd::geteuid().is_root() {
+        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir).join("kapsel-runtime");
+        }
+    }
+    PathBuf::from("/run/kapsel-runtime")
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let explicit_rootless = cli.rootless == "true";
     let rootless = match cli.rootless.as_str() {
@@ -198,7 +211,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         other => anyhow::bail!("--rootless {other:?}: use true, false or auto"),
     };
     let g = Global {
-        root: cli.root,
+        root: cli.root.unwrap_or_else(default_root),
         systemd_cgroup: cli.systemd_cgroup,
         rootless,
     };

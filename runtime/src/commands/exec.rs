@@ -189,6 +189,21 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
         joins.push((ns.typ, OwnedFd::from(f)));
     }
     let k = crate::syscall::linux::Linux;
+    let userns = joins.iter().any(|(t, _)| *t == NamespaceType::User);
+    // Without privileges on the host (rootless), the rights to join the pid and time
+    // namespaces come from the container's user namespace: join it first, here (the runtime
+    // has a single thread, which setns into a user namespace requires). The exec child
+    // inherits it and must not join it again (setns to one's own user namespace is EINVAL).
+    if userns && !nix::unistd::geteuid().is_root() {
+        let i = joins
+            .iter()
+            .position(|(t, _)| *t == NamespaceType::User)
+            .expect("checked above");
+        let (typ, fd) = joins.remove(i);
+        k.setns(fd.as_raw_fd(), typ.clone_flag()).map_err(|e| {
+            anyhow::anyhow!("join the container's user namespace (as an unprivileged user): {e}")
+        })?;
+    }
     // pid and time namespaces apply to children: join them here, before forking.
     for (typ, fd) in &joins {
         if matches!(typ, NamespaceType::Pid | NamespaceType::Time) {
@@ -204,9 +219,7 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
         Some(cg) => Some(sub_cgroup(cg, &a.cgroup)?),
         None => None,
     };
-    let self_join = target
-        .as_ref()
-        .filter(|t| t.can_join_self() && !joins.iter().any(|(t, _)| *t == NamespaceType::User));
+    let self_join = target.as_ref().filter(|t| t.can_join_self() && !userns);
     let (parent, child) = Channel::pair()?;
     // v2: the child is born in the cgroup where the kernel allows it (clone3).
     let born_in = target
@@ -387,7 +400,8 @@ fn exec_child(
                     })?;
             }
         }
-        let userns = joins.iter().any(|(t, _)| *t == NamespaceType::User);
+        // The user namespace may have been joined by the parent already (rootless).
+        let userns = c.state.config.namespace(NamespaceType::User).is_some();
         if process.terminal {
             init::console::setup(k, console, process.console_size)?;
         }

@@ -14,7 +14,7 @@ pub fn run(g: &Global, id: &str, format: Format, ps_args: &[String]) -> Result<i
     let c = Container::load(&g.root, id)?;
     let pids = match &c.state.cgroup {
         Some(cg) => cg.pids()?,
-        None if c.init_alive() => vec![c.state.init_pid],
+        None if c.init_alive() => pid_namespace_members(c.state.init_pid),
         None => vec![],
     };
     if format == Format::Json {
@@ -59,4 +59,28 @@ pub fn run(g: &Global, id: &str, format: Format, ps_args: &[String]) -> Result<i
         }
     }
     Ok(0)
+}
+
+/// Without a cgroup (rootless): the processes in the init's pid namespace — the init and what
+/// `exec` started — when the container has a pid namespace of its own; just the init when it
+/// shares the runtime's. Processes whose namespace this user may not read are left out.
+fn pid_namespace_members(init: i32) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |pid: &str| {
+        std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    };
+    let theirs = ns(&init.to_string());
+    if theirs.is_none() || theirs == ns("self") {
+        return vec![init];
+    }
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| ns(&pid.to_string()) == theirs)
+        .collect();
+    pids.sort_unstable();
+    pids
 }

@@ -421,22 +421,70 @@ fn open_joined_namespaces(spec: &Spec) -> Result<Vec<(NamespaceType, OwnedFd)>, 
     Ok(out)
 }
 
+/// Creates the container's cgroup and applies `linux.resources`. An unprivileged user (or
+/// `--rootless`) that may not create cgroups — cgroup v1, or v2 without delegation — gets no
+/// cgroup, as with runc, unless the config depends on one: limits asked for, or an explicit
+/// `linux.cgroupsPath`, are then a [`ContainerError::RootlessCgroup`] error, never ignored.
 fn setup_cgroup(spec: &Spec, cg: Cgroup, rootless: bool) -> Result<Option<Cgroup>, ContainerError> {
-    let resources = spec.linux.as_ref().and_then(|l| l.resources.as_ref());
+    let linux = spec.linux.as_ref();
+    let resources = linux.and_then(|l| l.resources.as_ref());
     let euid = nix::unistd::geteuid();
-    match cg.create() {
-        Ok(()) => {}
-        Err(e) if (rootless || !euid.is_root()) && is_permission(&e) => {
-            if resources.is_some_and(has_limits) {
-                return Err(ContainerError::Invalid(format!(
-                    "linux.resources asks for cgroup limits, but this user cannot create cgroups ({e}); \
-                     on cgroup v1 rootless containers get no limits: remove linux.resources or run as root"
-                )));
+    // Directories that exist already are not ours to remove when creation fails half-way.
+    let existed: Vec<PathBuf> = cg.paths.values().filter(|d| d.is_dir()).cloned().collect();
+    let err = match cg.create() {
+        Ok(()) => None,
+        Err(e) => {
+            for dir in cg.paths.values().filter(|d| !existed.contains(d)) {
+                let _ = std::fs::remove_dir(dir);
             }
-            tracing::debug!("rootless: no cgroup ({e})");
-            return Ok(None);
+            Some(e)
         }
-        Err(e) => return Err(e.into()),
+    };
+    match err {
+        None => {}
+        Some(CgroupError::Create { path, source })
+            if (rootless || !euid.is_root()) && is_permission(&source) =>
+        {
+            let limits = resources.map(requested_limits).unwrap_or_default();
+            let asked = if !limits.is_empty() {
+                Some((
+                    format!("{} asked for", limits.join(", ")),
+                    "remove these limits from config.json, or run the container as root",
+                ))
+            } else {
+                linux
+                    .and_then(|l| l.cgroups_path.as_deref())
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        (
+                            format!("linux.cgroupsPath {p:?} is set"),
+                            "remove linux.cgroupsPath to run the container without a cgroup, \
+                             or run it as root",
+                        )
+                    })
+            };
+            let Some((asked, hint)) = asked else {
+                tracing::debug!(
+                    "rootless: no cgroup ({} not writable: {source})",
+                    path.display()
+                );
+                return Ok(None);
+            };
+            let why = if cg.v2 {
+                "this part of the cgroup v2 tree is not delegated to the user"
+            } else {
+                "cgroup v1 is not delegated to unprivileged users on this host"
+            };
+            return Err(ContainerError::RootlessCgroup {
+                asked,
+                uid: euid.as_raw(),
+                path,
+                error: source,
+                why,
+                hint,
+            });
+        }
+        Some(e) => return Err(e.into()),
     }
     // Without linux.resources the device rules still apply (deny all but the defaults), as
     // runc's do.
@@ -452,28 +500,36 @@ fn setup_cgroup(spec: &Spec, cg: Cgroup, rootless: bool) -> Result<Option<Cgroup
     Ok(Some(cg))
 }
 
-fn is_permission(e: &CgroupError) -> bool {
-    let mut src: Option<&dyn std::error::Error> = Some(e);
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.raw_os_error(),
-                Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
-            );
-        }
-        src = s.source();
-    }
-    false
+fn is_permission(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+    )
 }
 
-fn has_limits(r: &crate::spec::LinuxResources) -> bool {
-    r.memory.is_some()
-        || r.cpu.is_some()
-        || r.pids.is_some()
-        || r.block_io.is_some()
-        || !r.hugepage_limits.is_empty()
-        || r.network.is_some()
-        || !r.unified.is_empty()
+/// The `linux.resources` fields that set a limit, as dotted config paths
+/// (`linux.resources.memory.limit`). Device rules are not limits: without a cgroup of its own
+/// a rootless container still cannot create device nodes, as the user namespace forbids mknod.
+fn requested_limits(r: &crate::spec::LinuxResources) -> Vec<String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Null => {}
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    walk(&format!("{prefix}.{k}"), v, out);
+                }
+            }
+            serde_json::Value::Array(a) if a.is_empty() => {}
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(r) {
+        for (k, v) in map.iter().filter(|(k, _)| *k != "devices") {
+            walk(&format!("linux.resources.{k}"), v, &mut out);
+        }
+    }
+    out
 }
 
 fn map_text(maps: &[IdMapping]) -> String {
@@ -482,44 +538,60 @@ fn map_text(maps: &[IdMapping]) -> String {
         .collect()
 }
 
-/// Writes the user namespace maps of `pid`: directly as root, through newuidmap/newgidmap
-/// otherwise (several ranges need them), or directly for a rootless single mapping of oneself.
+/// Writes the user namespace maps of `pid`. Root writes them directly. An unprivileged user may
+/// write only a map of one id, its own (and for gids only after `setgroups` is denied, which
+/// the kernel requires); any other map — another id, several ranges, subordinate ids — goes
+/// through the setuid helpers newuidmap/newgidmap, which check /etc/subuid and /etc/subgid.
 fn write_id_maps(pid: i32, uid: &[IdMapping], gid: &[IdMapping]) -> Result<(), ContainerError> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
-    let root = nix::unistd::geteuid().is_root();
     let write = |name: &str, text: String| {
         std::fs::write(proc.join(name), text.as_bytes())
             .map_err(io_err(format!("write {name} of pid {pid}")))
     };
-    if root {
+    if nix::unistd::geteuid().is_root() {
         write("uid_map", map_text(uid))?;
         return write("gid_map", map_text(gid));
     }
-    let helper = |bin: &str, maps: &[IdMapping]| -> Result<bool, ContainerError> {
+    let only_self =
+        |maps: &[IdMapping], own: u32| matches!(maps, [m] if m.host_id == own && m.size == 1);
+    let helper = |bin: &str, file: &str, maps: &[IdMapping]| -> Result<(), ContainerError> {
         let mut args = vec![pid.to_string()];
         for m in maps {
             args.extend([m.container_id, m.host_id, m.size].map(|v| v.to_string()));
         }
-        match std::process::Command::new(bin).args(&args).status() {
-            Ok(st) if st.success() => Ok(true),
-            Ok(st) => Err(ContainerError::Invalid(format!(
-                "{bin} {} failed: {st}",
-                args.join(" ")
-            ))),
-            Err(_) => Ok(false),
-        }
-    };
-    if uid.len() > 1 || gid.len() > 1 {
-        if helper("newuidmap", uid)? && helper("newgidmap", gid)? {
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| {
+                ContainerError::Invalid(format!(
+                    "linux.{file}: an unprivileged user can map only its own id by itself; \
+                     this map needs {bin}, which cannot be run ({e}): install it (Debian package \
+                     uidmap) or map only your own id"
+                ))
+            })?;
+        if out.status.success() {
             return Ok(());
         }
-        return Err(ContainerError::Invalid(
-            "several id ranges in a rootless user namespace need newuidmap/newgidmap (Debian package uidmap)".into(),
-        ));
+        Err(ContainerError::Invalid(format!(
+            "linux.{file}: {bin} {} failed ({}): {}; the ranges must be yours in /etc/sub{}id",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            if file == "uidMappings" { "u" } else { "g" },
+        )))
+    };
+    if only_self(uid, nix::unistd::geteuid().as_raw()) {
+        write("uid_map", map_text(uid))?;
+    } else {
+        helper("newuidmap", "uidMappings", uid)?;
     }
-    write("uid_map", map_text(uid))?;
-    let _ = std::fs::write(proc.join("setgroups"), b"deny");
-    write("gid_map", map_text(gid))
+    if only_self(gid, nix::unistd::getegid().as_raw()) {
+        write("setgroups", "deny".into())?;
+        write("gid_map", map_text(gid))
+    } else {
+        helper("newgidmap", "gidMappings", gid)
+    }
 }
 
 pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), ContainerError> {
@@ -559,4 +631,37 @@ fn open_cgroup_dir(dir: &Path) -> Option<OwnedFd> {
         .map(OwnedFd::from)
         .map_err(|e| tracing::debug!("open {}: {e}", dir.display()))
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requested_limits;
+    use crate::spec::LinuxResources;
+
+    fn limits(json: serde_json::Value) -> Vec<String> {
+        let r: LinuxResources = serde_json::from_value(json).unwrap();
+        requested_limits(&r)
+    }
+
+    #[test]
+    fn requested_limits_name_each_field_set() {
+        assert_eq!(
+            limits(serde_json::json!({
+                "memory": {"limit": 1 << 26},
+                "pids": {"limit": 10},
+                "devices": [{"allow": false, "access": "rwm"}],
+            })),
+            ["linux.resources.memory.limit", "linux.resources.pids.limit"]
+        );
+    }
+
+    #[test]
+    fn device_rules_and_empty_sections_ask_for_no_limit() {
+        assert!(limits(serde_json::json!({
+            "memory": {},
+            "devices": [{"allow": false, "access": "rwm"}],
+            "hugepageLimits": [],
+        }))
+        .is_empty());
+    }
 }

@@ -40,6 +40,20 @@ pub enum ContainerError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "{asked}, but a rootless container gets no cgroup here: uid {uid} cannot create {} ({error}), \
+         and {why}; {hint}",
+        path.display()
+    )]
+    RootlessCgroup {
+        /// What in the config needs a cgroup: the limits or the explicit cgroupsPath.
+        asked: String,
+        uid: u32,
+        path: std::path::PathBuf,
+        error: io::Error,
+        why: &'static str,
+        hint: &'static str,
+    },
     #[error("container init failed: {0}")]
     Init(String),
 }

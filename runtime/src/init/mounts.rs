@@ -319,6 +319,15 @@ fn mount_one(k: &dyn Kernel, m: &Mount, ctx: &RootfsContext) -> Result<(), InitE
                 let mounted = make(Node::Existing)?;
                 remount_bind(k, &mounted.path, opts.flags | MsFlags::MS_RDONLY)
                     .map_err(err(what("sysfs (remount)")))?;
+                // The recursive bind brings the host's mounts under /sys along (cgroup
+                // hierarchies, debugfs, bpf...), writable: a fresh sysfs would have none, so
+                // they are made read-only too, or uncovering one (umount of what the
+                // container mounts over it) would reach the host's writable instance.
+                for sub in submounts(&mounted.path) {
+                    remount_bind(k, &sub, opts.flags | MsFlags::MS_RDONLY).map_err(err(
+                        format!("make {} read-only (under the bind of /sys)", sub.display()),
+                    ))?;
+                }
             }
             // An mqueue mount without an ipc namespace of its own: bind the host's.
             Err(e) if typ == "mqueue" && e.raw_os_error() == Some(libc::EPERM) => {
@@ -345,6 +354,26 @@ fn mount_one(k: &dyn Kernel, m: &Mount, ctx: &RootfsContext) -> Result<(), InitE
         }
     }
     Ok(())
+}
+
+/// The mount points strictly below `mount` (a path or a /proc/self/fd link to it), deepest
+/// last, from /proc/self/mountinfo. Mount points with escaped characters are skipped.
+fn submounts(mount: &Path) -> Vec<PathBuf> {
+    let Ok(top) = std::fs::canonicalize(mount) else {
+        return Vec::new();
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|mp| !mp.contains('\\'))
+        .map(PathBuf::from)
+        .filter(|mp| mp != &top && mp.starts_with(&top))
+        .collect();
+    out.dedup();
+    out
 }
 
 fn remount_bind(k: &dyn Kernel, dest: &Path, flags: MsFlags) -> io::Result<()> {
