@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # fuzz.sh — run the kapsel-runtime fuzz targets (runtime/fuzz) for a bounded time each.
 #
-# Usage: scripts/fuzz.sh [TARGET...]      (default: every target: config seccomp)
+# Usage: scripts/fuzz.sh [TARGET...]      (default: every target: config seccomp seccomp_structured)
 #
 # First the fuzz crate's own tests (its BPF checker and profile model against the seed
 # corpus). Each target then starts from its seed corpus in the repository (runtime/fuzz/corpus/TARGET,
 # read only) plus a working corpus kept between runs in runtime/fuzz/target/corpus/TARGET,
-# with its dictionary (runtime/fuzz/TARGET.dict). Built with debug assertions and overflow
+# with its dictionary if it has one (runtime/fuzz/TARGET.dict). Built with debug assertions and overflow
 # checks, without AddressSanitizer (`-s none`): the code under test is safe Rust, and ASan
 # cost most of the speed. A crash, panic, leak or timeout fails the script; the input that caused it is
 # saved under runtime/fuzz/artifacts/TARGET/ and its path printed at the end. To reproduce:
@@ -57,10 +57,12 @@ for t in "${targets[@]}"; do
     mkdir -p "$work" "$fuzz_dir/artifacts/$t"
     out=$(mktemp "/tmp/kapsel-fuzz-$t.XXXXXX")
     log "[$t] fuzzing for ${seconds}s (log: $out)"
+    dict=()
+    [ -f "$t.dict" ] && dict=(-dict="$t.dict")
     rc=0
     # The working corpus comes first: libFuzzer adds new inputs to the first directory only.
     cargo "+$toolchain" fuzz run -a -s none "$t" "$work" "corpus/$t" -- \
-        -max_total_time="$seconds" "${parallel[@]}" -dict="$t.dict" \
+        -max_total_time="$seconds" "${parallel[@]}" "${dict[@]}" \
         -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$out" 2>&1 || rc=$?
     # Last progress line (execs, coverage, corpus) and the final statistics.
     grep -E '^#[0-9]+' "$out" | tail -n 1 >&2 || true

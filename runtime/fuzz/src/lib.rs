@@ -11,7 +11,7 @@
 //!   [`probes`] picks the syscalls and argument values worth asking both about.
 
 use kapsel_runtime::seccomp::{Arch, Filter, SockFilter, FLAG_NEW_LISTENER, FLAG_TSYNC};
-use kapsel_runtime::spec::{Seccomp, SeccompAction, SeccompArg, SeccompOperator};
+use kapsel_runtime::spec::{Seccomp, SeccompAction, SeccompArg, SeccompOperator, SeccompSyscall};
 use std::collections::HashMap;
 
 /// The kernel's `BPF_MAXINSNS`.
@@ -410,6 +410,170 @@ pub fn check_compiled(p: &Seccomp, f: &Filter) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Syscall names the structured target draws from: x86_64, x86-only and x32-relevant ones, a
+/// few with argument rules in real profiles, the ones NOTIFY may not use, and unknown names.
+const NAMES: &[&str] = &[
+    "read",
+    "write",
+    "openat",
+    "close",
+    "mmap",
+    "clone",
+    "clone3",
+    "execve",
+    "personality",
+    "socket",
+    "socketcall",
+    "_llseek",
+    "mkdir",
+    "mkdirat",
+    "sendto",
+    "sendmsg",
+    "setns",
+    "unshare",
+    "mount",
+    "ptrace",
+    "getppid",
+    "exit_group",
+    "rt_sigreturn",
+    "ioctl",
+    "prctl",
+    "arch_prctl",
+    "modify_ldt",
+    "waitpid",
+    "time",
+    "uselib",
+    "kexec_load",
+    "futex_waitv",
+    "process_mrelease",
+    "map_shadow_stack",
+    "mseal",
+    "io_uring_setup",
+    "no_such_syscall",
+    "",
+];
+const ACTIONS: [SeccompAction; 9] = [
+    SeccompAction::Allow,
+    SeccompAction::Errno,
+    SeccompAction::Kill,
+    SeccompAction::KillThread,
+    SeccompAction::KillProcess,
+    SeccompAction::Trap,
+    SeccompAction::Trace,
+    SeccompAction::Log,
+    SeccompAction::Notify,
+];
+const OPS: [SeccompOperator; 7] = [
+    SeccompOperator::Equal,
+    SeccompOperator::NotEqual,
+    SeccompOperator::LessThan,
+    SeccompOperator::LessOrEqual,
+    SeccompOperator::GreaterThan,
+    SeccompOperator::GreaterOrEqual,
+    SeccompOperator::MaskedEqual,
+];
+const ARCH_NAMES: [&str; 5] = [
+    "SCMP_ARCH_X86_64",
+    "SCMP_ARCH_X86",
+    "SCMP_ARCH_X32",
+    "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_NOPE",
+];
+const FLAG_NAMES: [&str; 5] = [
+    "SECCOMP_FILTER_FLAG_TSYNC",
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+    "SECCOMP_FILTER_FLAG_NOPE",
+];
+
+/// Reads fuzz bytes; zeros once they run out.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u8(&mut self) -> u8 {
+        let Some((&b, rest)) = self.0.split_first() else {
+            return 0;
+        };
+        self.0 = rest;
+        b
+    }
+
+    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[usize::from(self.u8()) % from.len()]
+    }
+
+    /// Values around the edges that the 32-bit halves of a comparison care about.
+    fn value(&mut self) -> u64 {
+        match self.u8() % 8 {
+            0 => 0,
+            1 => u64::MAX,
+            2 => 1 << 32,
+            3 => 0xffff_ffff,
+            4 => u64::from(self.u8()),
+            5 => u64::from(self.u8()) << 32 | u64::from(self.u8()),
+            _ => (0..8).fold(0, |v, _| v << 8 | u64::from(self.u8())),
+        }
+    }
+
+    fn errno(&mut self) -> Option<u32> {
+        match self.u8() % 6 {
+            0 => None,
+            1 => Some(65535),
+            2 => Some(65536),
+            3 => Some(0),
+            _ => Some(u32::from(self.u8())),
+        }
+    }
+}
+
+/// A profile built from raw fuzz bytes rather than parsed JSON: every rule well-formed, so the
+/// fuzzer spends its time on combinations of actions, names, operators and values.
+pub fn profile_from_bytes(data: &[u8]) -> Seccomp {
+    let mut b = Bytes(data);
+    let mut p = Seccomp {
+        default_action: b.pick(&ACTIONS),
+        default_errno_ret: b.errno(),
+        ..Seccomp::default()
+    };
+    let arches = b.u8();
+    p.architectures = (0..ARCH_NAMES.len())
+        .filter(|i| arches & (1 << i) != 0)
+        .map(|i| ARCH_NAMES[i].to_string())
+        .collect();
+    let flags = b.u8();
+    p.flags = (0..FLAG_NAMES.len())
+        .filter(|i| flags & (1 << i) != 0)
+        .map(|i| FLAG_NAMES[i].to_string())
+        .collect();
+    if flags & 0x80 != 0 {
+        p.listener_path = Some("/run/agent.sock".into());
+    }
+    for _ in 0..b.u8() % 64 {
+        let names = (0..b.u8() % 4 + 1)
+            .map(|_| b.pick(NAMES).to_string())
+            .collect();
+        let action = b.pick(&ACTIONS);
+        let errno_ret = b.errno();
+        let args = (0..b.u8() % 4)
+            .map(|_| SeccompArg {
+                // Index 6 now and then: the compiler must refuse it.
+                index: u32::from(b.u8() % 7),
+                op: b.pick(&OPS),
+                value: b.value(),
+                value_two: b.value(),
+            })
+            .collect();
+        p.syscalls.push(SeccompSyscall {
+            names,
+            action,
+            errno_ret,
+            args,
+        });
+    }
+    p
 }
 
 #[cfg(test)]
