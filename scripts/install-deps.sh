@@ -6,9 +6,9 @@
 # mirror, default low priority): the cgroup v2 VM test (cgroup2-vm-test.sh)
 # boots a kernel downloaded from there, and qemu-system-x86 comes from there
 # when the installed qemu-utils is a backport. Checks that a Rust toolchain with rustfmt and
-# clippy exists (it is not installed from here). Then applies the
-# cgroup-hugetlb.sh workaround so crun runs on cgroup v1 hybrid hosts, and
-# caches the cgroup v2 VM test's kernel (cgroup2-vm-test.sh --prepare).
+# clippy exists (it is not installed from here) and installs cargo-fuzz when it is missing
+# (fuzz.sh; it also needs a nightly toolchain). Then applies the cgroup-hugetlb.sh
+# workaround so crun runs on cgroup v1 hybrid hosts, and caches the cgroup v2 VM test's kernel (cgroup2-vm-test.sh --prepare).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -74,6 +74,17 @@ ensure_cargo
 cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
 cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
 log "rust: $(cargo --version)"
+
+# The fuzz targets (scripts/fuzz.sh) build with cargo-fuzz on a nightly toolchain. A missing
+# nightly is reported, not installed: toolchains are not installed from here.
+if cargo fuzz --version >/dev/null 2>&1; then
+    log "cargo-fuzz already installed ($(cargo fuzz --version))"
+else
+    log "installing cargo-fuzz (about 1.5 min)"
+    cargo install cargo-fuzz --locked
+fi
+cargo +nightly --version >/dev/null 2>&1 ||
+    log "warning: no nightly toolchain: scripts/fuzz.sh needs one (rustup toolchain install nightly --profile minimal)"
 
 "$KAPSEL_ROOT/scripts/cgroup-hugetlb.sh"
 

@@ -4,7 +4,8 @@
 # Steps: dependencies, shellcheck, rustfmt, clippy, release build, fixtures,
 # unit tests, root-only unit tests (#[ignore]d), integration tests (one at a
 # time, against the release runtime and the fixtures), cgroup v2 checks in a
-# qemu guest (cgroup2-vm-test.sh). A failing lint or test
+# qemu guest (cgroup2-vm-test.sh), the fuzz targets for a bounded time
+# (fuzz.sh, KAPSEL_FUZZ_SECONDS each). A failing lint or test
 # step does not stop the later ones; a failing build or fixture step does.
 # Prints a summary and exits non-zero if any step failed.
 #
@@ -93,5 +94,7 @@ step integration-tests continue "${logged[@]}" env \
     cargo test -p kapsel-integration-tests -- --test-threads=1
 # cgroup v2 checks in a qemu guest (this host is cgroup v1 hybrid)
 step cgroup2-vm continue scripts/cgroup2-vm-test.sh
+# config.json and seccomp fuzz targets, KAPSEL_FUZZ_SECONDS (default 60) each
+step fuzz continue scripts/fuzz.sh
 
 [ "$failed" -eq 0 ]
