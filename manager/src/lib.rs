@@ -5,4 +5,5 @@
 //! `snapshots/{overlay,native}.rs`), and thin ttrpc adapters in `services/`.
 
 pub mod content;
+pub mod metadata;
 pub mod oci;
