@@ -4,5 +4,7 @@
 //! (`content`, `snapshots`, `images`), implementations beside them (`content/local.rs`,
 //! `snapshots/{overlay,native}.rs`), and thin ttrpc adapters in `services/`.
 
+pub mod archive;
 pub mod content;
 pub mod oci;
+pub mod registry;

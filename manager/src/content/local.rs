@@ -491,7 +491,7 @@ impl Writer for LocalWriter {
         // Committed blobs are read-only.
         let _ = fs::set_permissions(
             &data,
-            fs::Permissions::from(std::os::unix::fs::PermissionsExt::from_mode(0o444)),
+            <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o444),
         );
         fs::rename(&data, &target).map_err(io_err("rename into place", &target))?;
         fsync_dir(&self.store_root.join("blobs/sha256"))?;
