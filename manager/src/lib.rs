@@ -4,6 +4,8 @@
 //! (`content`, `snapshots`, `images`), implementations beside them (`content/local.rs`,
 //! `snapshots/{overlay,native}.rs`), and thin ttrpc adapters in `services/`.
 
+pub mod archive;
 pub mod content;
 pub mod metadata;
 pub mod oci;
+pub mod registry;
