@@ -6,3 +6,5 @@
 
 pub mod content;
 pub mod oci;
+pub mod snapshots;
+pub mod unpack;
