@@ -81,6 +81,8 @@ pub fn apply_layer(
         opts,
         created: HashSet::new(),
         dir_times: Vec::new(),
+        restore_times: Vec::new(),
+        touched: HashSet::new(),
         cache: None,
         lowers: None,
         buf: vec![0; BUF_SIZE],
@@ -129,6 +131,11 @@ struct Applier<'a> {
     created: HashSet<PathBuf>,
     /// Directory times, set at the end (adding entries changes a directory's mtime).
     dir_times: Vec<(PathBuf, Time, Time)>,
+    /// Delete mode: times of existing directories this layer changes without declaring them,
+    /// restored at the end (as overlayfs shows them: an upper directory created implicitly
+    /// takes the lower one's times), so both modes give the same tree.
+    restore_times: Vec<(PathBuf, Time, Time)>,
+    touched: HashSet<PathBuf>,
     /// The last parent directory opened.
     cache: Option<(PathBuf, Rc<OwnedFd>)>,
     /// Overlay mode: the parents' roots, opened on first use.
@@ -434,7 +441,18 @@ impl Applier<'_> {
             }
         }
         let fd = match sys::resolve_dir(self.root.as_fd(), rel) {
-            Ok(fd) => fd,
+            Ok(fd) => {
+                if self.opts.whiteouts == WhiteoutMode::Delete && !self.touched.contains(rel) {
+                    let st = sys::fstat(fd.as_fd())?;
+                    self.touched.insert(rel.to_path_buf());
+                    self.restore_times.push((
+                        rel.to_path_buf(),
+                        (st.st_atime, st.st_atime_nsec),
+                        (st.st_mtime, st.st_mtime_nsec),
+                    ));
+                }
+                fd
+            }
             Err(e)
                 if e.raw_os_error() == Some(libc::ENOENT)
                     && create
@@ -450,6 +468,7 @@ impl Applier<'_> {
                         if self.opts.whiteouts == WhiteoutMode::Overlay {
                             self.copy_lower_dir_meta(rel, &parent, &cn)?;
                         }
+                        self.touched.insert(rel.to_path_buf());
                         self.note_created(rel);
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
@@ -618,7 +637,8 @@ impl Applier<'_> {
 
     fn finish(&mut self) -> Result<(), Error> {
         self.cache = None;
-        let times = std::mem::take(&mut self.dir_times);
+        let mut times = std::mem::take(&mut self.restore_times);
+        times.append(&mut self.dir_times);
         for (rel, at, mt) in times {
             let res = (|| -> io::Result<()> {
                 if rel.as_os_str().is_empty() {

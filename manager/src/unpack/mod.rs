@@ -12,6 +12,9 @@ use crate::snapshots::{self, Labels, Mount, MountError, MountGuard, Snapshotter}
 
 mod apply;
 pub(crate) mod sys;
+pub mod tartest;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use apply::copy_entry;
 pub use apply::{apply_layer, ApplyOptions, ApplyStats, WhiteoutMode};
