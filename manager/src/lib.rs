@@ -9,3 +9,5 @@ pub mod content;
 pub mod metadata;
 pub mod oci;
 pub mod registry;
+pub mod snapshots;
+pub mod unpack;
