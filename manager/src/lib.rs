@@ -6,6 +6,8 @@
 
 pub mod archive;
 pub mod content;
+pub mod events;
+pub mod gc;
 pub mod metadata;
 pub mod oci;
 pub mod registry;
