@@ -57,8 +57,7 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Er
 
 fn mkdir(path: &Path, mode: u32) -> Result<(), Error> {
     std::fs::create_dir_all(path).map_err(io("create directory", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(io("chmod", path))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", path))
 }
 
 /// Takes the root's lock; fails with the holder's pid when another daemon has it.
@@ -126,7 +125,11 @@ pub fn run(cfg: Config) -> Result<(), Error> {
 
     // No job survives a restart: leases of pulls a crash interrupted protect nothing now.
     for (ns, lease) in svc.db.leases()? {
-        tracing::info!(namespace = ns.as_str(), lease = lease.id.as_str(), "dropping the lease of an interrupted job");
+        tracing::info!(
+            namespace = ns.as_str(),
+            lease = lease.id.as_str(),
+            "dropping the lease of an interrupted job"
+        );
         if let Err(e) = svc.db.delete_lease(&ns, &lease.id) {
             tracing::warn!("{e}");
         }
@@ -171,7 +174,9 @@ pub fn run(cfg: Config) -> Result<(), Error> {
 
     loop {
         match signals.wait() {
-            Ok(Signal::SIGHUP) => tracing::info!("SIGHUP ignored (no configuration file to reload)"),
+            Ok(Signal::SIGHUP) => {
+                tracing::info!("SIGHUP ignored (no configuration file to reload)")
+            }
             Ok(sig) => {
                 tracing::info!("{sig} received: shutting down");
                 break;

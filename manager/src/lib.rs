@@ -5,6 +5,7 @@
 //! `snapshots/{overlay,native}.rs`), and thin ttrpc adapters in `services/`.
 
 pub mod archive;
+pub mod cli;
 pub mod config;
 pub mod content;
 pub mod daemon;

@@ -31,11 +31,17 @@ struct Args {
 fn main() {
     let a = Args::parse();
     let Some(level) = kapsel_manager::log::parse_level(&a.log_level) else {
-        eprintln!("kapseld: invalid --log-level {:?}: use error, warn, info, debug or trace", a.log_level);
+        eprintln!(
+            "kapseld: invalid --log-level {:?}: use error, warn, info, debug or trace",
+            a.log_level
+        );
         std::process::exit(1);
     };
     if !matches!(a.snapshotter.as_str(), "overlayfs" | "overlay" | "native") {
-        eprintln!("kapseld: unknown --snapshotter {:?}: use overlayfs or native", a.snapshotter);
+        eprintln!(
+            "kapseld: unknown --snapshotter {:?}: use overlayfs or native",
+            a.snapshotter
+        );
         std::process::exit(1);
     }
     kapsel_manager::log::init(level);
@@ -43,7 +49,11 @@ fn main() {
         root: a.root,
         state: a.state,
         address: a.address,
-        snapshotter: if a.snapshotter == "overlay" { "overlayfs".into() } else { a.snapshotter },
+        snapshotter: if a.snapshotter == "overlay" {
+            "overlayfs".into()
+        } else {
+            a.snapshotter
+        },
         log_level: a.log_level,
         insecure_registries: a.insecure_registry,
     };

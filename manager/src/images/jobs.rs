@@ -149,17 +149,18 @@ impl Jobs {
             m.insert(id.clone(), job.clone());
         }
         let j = job.clone();
-        let spawned = std::thread::Builder::new()
-            .name(id.clone())
-            .spawn(move || {
-                let outcome = work(&j).map_err(|e| {
-                    tracing::warn!(job = j.id.as_str(), "{e}");
-                    (e.code(), e.to_string())
-                });
-                j.finish(outcome);
+        let spawned = std::thread::Builder::new().name(id.clone()).spawn(move || {
+            let outcome = work(&j).map_err(|e| {
+                tracing::warn!(job = j.id.as_str(), "{e}");
+                (e.code(), e.to_string())
             });
+            j.finish(outcome);
+        });
         if let Err(e) = spawned {
-            job.finish(Err((super::code::UNAVAILABLE, format!("cannot start a thread for {id}: {e}"))));
+            job.finish(Err((
+                super::code::UNAVAILABLE,
+                format!("cannot start a thread for {id}: {e}"),
+            )));
         }
         job
     }
@@ -196,7 +197,10 @@ mod tests {
         }
         assert_eq!(s.items[0].status, "done");
         assert_eq!(s.items[0].kind, "layer");
-        assert_eq!(s.error, Some((super::super::code::NOT_FOUND, "no such image: x:1".into())));
+        assert_eq!(
+            s.error,
+            Some((super::super::code::NOT_FOUND, "no such image: x:1".into()))
+        );
         assert!(jobs.get(&job.id).is_some());
         assert!(jobs.get("pull-99").is_none());
     }

@@ -283,7 +283,8 @@ impl Service {
                 s.size = u.iter().sum();
             }
             _ => {
-                s.size = r.manifest.config.size + r.manifest.layers.iter().map(|l| l.size).sum::<u64>();
+                s.size =
+                    r.manifest.config.size + r.manifest.layers.iter().map(|l| l.size).sum::<u64>();
             }
         }
         s
@@ -336,14 +337,26 @@ impl Service {
 
     /// Creates or replaces a record, after checking its target is in the store (under the GC
     /// lock, so a collection cannot remove it in between).
-    pub fn create(&self, ns: &str, name: &str, target: Descriptor, labels: BTreeMap<String, String>) -> Result<ImageRecord> {
+    pub fn create(
+        &self,
+        ns: &str,
+        name: &str,
+        target: Descriptor,
+        labels: BTreeMap<String, String>,
+    ) -> Result<ImageRecord> {
         let ns = namespace(ns);
         let _g = self.gc_lock.lock().expect("gc lock");
         self.create_locked(ns, name, target, labels)
     }
 
     /// [`Service::create`] with the GC lock already held.
-    pub fn create_locked(&self, ns: &str, name: &str, target: Descriptor, labels: BTreeMap<String, String>) -> Result<ImageRecord> {
+    pub fn create_locked(
+        &self,
+        ns: &str,
+        name: &str,
+        target: Descriptor,
+        labels: BTreeMap<String, String>,
+    ) -> Result<ImageRecord> {
         let info = self.store.info(&target.digest).map_err(|e| match e {
             content::Error::NotFound(_) => Error::Incomplete {
                 image: name.to_string(),
@@ -391,7 +404,8 @@ impl Service {
         let found = self.find(ns, reference)?;
         let by_name = found.len() == 1
             && (found[0].record.name == reference
-                || Reference::parse(reference).is_ok_and(|r| r.to_string() == found[0].record.name));
+                || Reference::parse(reference)
+                    .is_ok_and(|r| r.to_string() == found[0].record.name));
         let mut out = Deleted::default();
         let victims: Vec<&Summary> = if by_name {
             found.iter().collect()

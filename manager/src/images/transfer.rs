@@ -151,7 +151,13 @@ impl Service {
     }
 
     /// Unpacks `target` into snapshots named by chain id (held by `lease` meanwhile).
-    fn unpack(&self, job: &Job, lease: &LeaseGuard<'_>, name: &str, target: &Descriptor) -> Result<String> {
+    fn unpack(
+        &self,
+        job: &Job,
+        lease: &LeaseGuard<'_>,
+        name: &str,
+        target: &Descriptor,
+    ) -> Result<String> {
         let r = self.resolve(name, target)?;
         for c in unpack::chain_ids(&r.config.rootfs.diff_ids) {
             lease.hold(&Resource::Snapshot {
@@ -188,7 +194,12 @@ impl Service {
 
     /// Records `name` → `target` once everything it needs is in the store; returns the
     /// record it replaced.
-    fn record(&self, ns: &str, name: &str, target: &Descriptor) -> Result<Option<crate::metadata::ImageRecord>> {
+    fn record(
+        &self,
+        ns: &str,
+        name: &str,
+        target: &Descriptor,
+    ) -> Result<Option<crate::metadata::ImageRecord>> {
         let _g = self.gc_lock.lock().expect("gc lock");
         let r = self.resolve(name, target)?;
         for l in &r.manifest.layers {
@@ -285,7 +296,9 @@ impl Service {
         // What the tag now points at: the target, or its platform manifest when the index was
         // not complete (registry::push does the same).
         let pushed = match super::super::gc::children(&*self.store, &rec.target) {
-            kids if rec.target.media_type.contains("index") || rec.target.media_type.contains("list") => {
+            kids if rec.target.media_type.contains("index")
+                || rec.target.media_type.contains("list") =>
+            {
                 if kids.iter().all(|k| self.store.info(&k.digest).is_ok()) {
                     rec.target.clone()
                 } else {
@@ -335,7 +348,9 @@ impl Service {
             self.record(&ns, &name, &img.target)?;
             match &img.name {
                 Some(_) => {
-                    let fam = Reference::parse(&name).map(|r| r.familiar()).unwrap_or(name.clone());
+                    let fam = Reference::parse(&name)
+                        .map(|r| r.familiar())
+                        .unwrap_or(name.clone());
                     job.message(format!("Loaded image: {fam}"));
                 }
                 None => {
@@ -380,7 +395,12 @@ impl Service {
             job.item(t.digest.as_str(), "image", "exporting", 0, 0);
             let _ = n;
         }
-        crate::archive::export(&*self.store, &images, std::io::BufWriter::with_capacity(1 << 20, file), format)?;
+        crate::archive::export(
+            &*self.store,
+            &images,
+            std::io::BufWriter::with_capacity(1 << 20, file),
+            format,
+        )?;
         for (n, t) in &images {
             job.item(t.digest.as_str(), "image", "done", 0, 0);
             job.result(n.clone());

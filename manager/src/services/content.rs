@@ -26,14 +26,22 @@ fn digest(s: &str) -> ttrpc::Result<Digest> {
 
 impl kapsel_proto::content_ttrpc::Content for Content {
     fn info(&self, _: &TtrpcContext, req: pb::InfoRequest) -> ttrpc::Result<pb::InfoResponse> {
-        let i = self.0.store.info(&digest(&req.digest)?).map_err(|e| err(e.into()))?;
+        let i = self
+            .0
+            .store
+            .info(&digest(&req.digest)?)
+            .map_err(|e| err(e.into()))?;
         Ok(pb::InfoResponse {
             info: Some(info_to_proto(&i)).into(),
             ..Default::default()
         })
     }
 
-    fn list(&self, _: &TtrpcContext, _: pb::ListContentRequest) -> ttrpc::Result<pb::ListContentResponse> {
+    fn list(
+        &self,
+        _: &TtrpcContext,
+        _: pb::ListContentRequest,
+    ) -> ttrpc::Result<pb::ListContentResponse> {
         let all = self.0.store.list().map_err(|e| err(e.into()))?;
         Ok(pb::ListContentResponse {
             info: all.iter().map(info_to_proto).collect(),
@@ -41,7 +49,11 @@ impl kapsel_proto::content_ttrpc::Content for Content {
         })
     }
 
-    fn delete(&self, _: &TtrpcContext, req: pb::DeleteContentRequest) -> ttrpc::Result<pb::DeleteContentResponse> {
+    fn delete(
+        &self,
+        _: &TtrpcContext,
+        req: pb::DeleteContentRequest,
+    ) -> ttrpc::Result<pb::DeleteContentResponse> {
         let d = digest(&req.digest)?;
         let _g = self.0.gc_lock.lock().expect("gc lock");
         self.0.store.delete(&d).map_err(|e| err(e.into()))?;
@@ -53,7 +65,11 @@ impl kapsel_proto::content_ttrpc::Content for Content {
         Ok(pb::DeleteContentResponse::default())
     }
 
-    fn list_statuses(&self, _: &TtrpcContext, _: pb::ListStatusesRequest) -> ttrpc::Result<pb::ListStatusesResponse> {
+    fn list_statuses(
+        &self,
+        _: &TtrpcContext,
+        _: pb::ListStatusesRequest,
+    ) -> ttrpc::Result<pb::ListStatusesResponse> {
         let all = self.0.store.ingests().map_err(|e| err(e.into()))?;
         Ok(pb::ListStatusesResponse {
             statuses: all
@@ -62,7 +78,11 @@ impl kapsel_proto::content_ttrpc::Content for Content {
                     ref_: s.reference.clone(),
                     offset: s.offset as i64,
                     total: s.total.unwrap_or(0) as i64,
-                    expected: s.expected.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+                    expected: s
+                        .expected
+                        .as_ref()
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
                     updated_at: Some(timestamp(s.updated_at as i64 * 1_000_000_000)).into(),
                     ..Default::default()
                 })
@@ -71,7 +91,11 @@ impl kapsel_proto::content_ttrpc::Content for Content {
         })
     }
 
-    fn garbage_collect(&self, _: &TtrpcContext, _: pb::GarbageCollectRequest) -> ttrpc::Result<pb::GarbageCollectResponse> {
+    fn garbage_collect(
+        &self,
+        _: &TtrpcContext,
+        _: pb::GarbageCollectRequest,
+    ) -> ttrpc::Result<pb::GarbageCollectResponse> {
         let c = self.0.collect().map_err(err)?;
         let mut deleted: Vec<String> = c.content.iter().map(|d| d.to_string()).collect();
         deleted.extend(c.snapshots.iter().map(|s| format!("snapshot {s}")));

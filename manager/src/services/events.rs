@@ -13,7 +13,11 @@ pub(super) struct Events(pub Arc<Service>);
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
 impl kapsel_proto::events_ttrpc::Events for Events {
-    fn subscribe(&self, _: &TtrpcContext, req: pb::SubscribeRequest) -> ttrpc::Result<pb::SubscribeResponse> {
+    fn subscribe(
+        &self,
+        _: &TtrpcContext,
+        req: pb::SubscribeRequest,
+    ) -> ttrpc::Result<pb::SubscribeResponse> {
         let wait = Duration::from_millis(u64::from(req.wait_ms)).min(MAX_WAIT);
         let b = self.0.events.subscribe(req.after_seq, wait, &req.topics);
         Ok(pb::SubscribeResponse {

@@ -37,7 +37,13 @@ fn summary_to_proto(s: &Summary) -> pb::ImageSummary {
     }
 }
 
-fn image_from(req: Option<&pb::Image>) -> ttrpc::Result<(String, crate::oci::Descriptor, std::collections::BTreeMap<String, String>)> {
+fn image_from(
+    req: Option<&pb::Image>,
+) -> ttrpc::Result<(
+    String,
+    crate::oci::Descriptor,
+    std::collections::BTreeMap<String, String>,
+)> {
     let img = req.ok_or_else(|| invalid("image is required"))?;
     let target = img
         .target
@@ -51,7 +57,11 @@ fn image_from(req: Option<&pb::Image>) -> ttrpc::Result<(String, crate::oci::Des
 }
 
 impl kapsel_proto::images_ttrpc::Images for Images {
-    fn get(&self, _: &TtrpcContext, req: pb::GetImageRequest) -> ttrpc::Result<pb::GetImageResponse> {
+    fn get(
+        &self,
+        _: &TtrpcContext,
+        req: pb::GetImageRequest,
+    ) -> ttrpc::Result<pb::GetImageResponse> {
         let found = self.0.find(&req.namespace, &req.name).map_err(err)?;
         Ok(pb::GetImageResponse {
             image: Some(summary_to_proto(&found[0])).into(),
@@ -59,7 +69,11 @@ impl kapsel_proto::images_ttrpc::Images for Images {
         })
     }
 
-    fn list(&self, _: &TtrpcContext, req: pb::ListImagesRequest) -> ttrpc::Result<pb::ListImagesResponse> {
+    fn list(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ListImagesRequest,
+    ) -> ttrpc::Result<pb::ListImagesResponse> {
         let list = self.0.list(&req.namespace, &req.filter).map_err(err)?;
         Ok(pb::ListImagesResponse {
             images: list.iter().map(summary_to_proto).collect(),
@@ -67,25 +81,33 @@ impl kapsel_proto::images_ttrpc::Images for Images {
         })
     }
 
-    fn create(&self, _: &TtrpcContext, req: pb::CreateImageRequest) -> ttrpc::Result<pb::CreateImageResponse> {
+    fn create(
+        &self,
+        _: &TtrpcContext,
+        req: pb::CreateImageRequest,
+    ) -> ttrpc::Result<pb::CreateImageResponse> {
         let (name, target, labels) = image_from(req.image.as_ref())?;
         let name = crate::registry::Reference::parse(&name)
-            .map_err(|e| invalid(e))?
+            .map_err(invalid)?
             .to_string();
-        let rec = self.0.create(&req.namespace, &name, target, labels).map_err(err)?;
+        let rec = self
+            .0
+            .create(&req.namespace, &name, target, labels)
+            .map_err(err)?;
         Ok(pb::CreateImageResponse {
             image: Some(image_to_proto(&rec)).into(),
             ..Default::default()
         })
     }
 
-    fn update(&self, _: &TtrpcContext, req: pb::UpdateImageRequest) -> ttrpc::Result<pb::UpdateImageResponse> {
+    fn update(
+        &self,
+        _: &TtrpcContext,
+        req: pb::UpdateImageRequest,
+    ) -> ttrpc::Result<pb::UpdateImageResponse> {
         let (name, target, labels) = image_from(req.image.as_ref())?;
         let ns = crate::images::namespace(&req.namespace).to_string();
-        self.0
-            .db
-            .get_image(&ns, &name)
-            .map_err(|e| err(e.into()))?;
+        self.0.db.get_image(&ns, &name).map_err(|e| err(e.into()))?;
         let rec = self.0.create(&ns, &name, target, labels).map_err(err)?;
         Ok(pb::UpdateImageResponse {
             image: Some(image_to_proto(&rec)).into(),
@@ -93,7 +115,11 @@ impl kapsel_proto::images_ttrpc::Images for Images {
         })
     }
 
-    fn delete(&self, _: &TtrpcContext, req: pb::DeleteImageRequest) -> ttrpc::Result<pb::DeleteImageResponse> {
+    fn delete(
+        &self,
+        _: &TtrpcContext,
+        req: pb::DeleteImageRequest,
+    ) -> ttrpc::Result<pb::DeleteImageResponse> {
         let d = self
             .0
             .delete(&req.namespace, &req.reference, req.force, req.no_gc)
@@ -106,15 +132,26 @@ impl kapsel_proto::images_ttrpc::Images for Images {
         })
     }
 
-    fn inspect(&self, _: &TtrpcContext, req: pb::InspectImageRequest) -> ttrpc::Result<pb::InspectImageResponse> {
-        let v = self.0.inspect(&req.namespace, &req.reference).map_err(err)?;
+    fn inspect(
+        &self,
+        _: &TtrpcContext,
+        req: pb::InspectImageRequest,
+    ) -> ttrpc::Result<pb::InspectImageResponse> {
+        let v = self
+            .0
+            .inspect(&req.namespace, &req.reference)
+            .map_err(err)?;
         Ok(pb::InspectImageResponse {
             json: serde_json::to_string_pretty(&v).expect("json serialises"),
             ..Default::default()
         })
     }
 
-    fn prune(&self, _: &TtrpcContext, req: pb::PruneImagesRequest) -> ttrpc::Result<pb::PruneImagesResponse> {
+    fn prune(
+        &self,
+        _: &TtrpcContext,
+        req: pb::PruneImagesRequest,
+    ) -> ttrpc::Result<pb::PruneImagesResponse> {
         let d = self.0.prune(&req.namespace, req.all).map_err(err)?;
         Ok(pb::PruneImagesResponse {
             untagged: d.untagged,

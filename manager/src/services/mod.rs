@@ -77,7 +77,6 @@ pub(crate) fn timestamp(nanos: i64) -> pt::Timestamp {
     }
 }
 
-
 pub(crate) fn descriptor_to_proto(d: &Descriptor) -> pt::Descriptor {
     pt::Descriptor {
         media_type: d.media_type.clone(),

@@ -15,7 +15,11 @@ fn nanos(t: std::time::SystemTime) -> i64 {
 }
 
 impl kapsel_proto::snapshots_ttrpc::Snapshots for Snapshots {
-    fn list(&self, _: &TtrpcContext, _: pb::ListSnapshotsRequest) -> ttrpc::Result<pb::ListSnapshotsResponse> {
+    fn list(
+        &self,
+        _: &TtrpcContext,
+        _: pb::ListSnapshotsRequest,
+    ) -> ttrpc::Result<pb::ListSnapshotsResponse> {
         let sn = &self.0.snapshotter;
         let all = sn.walk().map_err(|e| err(e.into()))?;
         Ok(pb::ListSnapshotsResponse {
@@ -52,7 +56,9 @@ impl kapsel_proto::snapshots_ttrpc::Snapshots for Snapshots {
 }
 
 /// The usage of every snapshot, summed.
-pub(crate) fn total_usage(sn: &dyn crate::snapshots::Snapshotter) -> crate::snapshots::Result<(u64, u64)> {
+pub(crate) fn total_usage(
+    sn: &dyn crate::snapshots::Snapshotter,
+) -> crate::snapshots::Result<(u64, u64)> {
     let mut size = 0;
     let mut inodes = 0;
     for i in sn.walk()? {

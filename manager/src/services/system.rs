@@ -34,8 +34,10 @@ fn os_name() -> String {
     std::fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+            s.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
         })
         .unwrap_or_else(|| "linux".to_string())
 }
@@ -72,8 +74,13 @@ fn backing_fs(path: &std::path::Path) -> String {
 }
 
 impl kapsel_proto::system_ttrpc::System for System {
-    fn version(&self, _: &TtrpcContext, _: pb::VersionRequest) -> ttrpc::Result<pb::VersionResponse> {
-        let (kernel, arch) = uname();
+    fn version(
+        &self,
+        _: &TtrpcContext,
+        _: pb::VersionRequest,
+    ) -> ttrpc::Result<pb::VersionResponse> {
+        let (kernel, _) = uname();
+        let arch = crate::registry::default_platform().architecture;
         Ok(pb::VersionResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             revision: option_env!("KAPSEL_REVISION").unwrap_or("").to_string(),
@@ -90,8 +97,7 @@ impl kapsel_proto::system_ttrpc::System for System {
         let svc = &self.svc;
         let sn = &svc.snapshotter;
         let walk = sn.walk().map_err(|e| err(e.into()))?;
-        let (usage, inodes) =
-            super::snapshots::total_usage(&**sn).map_err(|e| err(e.into()))?;
+        let (usage, inodes) = super::snapshots::total_usage(&**sn).map_err(|e| err(e.into()))?;
         let blobs = svc.store.list().map_err(|e| err(e.into()))?;
         let (kernel, arch) = uname();
         Ok(pb::InfoResponse {

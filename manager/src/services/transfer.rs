@@ -98,7 +98,11 @@ impl kapsel_proto::transfer_ttrpc::Transfer for Transfer {
         Ok(job(&j.id))
     }
 
-    fn progress(&self, _: &TtrpcContext, req: pb::ProgressRequest) -> ttrpc::Result<pb::ProgressResponse> {
+    fn progress(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ProgressRequest,
+    ) -> ttrpc::Result<pb::ProgressResponse> {
         let j = self
             .0
             .jobs
@@ -129,7 +133,11 @@ impl kapsel_proto::transfer_ttrpc::Transfer for Transfer {
         })
     }
 
-    fn cancel(&self, _: &TtrpcContext, req: pb::CancelRequest) -> ttrpc::Result<pb::CancelResponse> {
+    fn cancel(
+        &self,
+        _: &TtrpcContext,
+        req: pb::CancelRequest,
+    ) -> ttrpc::Result<pb::CancelResponse> {
         let j = self
             .0
             .jobs
