@@ -71,10 +71,15 @@ fn lock_root(cfg: &Config) -> Result<Flock<File>, Error> {
         .open(&path)
         .map_err(io("open", &path))?;
     match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-        Ok(l) => Ok(l),
+        Ok(mut l) => {
+            // The holder's pid, for the error a second daemon reports (its --state may differ).
+            let _ = l.set_len(0);
+            let _ = writeln!(&mut *l, "{}", std::process::id());
+            Ok(l)
+        }
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(Error::Locked {
             root: cfg.root.clone(),
-            pid: std::fs::read_to_string(cfg.pid_path())
+            pid: std::fs::read_to_string(&path)
                 .ok()
                 .and_then(|s| s.trim().parse().ok()),
         }),
