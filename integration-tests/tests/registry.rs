@@ -1,0 +1,1160 @@
+//! kapsel's registry client (`kapsel_manager::registry`) against Debian's real `docker-registry`
+//! (distribution 2.8), with skopeo as the other client: pull what skopeo pushed, push what
+//! skopeo then reads, multi-arch indexes, uncompressed/gzip/zstd layers, basic auth and login,
+//! bearer tokens, cross-repository mounts, interrupted pulls resumed.
+//!
+//! Each test runs its own registry (private config and storage, 127.0.0.1, a port from
+//! 5301 up) and stops it at the end. Needs `docker-registry`, `skopeo`, `htpasswd`
+//! (apache2-utils), `openssl`, `gzip` and `zstd`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kapsel_integration_tests::{require_program, Fixtures};
+use kapsel_manager::content::local::LocalStore;
+use kapsel_manager::content::Store;
+use kapsel_manager::oci::{
+    Descriptor, Digest, ImageConfig, Index, Manifest, Platform, MEDIA_DOCKER_CONFIG,
+    MEDIA_DOCKER_LAYER_GZIP, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_LAYER,
+    MEDIA_OCI_LAYER_ZSTD, MEDIA_OCI_MANIFEST,
+};
+use kapsel_manager::registry::{
+    self, auth::ConfigFile, Credentials, Progress, ProgressState, PullOptions, PushOptions,
+};
+
+// ---------------------------------------------------------------------------------------------
+// A private registry
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(5301);
+
+fn free_port() -> u16 {
+    loop {
+        let p = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        assert!(p < 5400, "no free port in 5301..5400");
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+struct Registry {
+    _dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Registry {
+    /// Starts a registry; `auth` is the YAML under `auth:` (indented by 2), if any.
+    fn start(auth: &str) -> Registry {
+        require_program("docker-registry", "docker-registry");
+        for _ in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix("kreg-registry-")
+                .tempdir()
+                .unwrap();
+            let port = free_port();
+            let cfg = dir.path().join("config.yml");
+            let auth = if auth.is_empty() {
+                String::new()
+            } else {
+                format!("auth:\n{auth}")
+            };
+            std::fs::write(
+                &cfg,
+                format!(
+                    "version: 0.1\nlog: {{level: debug, fields: {{service: registry}}}}\n\
+                     storage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\n\
+                     http:\n  addr: 127.0.0.1:{port}\n{auth}",
+                    dir.path().join("data").display()
+                ),
+            )
+            .unwrap();
+            let log = dir.path().join("registry.log");
+            let child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&cfg)
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+                .spawn()
+                .expect("start docker-registry");
+            let mut r = Registry {
+                _dir: dir,
+                port,
+                child,
+                log,
+            };
+            if r.wait_ready() {
+                return r;
+            }
+            eprintln!("registry on port {port} did not start: {}", r.log());
+        }
+        panic!("docker-registry did not start");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut line = String::new();
+                if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("HTTP/1.") {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        let mut s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        s.push_str(&std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default());
+        s
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn fixture_env(key: &str) -> String {
+    let text = std::fs::read_to_string(Fixtures::get().dir().join("fixtures.env")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} missing in fixtures.env"))
+        .to_string()
+}
+
+fn digest_env(key: &str) -> Digest {
+    fixture_env(key).parse().unwrap()
+}
+
+fn new_store() -> (tempfile::TempDir, LocalStore) {
+    let d = tempfile::Builder::new()
+        .prefix("kreg-store-")
+        .tempdir()
+        .unwrap();
+    let s = LocalStore::open(d.path()).unwrap();
+    (d, s)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `skopeo copy` of the busybox fixture layout to `docker://HOST/REPO`.
+fn skopeo_push(dest: &str, creds: Option<&str>) {
+    require_program("skopeo", "skopeo");
+    let src = format!(
+        "oci:{}:latest",
+        Fixtures::get().dir().join("busybox-oci").display()
+    );
+    let mut c = Command::new("skopeo");
+    c.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
+    if let Some(cr) = creds {
+        c.args(["--dest-creds", cr]);
+    }
+    c.args([src.as_str(), &format!("docker://{dest}")]);
+    run(&mut c);
+}
+
+fn opts() -> PullOptions {
+    PullOptions::default()
+}
+
+fn collect() -> (Arc<Mutex<Vec<Progress>>>, impl Fn(Progress) + Sync) {
+    let v = Arc::new(Mutex::new(Vec::new()));
+    let v2 = v.clone();
+    (v, move |p| v2.lock().unwrap().push(p))
+}
+
+fn put(store: &dyn Store, data: &[u8], media_type: &str) -> Descriptor {
+    let d = Digest::of(data);
+    if store.info(&d).is_err() {
+        let mut w = store.writer(&format!("test-{d}"), None).unwrap();
+        w.write_all(data).unwrap();
+        w.commit(Some((&d, data.len() as u64)), BTreeMap::new())
+            .unwrap();
+    }
+    Descriptor {
+        media_type: media_type.to_string(),
+        digest: d,
+        size: data.len() as u64,
+        urls: None,
+        annotations: None,
+        platform: None,
+    }
+}
+
+/// The fixture image (config, gzip layer, manifest) loaded into `store` from the OCI layout.
+fn fixture_into(store: &dyn Store) -> (Descriptor, Manifest, ImageConfig) {
+    let blobs = Fixtures::get().dir().join("busybox-oci/blobs/sha256");
+    let read = |d: &Digest| std::fs::read(blobs.join(d.hex())).unwrap();
+    let mdig = digest_env("MANIFEST_DIGEST");
+    let mbytes = read(&mdig);
+    let m: Manifest = serde_json::from_slice(&mbytes).unwrap();
+    put(store, &read(&m.config.digest), &m.config.media_type);
+    for l in &m.layers {
+        put(store, &read(&l.digest), &l.media_type);
+    }
+    let cfg: ImageConfig = serde_json::from_slice(&read(&m.config.digest)).unwrap();
+    (put(store, &mbytes, MEDIA_OCI_MANIFEST), m, cfg)
+}
+
+fn fixture_layer_gzip() -> Vec<u8> {
+    std::fs::read(
+        Fixtures::get()
+            .dir()
+            .join("busybox-oci/blobs/sha256")
+            .join(digest_env("LAYER_DIGEST").hex()),
+    )
+    .unwrap()
+}
+
+fn pipe(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    require_program(program, program);
+    let mut c = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let input = input.to_vec();
+    let t = std::thread::spawn(move || stdin.write_all(&input));
+    let mut out = Vec::new();
+    c.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    t.join().unwrap().unwrap();
+    assert!(c.wait().unwrap().success(), "{program} {args:?}");
+    out
+}
+
+/// Builds and stores an image: `config` with its layers given as (media type, bytes).
+fn image(
+    store: &dyn Store,
+    mut cfg: ImageConfig,
+    layers: &[(&str, Vec<u8>)],
+    docker: bool,
+) -> Descriptor {
+    let diff_ids = cfg.rootfs.diff_ids.clone();
+    cfg.rootfs.diff_ids = diff_ids;
+    let cfg_bytes = serde_json::to_vec(&cfg).unwrap();
+    let (cmt, mmt) = if docker {
+        (MEDIA_DOCKER_CONFIG, MEDIA_DOCKER_MANIFEST)
+    } else {
+        (
+            "application/vnd.oci.image.config.v1+json",
+            MEDIA_OCI_MANIFEST,
+        )
+    };
+    let config = put(store, &cfg_bytes, cmt);
+    let layers: Vec<Descriptor> = layers.iter().map(|(mt, b)| put(store, b, mt)).collect();
+    let m = Manifest {
+        schema_version: 2,
+        media_type: Some(mmt.to_string()),
+        config,
+        layers,
+        annotations: None,
+    };
+    put(store, &serde_json::to_vec(&m).unwrap(), mmt)
+}
+
+/// Checks every blob of a pulled image is in `store` with its digest and size.
+fn check_pulled(store: &dyn Store, p: &registry::Pulled) {
+    let m: Manifest = serde_json::from_slice(&store.read_all(&p.manifest.digest).unwrap()).unwrap();
+    assert_eq!(m.config.digest, p.config);
+    assert_eq!(m.layers, p.layers);
+    for d in std::iter::once(&m.config)
+        .chain(&m.layers)
+        .chain([&p.target, &p.manifest])
+    {
+        let data = store.read_all(&d.digest).unwrap();
+        assert_eq!(Digest::of(&data), d.digest);
+        assert_eq!(data.len() as u64, d.size);
+    }
+    assert!(
+        store.ingests().unwrap().is_empty(),
+        "no ingest left: {:?}",
+        store.ingests()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn pulls_what_skopeo_pushed_and_pulls_again_without_downloading() {
+    let reg = Registry::start("");
+    let name = format!("{}/kreg/app:1", reg.host());
+    skopeo_push(&name, None);
+    let (_d, store) = new_store();
+    let (events, progress) = collect();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let o2 = order.clone();
+    let mut o = opts();
+    o.on_layer = Some(Arc::new(move |i, d: &Descriptor| {
+        o2.lock().unwrap().push((i, d.digest.clone()));
+        Ok(())
+    }));
+    let started = Instant::now();
+    let p = registry::pull(&store, &name, &o, &progress).unwrap();
+    eprintln!(
+        "pull of the busybox fixture (1 MB): {:?}",
+        started.elapsed()
+    );
+    assert_eq!(p.name, name);
+    assert_eq!(
+        p.target.digest,
+        digest_env("MANIFEST_DIGEST"),
+        "the digest skopeo pushed"
+    );
+    assert_eq!(p.manifest, p.target);
+    assert_eq!(p.config, digest_env("CONFIG_DIGEST"));
+    assert_eq!(p.layers.len(), 1);
+    assert_eq!(p.layers[0].digest, digest_env("LAYER_DIGEST"));
+    check_pulled(&store, &p);
+    assert_eq!(
+        *order.lock().unwrap(),
+        vec![(0, digest_env("LAYER_DIGEST"))]
+    );
+    let layer_done = events.lock().unwrap().iter().any(|e| {
+        e.digest == p.layers[0].digest
+            && e.state == ProgressState::Done
+            && e.current == p.layers[0].size
+    });
+    assert!(layer_done, "progress reports the layer done");
+    // The source is recorded for cross-repository mounts.
+    let labels = store.info(&p.layers[0].digest).unwrap().labels;
+    assert_eq!(
+        labels
+            .get(&format!("containerd.io/distribution.source.{}", reg.host()))
+            .map(String::as_str),
+        Some("kreg/app")
+    );
+
+    // Again: everything is there, nothing is downloaded.
+    let (events, progress) = collect();
+    let p2 = registry::pull(&store, &name, &opts(), &progress).unwrap();
+    assert_eq!(p2, p);
+    let ev = events.lock().unwrap();
+    assert!(
+        ev.iter()
+            .all(|e| matches!(e.state, ProgressState::Waiting | ProgressState::Exists)),
+        "{ev:?}"
+    );
+
+    // By digest, and an unknown tag / repository.
+    let by_digest = format!("{}/kreg/app@{}", reg.host(), p.target.digest);
+    assert_eq!(
+        registry::pull(&store, &by_digest, &opts(), &|_| {})
+            .unwrap()
+            .target,
+        p.target
+    );
+    let e = registry::pull(
+        &store,
+        &format!("{}/kreg/app:nope", reg.host()),
+        &opts(),
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, registry::Error::NotFound { .. }), "{e}");
+    assert!(e.to_string().contains("kreg/app:nope"), "{e}");
+    let e = registry::pull(
+        &store,
+        &format!("{}/kreg/none:1", reg.host()),
+        &opts(),
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, registry::Error::NotFound { .. }), "{e}");
+    // Nothing listens: a connection error naming the registry.
+    let e = registry::pull(&store, "127.0.0.1:1/x:1", &opts(), &|_| {}).unwrap_err();
+    assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+}
+
+#[test]
+fn pushes_a_multi_arch_index_that_skopeo_reads_and_pulls_by_platform() {
+    let reg = Registry::start("");
+    let (_d, store) = new_store();
+    let (amd, m, cfg) = fixture_into(&store);
+    let mut arm_cfg = cfg.clone();
+    arm_cfg.architecture = "arm64".into();
+    arm_cfg.variant = Some("v8".into());
+    let arm = image(
+        &store,
+        arm_cfg,
+        &[(m.layers[0].media_type.as_str(), fixture_layer_gzip())],
+        false,
+    );
+    let plat = |a: &str, v: Option<&str>| Platform {
+        architecture: a.into(),
+        os: "linux".into(),
+        os_version: None,
+        variant: v.map(Into::into),
+    };
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(MEDIA_OCI_INDEX.into()),
+        manifests: vec![
+            Descriptor {
+                platform: Some(plat("arm64", Some("v8"))),
+                ..arm.clone()
+            },
+            Descriptor {
+                platform: Some(plat("amd64", None)),
+                ..amd.clone()
+            },
+        ],
+        annotations: None,
+    };
+    let idx = put(
+        &store,
+        &serde_json::to_vec(&index).unwrap(),
+        MEDIA_OCI_INDEX,
+    );
+    let name = format!("{}/kreg/multi:1", reg.host());
+    let (events, progress) = collect();
+    registry::push(&store, &idx, &name, &PushOptions::default(), &progress).unwrap();
+    assert!(events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.digest == idx.digest && e.state == ProgressState::Done));
+
+    // skopeo sees the same index digest and can copy every platform.
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{name}"),
+    ]));
+    assert_eq!(
+        Digest::of(raw.as_bytes()),
+        idx.digest,
+        "the registry serves our index unchanged"
+    );
+    let out = tempfile::Builder::new()
+        .prefix("kreg-skopeo-")
+        .tempdir()
+        .unwrap();
+    run(Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{name}"),
+        &format!("oci:{}:x", out.path().display()),
+    ]));
+    for d in [&arm.digest, &amd.digest, &idx.digest] {
+        assert!(
+            out.path().join("blobs/sha256").join(d.hex()).exists(),
+            "skopeo copied {d}"
+        );
+    }
+
+    // Pull by platform into fresh stores.
+    for (platform, want) in [
+        ("linux/amd64", &amd),
+        ("linux/arm64", &arm),
+        ("linux/arm64/v8", &arm),
+    ] {
+        let (_d2, s2) = new_store();
+        let o = PullOptions {
+            platform: registry::parse_platform(platform).unwrap(),
+            ..opts()
+        };
+        let p = registry::pull(&s2, &name, &o, &|_| {}).unwrap();
+        assert_eq!(p.target.digest, idx.digest);
+        assert_eq!(p.manifest.digest, want.digest, "{platform}");
+        check_pulled(&s2, &p);
+        assert!(
+            s2.info(&if want.digest == amd.digest {
+                arm.digest.clone()
+            } else {
+                amd.digest.clone()
+            })
+            .is_err(),
+            "only the chosen platform is fetched"
+        );
+    }
+    let (_d3, s3) = new_store();
+    let o = PullOptions {
+        platform: registry::parse_platform("linux/s390x").unwrap(),
+        ..opts()
+    };
+    let e = registry::pull(&s3, &name, &o, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("linux/s390x") && e.contains("linux/amd64") && e.contains("linux/arm64/v8"),
+        "{e}"
+    );
+}
+
+#[test]
+fn uncompressed_gzip_and_zstd_layers_in_oci_and_docker_manifests() {
+    let reg = Registry::start("");
+    let (_d, store) = new_store();
+    let (_, _, cfg) = fixture_into(&store);
+    let gz = fixture_layer_gzip();
+    let tar = pipe("gzip", &["-dc"], &gz);
+    assert_eq!(Digest::of(&tar), digest_env("DIFF_ID"));
+    let zst = pipe("zstd", &["-q", "-c", "-3"], &tar);
+    let cases = [
+        (
+            "plain",
+            image(
+                &store,
+                cfg.clone(),
+                &[(MEDIA_OCI_LAYER, tar.clone())],
+                false,
+            ),
+        ),
+        (
+            "zstd",
+            image(
+                &store,
+                cfg.clone(),
+                &[(MEDIA_OCI_LAYER_ZSTD, zst.clone())],
+                false,
+            ),
+        ),
+        (
+            "docker",
+            image(
+                &store,
+                cfg.clone(),
+                &[(MEDIA_DOCKER_LAYER_GZIP, gz.clone())],
+                true,
+            ),
+        ),
+    ];
+    for (tag, target) in &cases {
+        let name = format!("{}/kreg/layers:{tag}", reg.host());
+        let o = PushOptions {
+            // Chunked uploads for one of them (PATCH, then PUT with the digest).
+            chunk_size: (*tag == "plain").then_some(300_000),
+            ..PushOptions::default()
+        };
+        registry::push(&store, target, &name, &o, &|_| {}).unwrap();
+        let (_d2, s2) = new_store();
+        let p = registry::pull(&s2, &name, &opts(), &|_| {}).unwrap();
+        assert_eq!(p.target, *target, "{tag}");
+        check_pulled(&s2, &p);
+        let layer = s2.read_all(&p.layers[0].digest).unwrap();
+        let want = match *tag {
+            "plain" => &tar,
+            "zstd" => &zst,
+            _ => &gz,
+        };
+        assert!(layer == *want, "{tag}: layer bytes as pushed");
+        // skopeo reads the same manifest.
+        let raw = run(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{name}"),
+        ]));
+        assert_eq!(Digest::of(raw.as_bytes()), target.digest, "{tag}");
+    }
+    assert!(
+        reg.log().contains("PATCH"),
+        "the chunked upload went through PATCH requests"
+    );
+}
+
+#[test]
+fn basic_auth_login_and_credentials_file() {
+    require_program("htpasswd", "apache2-utils");
+    let dir = tempfile::Builder::new()
+        .prefix("kreg-auth-")
+        .tempdir()
+        .unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    run(Command::new("htpasswd").args(["-Bbc", htpasswd.to_str().unwrap(), "kreg", "s3cret"]));
+    let reg = Registry::start(&format!(
+        "  htpasswd:\n    realm: kreg-realm\n    path: {}\n",
+        htpasswd.display()
+    ));
+    let host = reg.host();
+    let name = format!("{host}/kreg/private:1");
+    skopeo_push(&name, Some("kreg:s3cret"));
+    let (_d, store) = new_store();
+
+    let e = registry::pull(&store, &name, &opts(), &|_| {}).unwrap_err();
+    assert!(matches!(e, registry::Error::AuthRequired { .. }), "{e}");
+    assert!(
+        e.to_string().contains(&format!("run kapsel login {host}")),
+        "{e}"
+    );
+
+    let bad = Credentials {
+        username: "kreg".into(),
+        password: "wrong".into(),
+    };
+    let e = registry::login(&host, &bad, &[]).unwrap_err();
+    assert!(matches!(e, registry::Error::AuthRequired { .. }), "{e}");
+    let good = Credentials {
+        username: "kreg".into(),
+        password: "s3cret".into(),
+    };
+    registry::login(&host, &good, &[]).unwrap();
+
+    // Stored like `docker login`, read back for the pull.
+    let cfg_path = dir.path().join("kapsel/config.json");
+    let mut f = ConfigFile::load(&cfg_path).unwrap();
+    f.set(&host, &good);
+    f.save().unwrap();
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    assert!(
+        text.contains(&registry::auth::base64_encode(b"kreg:s3cret")),
+        "{text}"
+    );
+    let creds = ConfigFile::load(&cfg_path).unwrap().get(&host);
+    assert_eq!(creds.as_ref(), Some(&good));
+
+    let o = PullOptions {
+        credentials: creds,
+        ..opts()
+    };
+    let p = registry::pull(&store, &name, &o, &|_| {}).unwrap();
+    assert_eq!(p.target.digest, digest_env("MANIFEST_DIGEST"));
+    check_pulled(&store, &p);
+    let e = registry::pull(
+        &store,
+        &name,
+        &PullOptions {
+            credentials: Some(bad),
+            ..opts()
+        },
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, registry::Error::AuthRequired { .. }), "{e}");
+    // Push with credentials.
+    let po = PushOptions {
+        credentials: Some(good),
+        ..PushOptions::default()
+    };
+    registry::push(
+        &store,
+        &p.target,
+        &format!("{host}/kreg/private2:1"),
+        &po,
+        &|_| {},
+    )
+    .unwrap();
+}
+
+#[test]
+fn cross_repository_mount_on_push() {
+    let reg = Registry::start("");
+    let src = format!("{}/kreg/source:1", reg.host());
+    skopeo_push(&src, None);
+    let (_d, store) = new_store();
+    let p = registry::pull(&store, &src, &opts(), &|_| {}).unwrap();
+    let (events, progress) = collect();
+    let dst = format!("{}/kreg/copy:1", reg.host());
+    registry::push(&store, &p.target, &dst, &PushOptions::default(), &progress).unwrap();
+    let ev = events.lock().unwrap();
+    for d in std::iter::once(&p.config).chain(p.layers.iter().map(|l| &l.digest)) {
+        assert!(
+            ev.iter()
+                .any(|e| &e.digest == d && e.state == ProgressState::Mounted),
+            "{d} mounted from kreg/source (registry answered 201 to the mount POST): {ev:?}"
+        );
+        assert!(
+            !ev.iter()
+                .any(|e| &e.digest == d && e.state == ProgressState::Uploading),
+            "{d} not uploaded"
+        );
+    }
+    let log = reg.log();
+    assert!(
+        log.contains("mount=") && log.contains("from=kreg%2Fsource")
+            || log.contains("from=kreg/source"),
+        "the registry log shows the mount request"
+    );
+    // The copy is complete: a fresh pull from it works; pushing again finds everything there.
+    let (_d2, s2) = new_store();
+    let p2 = registry::pull(&s2, &dst, &opts(), &|_| {}).unwrap();
+    assert_eq!(p2.target, p.target);
+    let (events, progress) = collect();
+    registry::push(&store, &p.target, &dst, &PushOptions::default(), &progress).unwrap();
+    assert!(events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.digest == p.layers[0].digest)
+        .any(|e| e.state == ProgressState::Exists));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A TCP proxy in front of the registry that logs requests and can cut a blob download.
+
+struct Proxy {
+    port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+    /// Cut a response to a request whose line contains this, after this many bytes.
+    cut: Arc<Mutex<Option<(String, usize)>>>,
+    /// Refuse (close at once) every connection from now on.
+    refuse: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let cut: Arc<Mutex<Option<(String, usize)>>> = Arc::new(Mutex::new(None));
+        let refuse = Arc::new(AtomicUsize::new(0));
+        let (rq, ct, rf) = (requests.clone(), cut.clone(), refuse.clone());
+        std::thread::spawn(move || {
+            for client in l.incoming() {
+                let Ok(client) = client else { return };
+                if rf.load(Ordering::SeqCst) > 0 {
+                    drop(client);
+                    continue;
+                }
+                let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (rq, ct) = (rq.clone(), ct.clone());
+                // The current request's first line, shared by both directions.
+                let current = Arc::new(Mutex::new(String::new()));
+                let cur2 = current.clone();
+                let (c2, u2) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    // client → registry, logging request heads.
+                    let mut r = BufReader::new(c2);
+                    let mut up = u2;
+                    let mut at_head = true;
+                    let mut body_left = 0usize;
+                    loop {
+                        if body_left > 0 {
+                            let mut buf = vec![0u8; body_left.min(65536)];
+                            let Ok(n) = r.read(&mut buf) else { break };
+                            if n == 0 || up.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            body_left -= n;
+                            continue;
+                        }
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        if at_head {
+                            *cur2.lock().unwrap() = line.trim().to_string();
+                            at_head = false;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            body_left = v.trim().parse().unwrap_or(0);
+                        }
+                        if line.to_ascii_lowercase().starts_with("range:") {
+                            let cur = cur2.lock().unwrap().clone();
+                            rq.lock().unwrap().push(format!("{cur} {}", line.trim()));
+                        }
+                        if line == "\r\n" {
+                            let cur = cur2.lock().unwrap().clone();
+                            rq.lock().unwrap().push(cur);
+                            at_head = true;
+                        }
+                        if up.write_all(line.as_bytes()).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = up.shutdown(Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    // registry → client, cutting when asked.
+                    let mut up = up;
+                    let mut client = client;
+                    let mut sent_for_cut = 0usize;
+                    let mut buf = vec![0u8; 16384];
+                    while let Ok(n) = up.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let cur = current.lock().unwrap().clone();
+                        let rule = ct.lock().unwrap().clone();
+                        if let Some((pat, limit)) = rule {
+                            if cur.contains(&pat) {
+                                if sent_for_cut + n >= limit {
+                                    let keep = limit.saturating_sub(sent_for_cut);
+                                    let _ = client.write_all(&buf[..keep]);
+                                    *ct.lock().unwrap() = None;
+                                    let _ = client.shutdown(Shutdown::Both);
+                                    let _ = up.shutdown(Shutdown::Both);
+                                    return;
+                                }
+                                sent_for_cut += n;
+                            }
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        Proxy {
+            port,
+            requests,
+            cut,
+            refuse,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn interrupted_pull_resumes_without_downloading_again() {
+    let reg = Registry::start("");
+    skopeo_push(&format!("{}/kreg/resume:1", reg.host()), None);
+    let layer = digest_env("LAYER_DIGEST");
+    let config = digest_env("CONFIG_DIGEST");
+
+    // 1. The connection drops in the middle of the layer: the client resumes by itself with a
+    //    Range request on a new connection.
+    let proxy = Proxy::start(reg.port);
+    *proxy.cut.lock().unwrap() = Some((format!("/blobs/{layer}"), 400_000));
+    let name = format!("{}/kreg/resume:1", proxy.host());
+    let (_d, store) = new_store();
+    let p = registry::pull(&store, &name, &opts(), &|_| {}).unwrap();
+    check_pulled(&store, &p);
+    let reqs = proxy.requests();
+    let ranged: Vec<&String> = reqs
+        .iter()
+        .filter(|r| r.contains(&format!("/blobs/{layer}")) && r.contains("Range: bytes="))
+        .collect();
+    assert_eq!(ranged.len(), 1, "one resumed request: {reqs:#?}");
+    let from: u64 = ranged[0]
+        .rsplit("bytes=")
+        .next()
+        .unwrap()
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
+    assert!(from > 100_000 && from <= 400_000, "resumed from {from}");
+
+    // 2. The pull fails (the registry becomes unreachable mid-layer, retries exhausted); the
+    //    config is committed and the layer's ingest kept. The next pull asks only for the rest.
+    let proxy = Proxy::start(reg.port);
+    let name = format!("{}/kreg/resume:1", proxy.host());
+    let (_d2, s2) = new_store();
+    *proxy.cut.lock().unwrap() = Some((format!("/blobs/{layer}"), 300_000));
+    let cut = proxy.cut.clone();
+    let refuse = proxy.refuse.clone();
+    // Once the cut happened, refuse every new connection.
+    let watcher = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cut.lock().unwrap().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        refuse.store(1, Ordering::SeqCst);
+    });
+    let o = PullOptions {
+        parallel: 1,
+        ..opts()
+    };
+    let e = registry::pull(&s2, &name, &o, &|_| {}).unwrap_err();
+    watcher.join().unwrap();
+    assert!(matches!(e, registry::Error::Connection { .. }), "{e}");
+    s2.info(&config)
+        .expect("the config was committed before the failure");
+    assert!(s2.info(&layer).is_err(), "no partial layer visible");
+    let ing = s2.ingests().unwrap();
+    assert_eq!(ing.len(), 1, "{ing:?}");
+    let kept = ing[0].offset;
+    assert!(kept > 0 && kept <= 300_000, "{kept}");
+
+    let proxy = Proxy::start(reg.port);
+    let name = format!("{}/kreg/resume:1", proxy.host());
+    let p = registry::pull(&s2, &name, &o, &|_| {}).unwrap();
+    check_pulled(&s2, &p);
+    let reqs = proxy.requests();
+    assert!(
+        !reqs.iter().any(|r| r.contains(&format!("/blobs/{config}"))),
+        "config not fetched again: {reqs:#?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r.contains(&format!("/blobs/{layer}"))
+            && r.contains(&format!("Range: bytes={kept}-"))),
+        "layer resumed at {kept}: {reqs:#?}"
+    );
+}
+
+#[test]
+fn bearer_token_auth_with_a_token_server() {
+    let ts = token::Server::start();
+    let reg = Registry::start(&format!(
+        "  token:\n    realm: http://127.0.0.1:{}/token\n    service: kreg-registry\n    issuer: kreg-issuer\n    rootcertbundle: {}\n",
+        ts.port,
+        ts.cert.display()
+    ));
+    let host = reg.host();
+    let (_d, store) = new_store();
+    let (manifest, _, _) = fixture_into(&store);
+    let good = Credentials {
+        username: "kreg".into(),
+        password: "tokenpw".into(),
+    };
+
+    // Anonymous: the token server gives pull-only tokens to nobody: refused.
+    let e = registry::push(
+        &store,
+        &manifest,
+        &format!("{host}/kreg/tok:1"),
+        &PushOptions::default(),
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, registry::Error::AuthRequired { .. }), "{e}");
+
+    let po = PushOptions {
+        credentials: Some(good.clone()),
+        ..PushOptions::default()
+    };
+    registry::push(
+        &store,
+        &manifest,
+        &format!("{host}/kreg/tok:1"),
+        &po,
+        &|_| {},
+    )
+    .unwrap();
+    registry::login(&host, &good, &[]).unwrap();
+    let bad = Credentials {
+        username: "kreg".into(),
+        password: "nope".into(),
+    };
+    assert!(registry::login(&host, &bad, &[]).is_err());
+
+    let (_d2, s2) = new_store();
+    let o = PullOptions {
+        credentials: Some(good),
+        ..opts()
+    };
+    let p = registry::pull(&s2, &format!("{host}/kreg/tok:1"), &o, &|_| {}).unwrap();
+    assert_eq!(p.target.digest, manifest.digest);
+    check_pulled(&s2, &p);
+    let issued = ts.issued.lock().unwrap().clone();
+    assert!(
+        issued
+            .iter()
+            .any(|s| s.contains("repository:kreg/tok:pull,push")),
+        "{issued:?}"
+    );
+    assert!(
+        issued
+            .iter()
+            .any(|s| s.contains("repository:kreg/tok:pull")),
+        "{issued:?}"
+    );
+}
+
+/// A token server for distribution's `auth: token`: JWTs signed RS256 with a self-signed
+/// certificate the registry trusts (`rootcertbundle`), carried in the `x5c` header. Signing is
+/// done by the `openssl` command.
+mod token {
+    use super::*;
+
+    pub struct Server {
+        pub port: u16,
+        pub cert: PathBuf,
+        pub issued: Arc<Mutex<Vec<String>>>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn b64url(data: &[u8]) -> String {
+        registry::auth::base64_encode(data)
+            .trim_end_matches('=')
+            .replace('+', "-")
+            .replace('/', "_")
+    }
+
+    fn url_decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?'));
+                i += 3;
+            } else if b[i] == b'+' {
+                out.push(b' ');
+                i += 1;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    impl Server {
+        pub fn start() -> Server {
+            require_program("openssl", "openssl");
+            let dir = tempfile::Builder::new()
+                .prefix("kreg-token-")
+                .tempdir()
+                .unwrap();
+            let key = dir.path().join("key.pem");
+            let cert = dir.path().join("cert.pem");
+            run(Command::new("openssl").args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kreg-token",
+                "-keyout",
+                key.to_str().unwrap(),
+                "-out",
+                cert.to_str().unwrap(),
+            ]));
+            let der = run(Command::new("sh").args([
+                "-c",
+                &format!(
+                    "openssl x509 -in {} -outform DER | base64 -w0",
+                    cert.display()
+                ),
+            ]));
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let issued = Arc::new(Mutex::new(Vec::new()));
+            let iss = issued.clone();
+            let keyp = key.clone();
+            std::thread::spawn(move || {
+                for s in l.incoming() {
+                    let Ok(s) = s else { return };
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    let mut first = String::new();
+                    let _ = r.read_line(&mut first);
+                    let mut auth = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.strip_prefix("Authorization: ") {
+                            auth = v.trim().to_string();
+                        }
+                    }
+                    let path = first.split(' ').nth(1).unwrap_or("").to_string();
+                    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+                    let scopes: Vec<String> = query
+                        .split('&')
+                        .filter_map(|kv| kv.strip_prefix("scope="))
+                        .map(url_decode)
+                        .collect();
+                    let user_ok =
+                        auth == format!("Basic {}", registry::auth::base64_encode(b"kreg:tokenpw"));
+                    let reply = if !auth.is_empty() && !user_ok {
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                    } else {
+                        let access: Vec<serde_json::Value> = scopes
+                            .iter()
+                            .flat_map(|s| s.split(' ').map(str::to_string).collect::<Vec<_>>())
+                            .filter_map(|s| {
+                                let mut it = s.splitn(3, ':');
+                                let (t, n, a) = (it.next()?, it.next()?, it.next()?);
+                                // Anonymous users get nothing; "kreg" gets what it asks.
+                                let actions: Vec<&str> = if user_ok {
+                                    a.split(',').collect()
+                                } else {
+                                    vec![]
+                                };
+                                Some(serde_json::json!({"type": t, "name": n, "actions": actions}))
+                            })
+                            .collect();
+                        iss.lock().unwrap().push(scopes.join(" "));
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs();
+                        let header =
+                            serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [der.trim()]});
+                        let claims = serde_json::json!({
+                            "iss": "kreg-issuer", "sub": if user_ok { "kreg" } else { "" },
+                            "aud": "kreg-registry", "exp": now + 300, "nbf": now - 10, "iat": now,
+                            "jti": format!("{now}-{}", scopes.len()), "access": access,
+                        });
+                        let signing = format!(
+                            "{}.{}",
+                            b64url(header.to_string().as_bytes()),
+                            b64url(claims.to_string().as_bytes())
+                        );
+                        let sig = sign(&keyp, signing.as_bytes());
+                        let jwt = format!("{signing}.{}", b64url(&sig));
+                        let body = serde_json::json!({"token": jwt, "expires_in": 300}).to_string();
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    let _ = (&s).write_all(reply.as_bytes());
+                }
+            });
+            Server {
+                port,
+                cert,
+                issued,
+                _dir: dir,
+            }
+        }
+    }
+
+    fn sign(key: &Path, data: &[u8]) -> Vec<u8> {
+        let mut c = Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign", key.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(data).unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+        out.stdout
+    }
+}
