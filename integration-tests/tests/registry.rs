@@ -1158,3 +1158,204 @@ mod token {
         out.stdout
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Archives (`kapsel_manager::archive`) against skopeo and dockerd 20.10: what they write is
+// imported, what kapsel exports they read, with the same config and manifest digests.
+
+mod archives {
+    use super::*;
+    use kapsel_integration_tests::clients::Dockerd;
+    use kapsel_integration_tests::env::require_root;
+    use kapsel_manager::archive::{self, Format};
+
+    /// Imports the fixture and adds a second image (own config, same layer).
+    fn two_images(store: &dyn Store) -> Vec<(String, Descriptor)> {
+        let f = std::fs::File::open(Fixtures::get().oci_archive()).unwrap();
+        let imgs = archive::import(store, f, &|_| {}).unwrap();
+        let bb = imgs[0].target.clone();
+        let m: Manifest = serde_json::from_slice(&store.read_all(&bb.digest).unwrap()).unwrap();
+        let mut cfg: ImageConfig =
+            serde_json::from_slice(&store.read_all(&m.config.digest).unwrap()).unwrap();
+        cfg.author = Some("kreg".into());
+        let other = image(
+            store,
+            cfg,
+            &[(m.layers[0].media_type.as_str(), fixture_layer_gzip())],
+            false,
+        );
+        vec![
+            ("docker.io/kreg/exported:1".to_string(), bb),
+            ("docker.io/kreg/other:2".to_string(), other),
+        ]
+    }
+
+    fn config_of(store: &dyn Store, d: &Descriptor) -> Digest {
+        let m: Manifest = serde_json::from_slice(&store.read_all(&d.digest).unwrap()).unwrap();
+        m.config.digest
+    }
+
+    #[test]
+    fn skopeo_reads_both_export_formats() {
+        require_program("skopeo", "skopeo");
+        let (_d, store) = new_store();
+        let images = two_images(&store);
+        let dir = tempfile::Builder::new()
+            .prefix("kreg-arch-")
+            .tempdir()
+            .unwrap();
+        for (format, transport) in [
+            (Format::DockerArchive, "docker-archive"),
+            (Format::OciLayout, "oci-archive"),
+        ] {
+            let path = dir.path().join(format!("{transport}.tar"));
+            archive::export(
+                &store,
+                &images,
+                std::fs::File::create(&path).unwrap(),
+                format,
+            )
+            .unwrap();
+            for (i, (name, target)) in images.iter().enumerate() {
+                // docker-archive images are addressed by index (@N), OCI ones by ref.name.
+                let src = match format {
+                    Format::DockerArchive => format!("{transport}:{}:@{i}", path.display()),
+                    Format::OciLayout => format!(
+                        "{transport}:{}:{}",
+                        path.display(),
+                        name.rsplit(':').next().unwrap()
+                    ),
+                };
+                let raw = run(Command::new("skopeo").args(["inspect", "--config", "--raw", &src]));
+                assert_eq!(
+                    Digest::of(raw.as_bytes()),
+                    config_of(&store, target),
+                    "{src}: the config skopeo reads is ours"
+                );
+                if format == Format::OciLayout {
+                    let raw = run(Command::new("skopeo").args(["inspect", "--raw", &src]));
+                    assert_eq!(Digest::of(raw.as_bytes()), target.digest, "{src}");
+                }
+                let out = dir.path().join(format!("copy-{transport}-{i}"));
+                run(Command::new("skopeo").args([
+                    "--insecure-policy",
+                    "copy",
+                    &src,
+                    &format!("oci:{}:x", out.display()),
+                ]));
+            }
+        }
+        // What skopeo writes from our OCI export imports back with the same digests.
+        let copy = dir.path().join("skopeo-docker.tar");
+        run(Command::new("skopeo").args([
+            "--insecure-policy",
+            "copy",
+            &format!(
+                "oci-archive:{}:1",
+                dir.path().join("oci-archive.tar").display()
+            ),
+            &format!("docker-archive:{}:kreg/fromskopeo:9", copy.display()),
+        ]));
+        let (_d2, s2) = new_store();
+        let back = archive::import(&s2, std::fs::File::open(&copy).unwrap(), &|_| {}).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].name.as_deref(), Some("docker.io/kreg/fromskopeo:9"));
+        assert_eq!(
+            config_of(&s2, &back[0].target),
+            config_of(&store, &images[0].1)
+        );
+    }
+
+    #[test]
+    fn docker_loads_our_export_and_we_load_docker_save() {
+        require_root();
+        let (_d, store) = new_store();
+        let images = two_images(&store);
+        let dir = tempfile::Builder::new()
+            .prefix("kreg-docker-")
+            .tempdir()
+            .unwrap();
+        let ours = dir.path().join("ours.tar");
+        archive::export(
+            &store,
+            &images,
+            std::fs::File::create(&ours).unwrap(),
+            Format::DockerArchive,
+        )
+        .unwrap();
+        let mut docker = Dockerd::start(
+            Path::new("/usr/sbin/runc"),
+            &Fixtures::get().docker_archive(),
+        );
+        let out = docker.docker(&["load", "-i", ours.to_str().unwrap()]).ok();
+        assert!(
+            out.stdout.contains("kreg/exported:1"),
+            "{}",
+            out.all_output()
+        );
+        for (name, target) in &images {
+            let short = name.trim_start_matches("docker.io/");
+            let id = docker
+                .docker(&["image", "inspect", "--format", "{{.Id}}", short])
+                .ok()
+                .stdout;
+            assert_eq!(
+                id.trim(),
+                config_of(&store, target).as_str(),
+                "{short}: docker's image id is our config digest"
+            );
+        }
+        let run_out = docker
+            .docker(&[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "kreg/other:2",
+                "echo",
+                "from-kapsel-export",
+            ])
+            .ok();
+        assert!(
+            run_out.stdout.contains("from-kapsel-export"),
+            "{}",
+            run_out.all_output()
+        );
+
+        // docker save (both images and the fixture) imports into kapsel.
+        let saved = dir.path().join("saved.tar");
+        docker
+            .docker(&[
+                "save",
+                "-o",
+                saved.to_str().unwrap(),
+                "kreg/exported:1",
+                "kreg/other:2",
+                "busybox:latest",
+            ])
+            .ok();
+        docker.stop();
+        let (_d2, s2) = new_store();
+        let back = archive::import(&s2, std::fs::File::open(&saved).unwrap(), &|_| {}).unwrap();
+        let mut names: Vec<String> = back.iter().filter_map(|i| i.name.clone()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "docker.io/kreg/exported:1",
+                "docker.io/kreg/other:2",
+                "docker.io/library/busybox:latest"
+            ]
+        );
+        for img in &back {
+            let want = match img.name.as_deref() {
+                Some("docker.io/kreg/other:2") => config_of(&store, &images[1].1),
+                _ => config_of(&store, &images[0].1),
+            };
+            assert_eq!(config_of(&s2, &img.target), want, "{:?}", img.name);
+            let m: Manifest =
+                serde_json::from_slice(&s2.read_all(&img.target.digest).unwrap()).unwrap();
+            assert_eq!(m.layers[0].digest, digest_env("DIFF_ID"));
+        }
+    }
+}
