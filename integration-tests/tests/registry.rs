@@ -1359,3 +1359,61 @@ mod archives {
         }
     }
 }
+
+/// Pull and push throughput of 3 × 32 MiB layers through the local registry, beside skopeo
+/// copying the same image in the same run. Prints the figures; checks the blobs.
+#[test]
+fn throughput_beside_skopeo() {
+    let reg = Registry::start("");
+    let (_d, store) = new_store();
+    let (_, _, mut cfg) = fixture_into(&store);
+    let mut layers = Vec::new();
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for _ in 0..3 {
+        // Incompressible bytes (xorshift), stored as gzip layers: the registry does not look.
+        let mut b = vec![0u8; 32 << 20];
+        for chunk in b.chunks_mut(8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+        }
+        layers.push(("application/vnd.oci.image.layer.v1.tar+gzip", b));
+    }
+    cfg.rootfs.diff_ids = layers.iter().map(|(_, b)| Digest::of(b)).collect();
+    let target = image(&store, cfg, &layers, false);
+    let total: usize = layers.iter().map(|(_, b)| b.len()).sum();
+    let mib = total as f64 / (1 << 20) as f64;
+    let name = format!("{}/kreg/big:1", reg.host());
+
+    let t = Instant::now();
+    registry::push(&store, &target, &name, &PushOptions::default(), &|_| {}).unwrap();
+    let push = t.elapsed().as_secs_f64();
+
+    let (_d2, s2) = new_store();
+    let t = Instant::now();
+    let p = registry::pull(&s2, &name, &opts(), &|_| {}).unwrap();
+    let pull = t.elapsed().as_secs_f64();
+    check_pulled(&s2, &p);
+
+    let out = tempfile::Builder::new()
+        .prefix("kreg-skopeo-")
+        .tempdir()
+        .unwrap();
+    let t = Instant::now();
+    run(Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{name}"),
+        &format!("oci:{}:x", out.path().display()),
+    ]));
+    let skopeo = t.elapsed().as_secs_f64();
+    eprintln!(
+        "{mib:.0} MiB in 3 layers: kapsel push {push:.2}s ({:.0} MiB/s); \
+         kapsel pull {pull:.2}s ({:.0} MiB/s), skopeo pull {skopeo:.2}s ({:.0} MiB/s)",
+        mib / push,
+        mib / pull,
+        mib / skopeo
+    );
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::client::{scope_pull, Session, Source};
@@ -281,10 +281,12 @@ impl<'a> Puller<'a> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut w = self.writer(&format!("pull-{digest}"), digest, desc.size)?;
+            let ingest = format!("pull-{digest}");
+            let mut w = self.writer(&ingest, digest, desc.size)?;
             // Another pull may have committed it while we waited for the lock.
             if self.store.info(digest).is_ok() {
                 drop(w);
+                let _ = self.store.abort(&ingest);
                 self.label_existing(digest)?;
                 report(desc.size, ProgressState::Exists);
                 return Ok(());
@@ -493,39 +495,58 @@ pub fn pull(
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let first_err: Mutex<Option<Error>> = Mutex::new(None);
-    // Layers done, and the first layer not yet handed to `on_layer`.
-    let delivery = Mutex::new((vec![false; manifest.layers.len()], 0usize));
+    // Which layers are in the store; a separate thread hands them to `on_layer` in order, so
+    // a slow handler (unpacking) never holds up the downloads.
+    let done = Mutex::new(vec![false; manifest.layers.len()]);
+    let done_cv = Condvar::new();
     let fail = |e: Error| {
         stop.store(true, Ordering::SeqCst);
         let mut g = first_err.lock().expect("error lock");
         if g.is_none() {
             *g = Some(e);
         }
+        done_cv.notify_all();
     };
     let workers = opts.parallel.clamp(1, 16).min(jobs.len());
+    let remaining_workers = AtomicUsize::new(workers);
     std::thread::scope(|sc| {
         for _ in 0..workers {
-            sc.spawn(|| loop {
-                if stop.load(Ordering::SeqCst) {
-                    return;
+            sc.spawn(|| {
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(desc) = jobs.get(i) else { break };
+                    if let Err(e) = p.fetch_blob(desc, &stop) {
+                        fail(e);
+                        break;
+                    }
+                    if i > 0 {
+                        done.lock().expect("done lock")[i - 1] = true;
+                        done_cv.notify_all();
+                    }
                 }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(desc) = jobs.get(i) else { return };
-                if let Err(e) = p.fetch_blob(desc, &stop) {
-                    fail(e);
-                    return;
-                }
-                if i == 0 {
-                    continue; // the config
-                }
-                let Some(handler) = &opts.on_layer else {
-                    continue;
-                };
-                let mut g = delivery.lock().expect("delivery lock");
-                g.0[i - 1] = true;
-                while g.1 < g.0.len() && g.0[g.1] {
-                    let k = g.1;
-                    let l = &manifest.layers[k];
+                remaining_workers.fetch_sub(1, Ordering::SeqCst);
+                done_cv.notify_all();
+            });
+        }
+        if let Some(handler) = &opts.on_layer {
+            sc.spawn(|| {
+                for (k, l) in manifest.layers.iter().enumerate() {
+                    let mut g = done.lock().expect("done lock");
+                    while !g[k] {
+                        if stop.load(Ordering::SeqCst)
+                            || remaining_workers.load(Ordering::SeqCst) == 0
+                        {
+                            return;
+                        }
+                        g = done_cv
+                            .wait_timeout(g, Duration::from_millis(200))
+                            .expect("done lock")
+                            .0;
+                    }
+                    drop(g);
                     if let Err(message) = handler(k, l) {
                         fail(Error::LayerHandler {
                             reference: r.to_string(),
@@ -534,7 +555,6 @@ pub fn pull(
                         });
                         return;
                     }
-                    g.1 += 1;
                 }
             });
         }
