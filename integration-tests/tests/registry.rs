@@ -1417,3 +1417,62 @@ fn throughput_beside_skopeo() {
         mib / skopeo
     );
 }
+
+/// containerd 1.6's `ctr` pulls (and unpacks) what kapsel pushed, an index with zstd and gzip
+/// manifests; kapsel pulls what `ctr push` pushed. Digests identical both ways.
+#[test]
+fn containerd_pulls_what_we_push_and_we_pull_what_it_pushes() {
+    use kapsel_integration_tests::clients::Containerd;
+    let reg = Registry::start("");
+    let (_d, store) = new_store();
+    let (amd, _, cfg) = fixture_into(&store);
+    let tar = pipe("gzip", &["-dc"], &fixture_layer_gzip());
+    let zst = pipe("zstd", &["-q", "-c"], &tar);
+    let zimg = image(&store, cfg.clone(), &[(MEDIA_OCI_LAYER_ZSTD, zst)], false);
+    let name_z = format!("{}/kreg/ctr-zstd:1", reg.host());
+    registry::push(&store, &zimg, &name_z, &PushOptions::default(), &|_| {}).unwrap();
+    let name_g = format!("{}/kreg/ctr-gzip:1", reg.host());
+    registry::push(&store, &amd, &name_g, &PushOptions::default(), &|_| {}).unwrap();
+
+    let mut ctrd = Containerd::start();
+    for (name, digest) in [(&name_z, &zimg.digest), (&name_g, &amd.digest)] {
+        ctrd.ctr(&["image", "pull", "--plain-http", name])
+            .timeout(Duration::from_secs(120))
+            .ok();
+        let ls = ctrd.ctr(&["image", "ls"]).ok().stdout;
+        let line = ls
+            .lines()
+            .find(|l| l.starts_with(name.as_str()))
+            .unwrap_or_else(|| panic!("{ls}"));
+        assert!(
+            line.contains(digest.as_str()),
+            "ctr has {name} at {digest}: {line}"
+        );
+        // Unpacked: a snapshot exists for the image's chain.
+        let check = ctrd.ctr(&["image", "check"]).ok().stdout;
+        assert!(
+            check
+                .lines()
+                .any(|l| l.starts_with(name.as_str()) && l.contains("complete")),
+            "{check}"
+        );
+    }
+
+    // ctr push → kapsel pull.
+    ctrd.import(&Fixtures::get().oci_archive());
+    let dest = format!("{}/kreg/from-ctr:1", reg.host());
+    ctrd.ctr(&[
+        "image",
+        "push",
+        "--plain-http",
+        &dest,
+        "docker.io/library/busybox:latest",
+    ])
+    .timeout(Duration::from_secs(120))
+    .ok();
+    ctrd.stop();
+    let (_d2, s2) = new_store();
+    let p = registry::pull(&s2, &dest, &opts(), &|_| {}).unwrap();
+    assert_eq!(p.manifest.digest, digest_env("MANIFEST_DIGEST"));
+    check_pulled(&s2, &p);
+}
