@@ -681,3 +681,245 @@ mod tests {
         );
     }
 }
+
+/// A registry that misbehaves on purpose (the real one never serves wrong bytes or 500s):
+/// scripted answers by path, over real TCP.
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use crate::content::local::LocalStore;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    type Route = Box<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+
+    fn reply(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut v = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{headers}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// Serves `route(request line)`; `None` closes the connection without an answer.
+    fn serve(route: Route) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let route = std::sync::Arc::new(route);
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { return };
+                let route = route.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    loop {
+                        let mut first = String::new();
+                        if r.read_line(&mut first).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            let mut l = String::new();
+                            if r.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                                break;
+                            }
+                        }
+                        match route(first.trim()) {
+                            Some(b) => {
+                                if (&s).write_all(&b).is_err() {
+                                    return;
+                                }
+                                // "X-Close: 1" in a scripted answer: hang up after it.
+                                if b.windows(10).any(|w| w == b"X-Close: 1") {
+                                    return;
+                                }
+                            }
+                            None => return,
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn image() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                .to_vec();
+        let layer = vec![7u8; 100_000];
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{MEDIA_OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+            Digest::of(&config),
+            config.len(),
+            Digest::of(&layer),
+            layer.len()
+        );
+        (m.into_bytes(), config, layer)
+    }
+
+    fn manifest_route(m: Vec<u8>) -> impl Fn(&str) -> Option<Vec<u8>> + Send + Sync {
+        move |line: &str| {
+            if line.contains("/manifests/") {
+                let h = format!(
+                    "Content-Type: {MEDIA_OCI_MANIFEST}\r\nDocker-Content-Digest: {}\r\n",
+                    Digest::of(&m)
+                );
+                if line.starts_with("HEAD") {
+                    // A HEAD answer announces the length without a body.
+                    let r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{h}\r\n", m.len());
+                    return Some(r.into_bytes());
+                }
+                return Some(reply("200 OK", &h, &m));
+            }
+            None
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, LocalStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn a_blob_with_the_wrong_bytes_is_refused_and_not_kept() {
+        let (m, config, layer) = image();
+        let (cd, ld) = (Digest::of(&config), Digest::of(&layer));
+        let mr = manifest_route(m);
+        let ld2 = ld.clone();
+        let port = serve(Box::new(move |line| {
+            if line.contains(&format!("/blobs/{cd}")) {
+                return Some(reply("200 OK", "", &config));
+            }
+            if line.contains(&format!("/blobs/{ld2}")) {
+                return Some(reply("200 OK", "", &vec![8u8; 100_000])); // same size, other bytes
+            }
+            mr(line)
+        }));
+        let (_d, s) = store();
+        let e = pull(
+            &s,
+            &format!("127.0.0.1:{port}/evil:1"),
+            &PullOptions::default(),
+            &|_| {},
+        )
+        .unwrap_err();
+        match &e {
+            Error::Blob {
+                digest,
+                source: content::Error::DigestMismatch { .. },
+                ..
+            } => assert_eq!(*digest, ld),
+            other => panic!("want a digest mismatch on the layer, got {other}"),
+        }
+        assert!(e.to_string().contains(ld.as_str()), "{e}");
+        assert!(s.info(&ld).is_err());
+        assert!(
+            s.ingests().unwrap().is_empty(),
+            "the bad bytes are not kept for a resume"
+        );
+    }
+
+    #[test]
+    fn registry_errors_are_reported_with_the_reference() {
+        let port = serve(Box::new(|line| {
+            if line.contains("/manifests/broken") {
+                return Some(reply(
+                    "500 Internal Server Error",
+                    "Content-Type: application/json\r\n",
+                    br#"{"errors":[{"code":"UNKNOWN","message":"storage on fire"}]}"#,
+                ));
+            }
+            if line.contains("/manifests/denied") {
+                return Some(reply(
+                    "403 Forbidden",
+                    "",
+                    br#"{"errors":[{"code":"DENIED","message":"no way"}]}"#,
+                ));
+            }
+            if line.contains("/manifests/noauth") {
+                return Some(reply("401 Unauthorized", "", b""));
+            }
+            if line.contains("/manifests/garbage") {
+                return Some(reply(
+                    "200 OK",
+                    &format!("Content-Type: {MEDIA_OCI_MANIFEST}\r\n"),
+                    b"{not json",
+                ));
+            }
+            None // drop the connection
+        }));
+        let (_d, s) = store();
+        let host = format!("127.0.0.1:{port}");
+        let err = |tag: &str| {
+            pull(
+                &s,
+                &format!("{host}/app:{tag}"),
+                &PullOptions::default(),
+                &|_| {},
+            )
+            .unwrap_err()
+        };
+        let e = err("broken");
+        assert!(
+            matches!(&e, Error::Registry { status: 500, code, .. } if code == "UNKNOWN"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("storage on fire") && e.to_string().contains("app:broken"),
+            "{e}"
+        );
+        let e = err("denied");
+        assert!(matches!(e, Error::Denied { .. }), "{e}");
+        let e = err("noauth");
+        assert!(
+            e.to_string().contains(&format!("run kapsel login {host}")),
+            "{e}"
+        );
+        let e = err("garbage");
+        assert!(e.to_string().contains("invalid image manifest"), "{e}");
+        let e = err("dropped");
+        assert!(matches!(e, Error::Connection { .. }), "{e}");
+        assert!(s.list().unwrap().iter().all(|i| i.size > 0));
+    }
+
+    #[test]
+    fn a_connection_dropped_on_every_try_keeps_the_ingest_for_later() {
+        let (m, config, layer) = image();
+        let (cd, ld) = (Digest::of(&config), Digest::of(&layer));
+        let mr = manifest_route(m);
+        let half = layer[..50_000].to_vec();
+        let ld2 = ld.clone();
+        let port = serve(Box::new(move |line| {
+            if line.contains(&format!("/blobs/{cd}")) {
+                return Some(reply("200 OK", "", &config));
+            }
+            if line.contains(&format!("/blobs/{ld2}")) {
+                // Announces the whole blob, sends half, then the connection closes.
+                let mut r = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Close: 1\r\n\r\n",
+                    100_000
+                )
+                .into_bytes();
+                r.extend_from_slice(&half);
+                return Some(r);
+            }
+            mr(line)
+        }));
+        let (_d, s) = store();
+        let e = pull(
+            &s,
+            &format!("127.0.0.1:{port}/cut:1"),
+            &PullOptions::default(),
+            &|_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Connection { .. }), "{e}");
+        assert!(s.info(&ld).is_err());
+        let ing = s.ingests().unwrap();
+        assert_eq!(ing.len(), 1);
+        assert_eq!(ing[0].expected.as_ref(), Some(&ld));
+    }
+}
