@@ -183,6 +183,13 @@ impl<'a> Puller<'a> {
                 self.label_existing(&d.digest)?;
                 return Ok((d.clone(), data));
             }
+        } else if let Ok(dig) = object.parse::<Digest>() {
+            if let Ok(data) = self.store.read_all(&dig) {
+                self.label_existing(&dig)?;
+                let mt = media_type_of(&data, None);
+                let size = data.len() as u64;
+                return Ok((descriptor(mt, dig, size), data));
+            }
         }
         let url = self
             .s
