@@ -363,8 +363,19 @@ impl Store for LocalStore {
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
             let entry = entry.map_err(io_err("read directory", &dir))?;
-            if let Some(s) = self.ingest_status(&entry.path())? {
-                out.push(s);
+            let path = entry.path();
+            match self.ingest_status(&path)? {
+                Some(s) => out.push(s),
+                None => {
+                    // No `ref`: a writer crashed before writing it (or is about to). Nobody can
+                    // name it to abort it: removed here when no writer holds it.
+                    if let Ok(lock) = self.lock_ingest("(unnamed)", &path) {
+                        if !path.join("ref").exists() {
+                            let _ = fs::remove_dir_all(&path);
+                        }
+                        drop(lock);
+                    }
+                }
             }
         }
         out.sort_by(|a, b| a.reference.cmp(&b.reference));
@@ -587,5 +598,27 @@ mod tests {
         w.commit(None, BTreeMap::new()).unwrap();
         assert!(!ing.exists());
         assert_eq!(fs::read(s.blob_path(&d)).unwrap(), b"hello");
+    }
+}
+
+#[cfg(test)]
+mod crash_tests {
+    use super::*;
+
+    #[test]
+    fn an_ingest_without_its_ref_is_cleaned_by_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        // What a crash between the lock and the `ref` file leaves.
+        let orphan = dir.path().join("ingest").join(Digest::of(b"x").hex());
+        fs::create_dir_all(&orphan).unwrap();
+        fs::write(orphan.join("lock"), b"").unwrap();
+        fs::write(orphan.join("data"), b"partial").unwrap();
+        assert!(s.ingests().unwrap().is_empty());
+        assert!(!orphan.exists());
+        // A live ingest is listed and kept.
+        let mut w = s.writer("live", None).unwrap();
+        w.write_all(b"abc").unwrap();
+        assert_eq!(s.ingests().unwrap().len(), 1);
     }
 }
