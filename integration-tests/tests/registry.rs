@@ -727,6 +727,8 @@ struct Proxy {
     cut: Arc<Mutex<Option<(String, usize)>>>,
     /// Refuse (close at once) every connection from now on.
     refuse: Arc<AtomicUsize>,
+    /// At the cut, stall (send nothing more, keep the connection) instead of closing.
+    stall: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -736,7 +738,8 @@ impl Proxy {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let cut: Arc<Mutex<Option<(String, usize)>>> = Arc::new(Mutex::new(None));
         let refuse = Arc::new(AtomicUsize::new(0));
-        let (rq, ct, rf) = (requests.clone(), cut.clone(), refuse.clone());
+        let stall = Arc::new(AtomicUsize::new(0));
+        let (rq, ct, rf, st) = (requests.clone(), cut.clone(), refuse.clone(), stall.clone());
         std::thread::spawn(move || {
             for client in l.incoming() {
                 let Ok(client) = client else { return };
@@ -747,7 +750,7 @@ impl Proxy {
                 let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
-                let (rq, ct) = (rq.clone(), ct.clone());
+                let (rq, ct, st) = (rq.clone(), ct.clone(), st.clone());
                 // The current request's first line, shared by both directions.
                 let current = Arc::new(Mutex::new(String::new()));
                 let cur2 = current.clone();
@@ -812,6 +815,9 @@ impl Proxy {
                                     let keep = limit.saturating_sub(sent_for_cut);
                                     let _ = client.write_all(&buf[..keep]);
                                     *ct.lock().unwrap() = None;
+                                    if st.load(Ordering::SeqCst) > 0 {
+                                        std::thread::sleep(Duration::from_secs(60));
+                                    }
                                     let _ = client.shutdown(Shutdown::Both);
                                     let _ = up.shutdown(Shutdown::Both);
                                     return;
@@ -832,6 +838,7 @@ impl Proxy {
             requests,
             cut,
             refuse,
+            stall,
         }
     }
 
@@ -1475,4 +1482,94 @@ fn containerd_pulls_what_we_push_and_we_pull_what_it_pushes() {
     let p = registry::pull(&s2, &dest, &opts(), &|_| {}).unwrap();
     assert_eq!(p.manifest.digest, digest_env("MANIFEST_DIGEST"));
     check_pulled(&s2, &p);
+}
+
+/// The child side of `sigkill_in_the_middle_of_a_pull`: pulls `$KREG_CHILD_REF` into the
+/// store at `$KREG_CHILD_STORE` (and is killed meanwhile). Without those variables (a normal
+/// test run) there is nothing to do.
+#[test]
+fn sigkill_child_helper() {
+    let (Some(dir), Some(name)) = (
+        std::env::var_os("KREG_CHILD_STORE"),
+        std::env::var_os("KREG_CHILD_REF"),
+    ) else {
+        return;
+    };
+    let store = LocalStore::open(Path::new(&dir)).unwrap();
+    let _ = registry::pull(&store, name.to_str().unwrap(), &opts(), &|_| {});
+    panic!("the pull was meant to be killed before it ended");
+}
+
+/// A process pulling is SIGKILLed in the middle of a layer: no blob is visible for it, the
+/// ingest keeps what arrived, and the next pull (another process) resumes from there.
+#[test]
+fn sigkill_in_the_middle_of_a_pull() {
+    let reg = Registry::start("");
+    skopeo_push(&format!("{}/kreg/killed:1", reg.host()), None);
+    let layer = digest_env("LAYER_DIGEST");
+    let proxy = Proxy::start(reg.port);
+    proxy.stall.store(1, Ordering::SeqCst);
+    *proxy.cut.lock().unwrap() = Some((format!("/blobs/{layer}"), 500_000));
+    let (dir, store) = new_store();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sigkill_child_helper", "--nocapture"])
+        .env("KREG_CHILD_STORE", dir.path())
+        .env("KREG_CHILD_REF", format!("{}/kreg/killed:1", proxy.host()))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ing = store.ingests().unwrap();
+        if ing
+            .iter()
+            .any(|i| i.expected.as_ref() == Some(&layer) && i.offset >= 400_000)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the child never got 400 kB of the layer: {ing:?}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    assert!(
+        store.info(&layer).is_err(),
+        "no partial layer under its digest"
+    );
+    // The layer's ingest keeps what arrived (the config may be unfinished too).
+    let ing = store.ingests().unwrap();
+    let kept = ing
+        .iter()
+        .find(|i| i.expected.as_ref() == Some(&layer))
+        .unwrap_or_else(|| panic!("{ing:?}"))
+        .offset;
+    assert!((400_000..=500_000).contains(&kept), "{kept}");
+    for i in store.list().unwrap() {
+        let data = store.read_all(&i.digest).unwrap();
+        assert_eq!(Digest::of(&data), i.digest, "every visible blob is whole");
+    }
+
+    let proxy = Proxy::start(reg.port);
+    let p = registry::pull(
+        &store,
+        &format!("{}/kreg/killed:1", proxy.host()),
+        &opts(),
+        &|_| {},
+    )
+    .unwrap();
+    check_pulled(&store, &p);
+    let reqs = proxy.requests();
+    assert!(
+        reqs.iter().any(|r| r.contains(&format!("/blobs/{layer}"))
+            && r.contains(&format!("Range: bytes={kept}-"))),
+        "resumed at {kept}: {reqs:#?}"
+    );
 }

@@ -365,6 +365,21 @@ impl Store for LocalStore {
             let entry = entry.map_err(io_err("read directory", &dir))?;
             let path = entry.path();
             match self.ingest_status(&path)? {
+                // A crash between the rename into place and the removal of the ingest: the
+                // blob is committed, only the bookkeeping is left.
+                Some(s)
+                    if !path.join("data").exists()
+                        && s.expected
+                            .as_ref()
+                            .is_some_and(|d| self.blob_path(d).exists()) =>
+                {
+                    if let Ok(lock) = self.lock_ingest(&s.reference, &path) {
+                        if !path.join("data").exists() {
+                            let _ = fs::remove_dir_all(&path);
+                        }
+                        drop(lock);
+                    }
+                }
                 Some(s) => out.push(s),
                 None => {
                     // No `ref`: a writer crashed before writing it (or is about to). Nobody can
@@ -616,6 +631,19 @@ mod crash_tests {
         fs::write(orphan.join("data"), b"partial").unwrap();
         assert!(s.ingests().unwrap().is_empty());
         assert!(!orphan.exists());
+        // What a crash between the rename of the data into place and the removal leaves.
+        let d = Digest::of(b"blob");
+        let mut w = s.writer("committed", Some((&d, 4))).unwrap();
+        w.write_all(b"blob").unwrap();
+        drop(w);
+        let ing = dir
+            .path()
+            .join("ingest")
+            .join(Digest::of(b"committed").hex());
+        fs::rename(ing.join("data"), s.blob_path(&d)).unwrap();
+        assert!(s.ingests().unwrap().is_empty());
+        assert!(!ing.exists());
+        assert_eq!(s.read_all(&d).unwrap(), b"blob");
         // A live ingest is listed and kept.
         let mut w = s.writer("live", None).unwrap();
         w.write_all(b"abc").unwrap();
