@@ -1398,10 +1398,25 @@ fn throughput_beside_skopeo() {
     let push = t.elapsed().as_secs_f64();
 
     let (_d2, s2) = new_store();
+    // The layer hook sees each layer once, in order, already in the store.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (seen2, store2) = (
+        seen.clone(),
+        Arc::new(LocalStore::open(_d2.path()).unwrap()),
+    );
+    let o = PullOptions {
+        on_layer: Some(Arc::new(move |i, d: &Descriptor| {
+            store2.info(&d.digest).map_err(|e| e.to_string())?;
+            seen2.lock().unwrap().push(i);
+            Ok(())
+        })),
+        ..opts()
+    };
     let t = Instant::now();
-    let p = registry::pull(&s2, &name, &opts(), &|_| {}).unwrap();
+    let p = registry::pull(&s2, &name, &o, &|_| {}).unwrap();
     let pull = t.elapsed().as_secs_f64();
     check_pulled(&s2, &p);
+    assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
 
     let out = tempfile::Builder::new()
         .prefix("kreg-skopeo-")
