@@ -1273,6 +1273,78 @@ mod archives {
         );
     }
 
+    /// podman and containerd load both export formats; the images keep our digests.
+    #[test]
+    fn podman_and_containerd_load_our_exports() {
+        use kapsel_integration_tests::clients::{Containerd, Podman};
+        require_root();
+        let (_d, store) = new_store();
+        let images = two_images(&store);
+        let dir = tempfile::Builder::new()
+            .prefix("kreg-load-")
+            .tempdir()
+            .unwrap();
+        let paths: Vec<(Format, PathBuf)> = [Format::DockerArchive, Format::OciLayout]
+            .into_iter()
+            .map(|f| {
+                let p = dir.path().join(format!("{f:?}.tar"));
+                archive::export(&store, &images, std::fs::File::create(&p).unwrap(), f).unwrap();
+                (f, p)
+            })
+            .collect();
+
+        let podman = Podman::new(Path::new("/usr/bin/crun"), &Fixtures::get().oci_archive());
+        // podman 4.3 loads one image per OCI archive ("more than one image in oci, choose an
+        // image"): the OCI case exports the second image alone.
+        let single = dir.path().join("single-oci.tar");
+        archive::export(
+            &store,
+            &images[1..],
+            std::fs::File::create(&single).unwrap(),
+            Format::OciLayout,
+        )
+        .unwrap();
+        for (f, p, imgs) in [
+            (Format::DockerArchive, &paths[0].1, &images[..]),
+            (Format::OciLayout, &single, &images[1..]),
+        ] {
+            podman.cmd(&["rmi", "-af"]).output();
+            let out = podman.cmd(&["load", "-i", p.to_str().unwrap()]).ok();
+            for (name, target) in imgs {
+                assert!(out.stdout.contains(name.as_str()), "{f:?}: {}", out.stdout);
+                let id = podman
+                    .cmd(&["image", "inspect", "--format", "{{.Id}}", name])
+                    .ok()
+                    .stdout;
+                assert_eq!(
+                    format!("sha256:{}", id.trim()),
+                    config_of(&store, target).as_str(),
+                    "{f:?}: podman's image id of {name} is our config digest"
+                );
+            }
+        }
+        drop(podman);
+
+        let mut ctrd = Containerd::start();
+        for (f, p) in &paths {
+            ctrd.ctr(&["image", "import", "--all-platforms", p.to_str().unwrap()])
+                .timeout(Duration::from_secs(120))
+                .ok();
+            let ls = ctrd.ctr(&["image", "ls"]).ok().stdout;
+            for (name, target) in &images {
+                let line = ls
+                    .lines()
+                    .find(|l| l.starts_with(&format!("{name} ")))
+                    .unwrap_or_else(|| panic!("{f:?}: ctr has no {name}:\n{ls}"));
+                if *f == Format::OciLayout {
+                    assert!(line.contains(target.digest.as_str()), "{f:?}: {line}");
+                }
+            }
+            ctrd.ctr(&["image", "rm", &images[0].0, &images[1].0]).ok();
+        }
+        ctrd.stop();
+    }
+
     #[test]
     fn docker_loads_our_export_and_we_load_docker_save() {
         require_root();
