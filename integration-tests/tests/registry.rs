@@ -1571,16 +1571,16 @@ fn containerd_pulls_what_we_push_and_we_pull_what_it_pushes() {
     check_pulled(&s2, &p);
 }
 
-/// The child side of `sigkill_in_the_middle_of_a_pull`: pulls `$KREG_CHILD_REF` into the
-/// store at `$KREG_CHILD_STORE` (and is killed meanwhile). Without those variables (a normal
-/// test run) there is nothing to do.
+/// The child side of `sigkill_in_the_middle_of_a_pull` (run by it with `--ignored --exact`):
+/// pulls `$KREG_CHILD_REF` into the store at `$KREG_CHILD_STORE` and is killed meanwhile.
 #[test]
+#[ignore = "run as a child process by sigkill_in_the_middle_of_a_pull"]
 fn sigkill_child_helper() {
     let (Some(dir), Some(name)) = (
         std::env::var_os("KREG_CHILD_STORE"),
         std::env::var_os("KREG_CHILD_REF"),
     ) else {
-        return;
+        panic!("set KREG_CHILD_STORE and KREG_CHILD_REF (sigkill_in_the_middle_of_a_pull does)");
     };
     let store = LocalStore::open(Path::new(&dir)).unwrap();
     let _ = registry::pull(&store, name.to_str().unwrap(), &opts(), &|_| {});
@@ -1599,7 +1599,12 @@ fn sigkill_in_the_middle_of_a_pull() {
     *proxy.cut.lock().unwrap() = Some((format!("/blobs/{layer}"), 500_000));
     let (dir, store) = new_store();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "sigkill_child_helper", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "sigkill_child_helper",
+            "--nocapture",
+        ])
         .env("KREG_CHILD_STORE", dir.path())
         .env("KREG_CHILD_REF", format!("{}/kreg/killed:1", proxy.host()))
         .stdout(Stdio::null())
