@@ -698,10 +698,11 @@ fn cross_repository_mount_on_push() {
         );
     }
     let log = reg.log();
+    let layer = &p.layers[0].digest;
     assert!(
-        log.contains("mount=") && log.contains("from=kreg%2Fsource")
-            || log.contains("from=kreg/source"),
-        "the registry log shows the mount request"
+        log.lines()
+            .any(|l| l.contains(&format!("mount={layer}&from=kreg/source")) && l.contains(" 201 ")),
+        "the registry log shows the mount answered 201:\n{log}"
     );
     // The copy is complete: a fresh pull from it works; pushing again finds everything there.
     let (_d2, s2) = new_store();
