@@ -517,6 +517,53 @@ fn pushes_a_multi_arch_index_that_skopeo_reads_and_pulls_by_platform() {
         e.contains("linux/s390x") && e.contains("linux/amd64") && e.contains("linux/arm64/v8"),
         "{e}"
     );
+
+    // The same with Docker media types: a manifest list of Docker v2 schema 2 manifests.
+    let gz = fixture_layer_gzip();
+    let mut arm_cfg = cfg.clone();
+    arm_cfg.architecture = "arm64".into();
+    let d_amd = image(
+        &store,
+        cfg.clone(),
+        &[(MEDIA_DOCKER_LAYER_GZIP, gz.clone())],
+        true,
+    );
+    let d_arm = image(&store, arm_cfg, &[(MEDIA_DOCKER_LAYER_GZIP, gz)], true);
+    let list = Index {
+        schema_version: 2,
+        media_type: Some(kapsel_manager::oci::MEDIA_DOCKER_LIST.into()),
+        manifests: vec![
+            Descriptor {
+                platform: Some(plat("arm64", None)),
+                ..d_arm.clone()
+            },
+            Descriptor {
+                platform: Some(plat("amd64", None)),
+                ..d_amd.clone()
+            },
+        ],
+        annotations: None,
+    };
+    let list_d = put(
+        &store,
+        &serde_json::to_vec(&list).unwrap(),
+        kapsel_manager::oci::MEDIA_DOCKER_LIST,
+    );
+    let name = format!("{}/kreg/multi-docker:1", reg.host());
+    registry::push(&store, &list_d, &name, &PushOptions::default(), &|_| {}).unwrap();
+    for (platform, want) in [("linux/amd64", &d_amd), ("linux/arm64", &d_arm)] {
+        let (_d4, s4) = new_store();
+        let o = PullOptions {
+            platform: registry::parse_platform(platform).unwrap(),
+            ..opts()
+        };
+        let p = registry::pull(&s4, &name, &o, &|_| {}).unwrap();
+        assert_eq!(p.target.digest, list_d.digest);
+        assert_eq!(p.target.media_type, kapsel_manager::oci::MEDIA_DOCKER_LIST);
+        assert_eq!(p.manifest.digest, want.digest, "{platform}");
+        assert_eq!(p.manifest.media_type, MEDIA_DOCKER_MANIFEST);
+        check_pulled(&s4, &p);
+    }
 }
 
 #[test]
