@@ -350,6 +350,15 @@ fn pulls_what_skopeo_pushed_and_pulls_again_without_downloading() {
             && e.current == p.layers[0].size
     });
     assert!(layer_done, "progress reports the layer done");
+    let ev = events.lock().unwrap();
+    for state in [ProgressState::Waiting, ProgressState::Done] {
+        assert!(
+            ev.iter()
+                .any(|e| e.digest == p.target.digest && e.state == state),
+            "the manifest is reported {state:?} too: {ev:?}"
+        );
+    }
+    drop(ev);
     // The source is recorded for cross-repository mounts.
     let labels = store.info(&p.layers[0].digest).unwrap().labels;
     assert_eq!(

@@ -168,27 +168,59 @@ impl<'a> Puller<'a> {
         }
     }
 
-    /// GETs a manifest or index by tag or digest; verifies it against the digest asked for or
-    /// announced. Returns its descriptor and bytes (also stored).
+    fn report(&self, d: &Descriptor, state: ProgressState) {
+        (self.progress)(Progress {
+            digest: d.digest.clone(),
+            media_type: d.media_type.clone(),
+            total: d.size,
+            current: if state == ProgressState::Waiting {
+                0
+            } else {
+                d.size
+            },
+            state,
+        });
+    }
+
+    /// [`Self::fetch_one_manifest`], reported as progress like blobs are (Waiting, then Exists
+    /// or Done), so a caller that protects what a pull writes sees the manifests too.
     fn fetch_manifest(
         &self,
         object: &str,
         known: Option<&Descriptor>,
     ) -> Result<(Descriptor, Vec<u8>)> {
+        let (d, data, fetched) = self.fetch_one_manifest(object, known)?;
+        if fetched {
+            self.report(&d, ProgressState::Done);
+        } else {
+            self.report(&d, ProgressState::Waiting);
+            self.report(&d, ProgressState::Exists);
+        }
+        Ok((d, data))
+    }
+
+    /// GETs a manifest or index by tag or digest; verifies it against the digest asked for or
+    /// announced. Returns its descriptor and bytes (also stored), and whether it was
+    /// downloaded.
+    fn fetch_one_manifest(
+        &self,
+        object: &str,
+        known: Option<&Descriptor>,
+    ) -> Result<(Descriptor, Vec<u8>, bool)> {
         let what =
             format!("{}/{}:{object}", self.s.host(), self.s.repo()).replace(":sha256:", "@sha256:");
         // Already in the store (pull of a digest seen before).
         if let Some(d) = known {
             if let Ok(data) = self.store.read_all(&d.digest) {
                 self.label_existing(&d.digest)?;
-                return Ok((d.clone(), data));
+                return Ok((d.clone(), data, false));
             }
         } else if let Ok(dig) = object.parse::<Digest>() {
             if let Ok(data) = self.store.read_all(&dig) {
                 self.label_existing(&dig)?;
                 let mt = media_type_of(&data, None);
                 let size = data.len() as u64;
-                return Ok((descriptor(mt, dig, size), data));
+                return Ok((descriptor(mt, dig, size), data, false));
             }
         }
         let url = self
@@ -211,7 +243,7 @@ impl<'a> Puller<'a> {
                         self.label_existing(&dig)?;
                         let mt = media_type_of(&data, ct.as_deref());
                         let size = data.len() as u64;
-                        return Ok((descriptor(mt, dig, size), data));
+                        return Ok((descriptor(mt, dig, size), data, false));
                     }
                 }
             } else if head.status == 404 {
@@ -263,9 +295,11 @@ impl<'a> Puller<'a> {
             }
         }
         let mt = media_type_of(&data, ct.as_deref());
-        self.store_bytes(&actual, &data)?;
         let size = data.len() as u64;
-        Ok((descriptor(mt, actual, size), data))
+        let d = descriptor(mt, actual, size);
+        self.report(&d, ProgressState::Waiting);
+        self.store_bytes(&d.digest, &data)?;
+        Ok((d, data, true))
     }
 
     /// Fetches one blob into the store unless it is there; resumes an interrupted ingest.
