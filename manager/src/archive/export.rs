@@ -4,7 +4,8 @@
 //! images give the same bytes. Docker-archive layers are uncompressed tars named by their
 //! diff_id (`<hex>/layer.tar`), as skopeo writes them and `docker load` reads them; compressed
 //! layers are decompressed on the way (through a temporary blob, verified against the diff_id
-//! and removed afterwards).
+//! and removed afterwards). `RepoTags` hold full names (`docker.io/library/busybox:latest`):
+//! docker load shortens them as usual, and podman does not take a short name for `localhost/`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
@@ -165,9 +166,9 @@ fn docker_archive<W: Write>(
                 .map(|r| r.with_tag(r.tag.as_deref().unwrap_or("latest")));
             if let Some(e) = entries.get_mut(&mdesc.digest) {
                 if let (Some(t), Some(tags)) = (&tag, e.repo_tags.as_mut()) {
-                    tags.push(t.familiar());
+                    tags.push(t.to_string());
                 } else if let Some(t) = &tag {
-                    e.repo_tags = Some(vec![t.familiar()]);
+                    e.repo_tags = Some(vec![t.to_string()]);
                 }
                 continue;
             }
@@ -244,7 +245,7 @@ fn docker_archive<W: Write>(
                 mdesc.digest.clone(),
                 Entry {
                     config: cfg_path,
-                    repo_tags: tag.map(|t| vec![t.familiar()]),
+                    repo_tags: tag.map(|t| vec![t.to_string()]),
                     layers: layer_paths,
                 },
             );

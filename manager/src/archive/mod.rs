@@ -6,7 +6,11 @@
 //! in memory too. Then the archive's index (`index.json`, else `manifest.json`) says which
 //! images it holds. A docker-archive image gets an OCI manifest built for it (its layers are
 //! stored as they are in the archive: uncompressed tars, whose digests are their diff_ids).
-//! Paths that leave the archive (`..`, absolute, links pointing out) are refused.
+//! Paths that leave the archive (`..`, absolute, links pointing out) are refused. The archive
+//! itself may be gzip- or zstd-compressed.
+//!
+//! A failed import leaves no ingest behind; blobs it already committed (complete and verified)
+//! stay until garbage collection, since another operation may share them.
 
 mod export;
 
@@ -71,8 +75,6 @@ pub enum Error {
         #[source]
         source: content::Error,
     },
-    #[error("the archive is compressed ({0}): decompress it first")]
-    Compressed(&'static str),
     #[error("not an image archive: no index.json+oci-layout and no manifest.json")]
     NotAnArchive,
     #[error("archive {file}: invalid JSON: {source}")]
@@ -176,17 +178,16 @@ pub fn import(
     reader: impl Read,
     progress: &dyn Fn(Progress),
 ) -> Result<Vec<ImportedImage>> {
-    let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
-    {
-        use io::BufRead;
-        let head = reader.fill_buf().map_err(Error::Read)?;
-        if head.starts_with(&[0x1f, 0x8b]) {
-            return Err(Error::Compressed("gzip"));
-        }
-        if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            return Err(Error::Compressed("zstd"));
-        }
-    }
+    // `docker save | gzip` and zstd-compressed archives are read as they are, like docker load.
+    let mut buffered = io::BufReader::with_capacity(256 * 1024, reader);
+    let head = io::BufRead::fill_buf(&mut buffered).map_err(Error::Read)?;
+    let reader: Box<dyn Read + '_> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(Error::Read)?)
+    } else {
+        Box::new(buffered)
+    };
     let mut files: HashMap<String, Stored> = HashMap::new();
     let mut docs: HashMap<String, Vec<u8>> = HashMap::new();
     let mut links: Vec<(String, String)> = Vec::new();

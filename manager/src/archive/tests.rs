@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 
 use super::*;
@@ -293,10 +294,10 @@ fn refuses_bad_archives() {
         ("index.json", tar::EntryType::Regular, idx.as_bytes(), None),
     ]);
     assert!(matches!(import_bytes(&s, &t), Err(Error::Missing { .. })));
-    // Compressed and empty input.
+    // Broken compression and empty input.
     assert!(matches!(
         import_bytes(&s, &[0x1f, 0x8b, 8, 0]),
-        Err(Error::Compressed("gzip"))
+        Err(Error::Read(_))
     ));
     assert!(matches!(
         import_bytes(&s, &[0u8; 1024]),
@@ -349,4 +350,25 @@ fn docker_save_symlinked_layers_and_legacy_names() {
     let m: Manifest = serde_json::from_slice(&s.read_all(&imgs[0].target.digest).unwrap()).unwrap();
     assert_eq!(m.layers[0].digest, diff);
     assert_eq!(m.layers[1].digest, diff);
+}
+
+#[test]
+fn imports_gzip_and_zstd_compressed_archives() {
+    let mut raw = Vec::new();
+    open_fixture("busybox-docker.tar")
+        .read_to_end(&mut raw)
+        .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&raw).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::stream::encode_all(raw.as_slice(), 1).unwrap();
+    for data in [gz, zst] {
+        let (_d, s) = store();
+        let imgs = import_bytes(&s, &data).unwrap();
+        assert_eq!(imgs.len(), 1);
+        assert_eq!(
+            imgs[0].name.as_deref(),
+            Some("docker.io/library/busybox:latest")
+        );
+    }
 }

@@ -6,7 +6,8 @@
 //! blobs/sha256/<hex>            committed blobs (read-only once renamed here)
 //! labels/sha256/<hex>.json      labels of a blob (JSON object, replaced atomically)
 //! ingest/<sha256 of ref>/       one ingest in progress
-//!     data                      the bytes so far; flock(LOCK_EX) held by the one writer
+//!     lock                      flock(LOCK_EX) held by the one writer (and by commit/abort)
+//!     data                      the bytes so far
 //!     ref                       the caller's reference
 //!     expected, total           what the caller said the blob will be (optional)
 //!     updatedat                 seconds since the epoch of the last open or close
@@ -61,8 +62,10 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Writes `data` to `path` through a temporary file and a rename, so a reader sees the old or
-/// the new content, never a mix.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+/// the new content, never a mix. `durable` fsyncs the file first (labels); an ingest's
+/// bookkeeping files are not fsynced: after a crash they are at worst stale, and the bytes are
+/// verified against the digest at commit anyway.
+fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let tmp = path.with_extension(format!(
         "tmp.{}.{}",
@@ -72,7 +75,9 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let res = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
     if res.is_err() {
@@ -148,7 +153,7 @@ impl LocalStore {
             };
         }
         let data = serde_json::to_vec(labels).expect("labels serialise");
-        write_atomic(&p, &data)
+        write_atomic(&p, &data, true)
     }
 
     fn ingest_status(&self, dir: &Path) -> Result<Option<IngestStatus>> {
@@ -175,19 +180,26 @@ impl LocalStore {
         }))
     }
 
-    /// Opens and locks the data file of an ingest directory; retries when the directory was
-    /// removed (aborted) between the open and the lock.
+    /// Opens and locks the `lock` file of an ingest directory (created when missing). Whoever
+    /// removes the directory (commit, abort) holds this lock, so after a successful lock whose
+    /// file is still the one at the path, the directory stays. Retries when the directory was
+    /// removed between the open and the lock.
     fn lock_ingest(&self, reference: &str, dir: &Path) -> Result<Flock<File>> {
-        let data = dir.join("data");
-        for _ in 0..8 {
+        let data = dir.join("lock");
+        for _ in 0..64 {
             fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-            let f = OpenOptions::new()
+            let f = match OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(&data)
-                .map_err(io_err("open", &data))?;
+            {
+                Ok(f) => f,
+                // Removed between the mkdir and the open.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("open", &data)(e)),
+            };
             let locked = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
                 Ok(l) => l,
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -246,16 +258,23 @@ impl Store for LocalStore {
 
     fn writer(&self, reference: &str, expected: Option<(&Digest, u64)>) -> Result<Box<dyn Writer>> {
         let dir = self.ingest_dir(reference)?;
-        let mut file = self.lock_ingest(reference, &dir)?;
-        write_atomic(&dir.join("ref"), reference.as_bytes())?;
+        let lock = self.lock_ingest(reference, &dir)?;
+        let data = dir.join("data");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&data)
+            .map_err(io_err("open", &data))?;
+        write_atomic(&dir.join("ref"), reference.as_bytes(), true)?;
         if let Some((d, size)) = expected {
-            write_atomic(&dir.join("expected"), d.as_str().as_bytes())?;
-            write_atomic(&dir.join("total"), size.to_string().as_bytes())?;
+            write_atomic(&dir.join("expected"), d.as_str().as_bytes(), false)?;
+            write_atomic(&dir.join("total"), size.to_string().as_bytes(), false)?;
         }
-        write_atomic(&dir.join("updatedat"), now().to_string().as_bytes())?;
+        write_atomic(&dir.join("updatedat"), now().to_string().as_bytes(), false)?;
 
         // Resume: the digest state is rebuilt from the bytes already there.
-        let data = dir.join("data");
         let mut hasher = Sha256::new();
         let mut offset = 0u64;
         file.seek(SeekFrom::Start(0))
@@ -276,6 +295,7 @@ impl Store for LocalStore {
             dir,
             reference: reference.to_string(),
             file: Some(file),
+            lock: Some(lock),
             hasher,
             offset,
             expected: match expected {
@@ -343,8 +363,34 @@ impl Store for LocalStore {
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
             let entry = entry.map_err(io_err("read directory", &dir))?;
-            if let Some(s) = self.ingest_status(&entry.path())? {
-                out.push(s);
+            let path = entry.path();
+            match self.ingest_status(&path)? {
+                // A crash between the rename into place and the removal of the ingest: the
+                // blob is committed, only the bookkeeping is left.
+                Some(s)
+                    if !path.join("data").exists()
+                        && s.expected
+                            .as_ref()
+                            .is_some_and(|d| self.blob_path(d).exists()) =>
+                {
+                    if let Ok(lock) = self.lock_ingest(&s.reference, &path) {
+                        if !path.join("data").exists() {
+                            let _ = fs::remove_dir_all(&path);
+                        }
+                        drop(lock);
+                    }
+                }
+                Some(s) => out.push(s),
+                None => {
+                    // No `ref`: a writer crashed before writing it (or is about to). Nobody can
+                    // name it to abort it: removed here when no writer holds it.
+                    if let Ok(lock) = self.lock_ingest("(unnamed)", &path) {
+                        if !path.join("ref").exists() {
+                            let _ = fs::remove_dir_all(&path);
+                        }
+                        drop(lock);
+                    }
+                }
             }
         }
         out.sort_by(|a, b| a.reference.cmp(&b.reference));
@@ -390,7 +436,9 @@ struct LocalWriter {
     dir: PathBuf,
     reference: String,
     /// `None` once committed.
-    file: Option<Flock<File>>,
+    file: Option<File>,
+    /// Held until the ingest directory is gone or the writer dropped.
+    lock: Option<Flock<File>>,
     hasher: Sha256,
     offset: u64,
     expected: Option<(Digest, u64)>,
@@ -404,6 +452,7 @@ impl LocalWriter {
     fn discard(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
         self.file = None;
+        self.lock = None;
     }
 }
 
@@ -507,7 +556,11 @@ impl Drop for LocalWriter {
     fn drop(&mut self) {
         if self.file.is_some() {
             // Kept for a resume; mark when it was last touched.
-            let _ = write_atomic(&self.dir.join("updatedat"), now().to_string().as_bytes());
+            let _ = write_atomic(
+                &self.dir.join("updatedat"),
+                now().to_string().as_bytes(),
+                false,
+            );
         }
     }
 }
@@ -560,5 +613,40 @@ mod tests {
         w.commit(None, BTreeMap::new()).unwrap();
         assert!(!ing.exists());
         assert_eq!(fs::read(s.blob_path(&d)).unwrap(), b"hello");
+    }
+}
+
+#[cfg(test)]
+mod crash_tests {
+    use super::*;
+
+    #[test]
+    fn an_ingest_without_its_ref_is_cleaned_by_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        // What a crash between the lock and the `ref` file leaves.
+        let orphan = dir.path().join("ingest").join(Digest::of(b"x").hex());
+        fs::create_dir_all(&orphan).unwrap();
+        fs::write(orphan.join("lock"), b"").unwrap();
+        fs::write(orphan.join("data"), b"partial").unwrap();
+        assert!(s.ingests().unwrap().is_empty());
+        assert!(!orphan.exists());
+        // What a crash between the rename of the data into place and the removal leaves.
+        let d = Digest::of(b"blob");
+        let mut w = s.writer("committed", Some((&d, 4))).unwrap();
+        w.write_all(b"blob").unwrap();
+        drop(w);
+        let ing = dir
+            .path()
+            .join("ingest")
+            .join(Digest::of(b"committed").hex());
+        fs::rename(ing.join("data"), s.blob_path(&d)).unwrap();
+        assert!(s.ingests().unwrap().is_empty());
+        assert!(!ing.exists());
+        assert_eq!(s.read_all(&d).unwrap(), b"blob");
+        // A live ingest is listed and kept.
+        let mut w = s.writer("live", None).unwrap();
+        w.write_all(b"abc").unwrap();
+        assert_eq!(s.ingests().unwrap().len(), 1);
     }
 }

@@ -251,13 +251,11 @@ impl Session {
             format!("{realm}{sep}{}", q.join("&"))
         };
         let url = Url::parse(&full).map_err(|e| self.conn_err(realm, e))?;
-        if url.scheme == Scheme::Https && !plain_http(&url.authority(), &[]) {
+        if url.scheme == Scheme::Https {
             // A token server over TLS is as unsupported as a registry over TLS.
-            if !is_loopback(&url.host) {
-                return Err(Error::HttpsUnsupported {
-                    host: url.authority(),
-                });
-            }
+            return Err(Error::HttpsUnsupported {
+                host: url.authority(),
+            });
         }
         let mut headers = Vec::new();
         if let Some(c) = &self.creds {

@@ -680,6 +680,35 @@ mod tests {
     }
 
     #[test]
+    fn a_redirect_to_another_host_drops_the_credentials() {
+        let (storage, h2) = serve(vec!["HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nblob"]);
+        let redirect: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://localhost:{storage}/s3/blob?sig=1\r\nContent-Length: 0\r\n\r\n"
+            )
+            .into_boxed_str(),
+        );
+        let (reg, h1) = serve(vec![redirect]);
+        let c = Client::new();
+        let u = Url::parse(&format!("http://127.0.0.1:{reg}/v2/a/blobs/x")).unwrap();
+        let mut r = c
+            .request(
+                "GET",
+                &u,
+                &[("Authorization", "Bearer secret".into())],
+                Body::Empty,
+            )
+            .unwrap();
+        assert_eq!(r.read_body(10).unwrap(), b"blob");
+        assert_eq!(r.url.authority(), format!("localhost:{storage}"));
+        let (_, seen1) = h1.join().unwrap();
+        let (_, seen2) = h2.join().unwrap();
+        assert!(seen1[0].contains("Authorization: Bearer secret"));
+        assert!(seen2[0].starts_with("GET /s3/blob?sig=1 HTTP/1.1"));
+        assert!(!seen2[0].contains("Authorization"), "{}", seen2[0]);
+    }
+
+    #[test]
     fn truncated_body_is_an_error() {
         let (port, _h) = serve(vec![
             "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc",

@@ -8,6 +8,21 @@
 //! Every blob pulled is committed through the store, which verifies its digest and size. Blobs
 //! get the label `containerd.io/distribution.source.<registry>=<repository>[,<repository>...]`
 //! so a later push to the same registry can mount them across repositories.
+//!
+//! ```no_run
+//! use kapsel_manager::content::local::LocalStore;
+//! use kapsel_manager::registry::{self, auth, PullOptions};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = LocalStore::open(std::path::Path::new("/var/lib/kapsel/content"))?;
+//! let host = registry::Reference::parse("127.0.0.1:5000/app:1")?.registry;
+//! let opts = PullOptions {
+//!     credentials: auth::lookup(&host)?,
+//!     ..PullOptions::default()
+//! };
+//! let pulled = registry::pull(&store, "127.0.0.1:5000/app:1", &opts, &|p| eprintln!("{p:?}"))?;
+//! registry::push(&store, &pulled.target, "127.0.0.1:5000/copy:1", &Default::default(), &|_| {})?;
+//! # Ok(()) }
+//! ```
 
 pub mod auth;
 mod client;

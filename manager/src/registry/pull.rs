@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::client::{scope_pull, Session, Source};
@@ -168,20 +168,59 @@ impl<'a> Puller<'a> {
         }
     }
 
-    /// GETs a manifest or index by tag or digest; verifies it against the digest asked for or
-    /// announced. Returns its descriptor and bytes (also stored).
+    fn report(&self, d: &Descriptor, state: ProgressState) {
+        (self.progress)(Progress {
+            digest: d.digest.clone(),
+            media_type: d.media_type.clone(),
+            total: d.size,
+            current: if state == ProgressState::Waiting {
+                0
+            } else {
+                d.size
+            },
+            state,
+        });
+    }
+
+    /// [`Self::fetch_one_manifest`], reported as progress like blobs are (Waiting, then Exists
+    /// or Done), so a caller that protects what a pull writes sees the manifests too.
     fn fetch_manifest(
         &self,
         object: &str,
         known: Option<&Descriptor>,
     ) -> Result<(Descriptor, Vec<u8>)> {
+        let (d, data, fetched) = self.fetch_one_manifest(object, known)?;
+        if fetched {
+            self.report(&d, ProgressState::Done);
+        } else {
+            self.report(&d, ProgressState::Waiting);
+            self.report(&d, ProgressState::Exists);
+        }
+        Ok((d, data))
+    }
+
+    /// GETs a manifest or index by tag or digest; verifies it against the digest asked for or
+    /// announced. Returns its descriptor and bytes (also stored), and whether it was
+    /// downloaded.
+    fn fetch_one_manifest(
+        &self,
+        object: &str,
+        known: Option<&Descriptor>,
+    ) -> Result<(Descriptor, Vec<u8>, bool)> {
         let what =
             format!("{}/{}:{object}", self.s.host(), self.s.repo()).replace(":sha256:", "@sha256:");
         // Already in the store (pull of a digest seen before).
         if let Some(d) = known {
             if let Ok(data) = self.store.read_all(&d.digest) {
                 self.label_existing(&d.digest)?;
-                return Ok((d.clone(), data));
+                return Ok((d.clone(), data, false));
+            }
+        } else if let Ok(dig) = object.parse::<Digest>() {
+            if let Ok(data) = self.store.read_all(&dig) {
+                self.label_existing(&dig)?;
+                let mt = media_type_of(&data, None);
+                let size = data.len() as u64;
+                return Ok((descriptor(mt, dig, size), data, false));
             }
         }
         let url = self
@@ -204,7 +243,7 @@ impl<'a> Puller<'a> {
                         self.label_existing(&dig)?;
                         let mt = media_type_of(&data, ct.as_deref());
                         let size = data.len() as u64;
-                        return Ok((descriptor(mt, dig, size), data));
+                        return Ok((descriptor(mt, dig, size), data, false));
                     }
                 }
             } else if head.status == 404 {
@@ -256,9 +295,11 @@ impl<'a> Puller<'a> {
             }
         }
         let mt = media_type_of(&data, ct.as_deref());
-        self.store_bytes(&actual, &data)?;
         let size = data.len() as u64;
-        Ok((descriptor(mt, actual, size), data))
+        let d = descriptor(mt, actual, size);
+        self.report(&d, ProgressState::Waiting);
+        self.store_bytes(&d.digest, &data)?;
+        Ok((d, data, true))
     }
 
     /// Fetches one blob into the store unless it is there; resumes an interrupted ingest.
@@ -281,10 +322,12 @@ impl<'a> Puller<'a> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut w = self.writer(&format!("pull-{digest}"), digest, desc.size)?;
+            let ingest = format!("pull-{digest}");
+            let mut w = self.writer(&ingest, digest, desc.size)?;
             // Another pull may have committed it while we waited for the lock.
             if self.store.info(digest).is_ok() {
                 drop(w);
+                let _ = self.store.abort(&ingest);
                 self.label_existing(digest)?;
                 report(desc.size, ProgressState::Exists);
                 return Ok(());
@@ -493,39 +536,58 @@ pub fn pull(
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let first_err: Mutex<Option<Error>> = Mutex::new(None);
-    // Layers done, and the first layer not yet handed to `on_layer`.
-    let delivery = Mutex::new((vec![false; manifest.layers.len()], 0usize));
+    // Which layers are in the store; a separate thread hands them to `on_layer` in order, so
+    // a slow handler (unpacking) never holds up the downloads.
+    let done = Mutex::new(vec![false; manifest.layers.len()]);
+    let done_cv = Condvar::new();
     let fail = |e: Error| {
         stop.store(true, Ordering::SeqCst);
         let mut g = first_err.lock().expect("error lock");
         if g.is_none() {
             *g = Some(e);
         }
+        done_cv.notify_all();
     };
     let workers = opts.parallel.clamp(1, 16).min(jobs.len());
+    let remaining_workers = AtomicUsize::new(workers);
     std::thread::scope(|sc| {
         for _ in 0..workers {
-            sc.spawn(|| loop {
-                if stop.load(Ordering::SeqCst) {
-                    return;
+            sc.spawn(|| {
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(desc) = jobs.get(i) else { break };
+                    if let Err(e) = p.fetch_blob(desc, &stop) {
+                        fail(e);
+                        break;
+                    }
+                    if i > 0 {
+                        done.lock().expect("done lock")[i - 1] = true;
+                        done_cv.notify_all();
+                    }
                 }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(desc) = jobs.get(i) else { return };
-                if let Err(e) = p.fetch_blob(desc, &stop) {
-                    fail(e);
-                    return;
-                }
-                if i == 0 {
-                    continue; // the config
-                }
-                let Some(handler) = &opts.on_layer else {
-                    continue;
-                };
-                let mut g = delivery.lock().expect("delivery lock");
-                g.0[i - 1] = true;
-                while g.1 < g.0.len() && g.0[g.1] {
-                    let k = g.1;
-                    let l = &manifest.layers[k];
+                remaining_workers.fetch_sub(1, Ordering::SeqCst);
+                done_cv.notify_all();
+            });
+        }
+        if let Some(handler) = &opts.on_layer {
+            sc.spawn(|| {
+                for (k, l) in manifest.layers.iter().enumerate() {
+                    let mut g = done.lock().expect("done lock");
+                    while !g[k] {
+                        if stop.load(Ordering::SeqCst)
+                            || remaining_workers.load(Ordering::SeqCst) == 0
+                        {
+                            return;
+                        }
+                        g = done_cv
+                            .wait_timeout(g, Duration::from_millis(200))
+                            .expect("done lock")
+                            .0;
+                    }
+                    drop(g);
                     if let Err(message) = handler(k, l) {
                         fail(Error::LayerHandler {
                             reference: r.to_string(),
@@ -534,7 +596,6 @@ pub fn pull(
                         });
                         return;
                     }
-                    g.1 += 1;
                 }
             });
         }
@@ -659,5 +720,247 @@ mod tests {
             ),
             MEDIA_DOCKER_LIST
         );
+    }
+}
+
+/// A registry that misbehaves on purpose (the real one never serves wrong bytes or 500s):
+/// scripted answers by path, over real TCP.
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use crate::content::local::LocalStore;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    type Route = Box<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+
+    fn reply(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut v = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{headers}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// Serves `route(request line)`; `None` closes the connection without an answer.
+    fn serve(route: Route) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let route = std::sync::Arc::new(route);
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { return };
+                let route = route.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    loop {
+                        let mut first = String::new();
+                        if r.read_line(&mut first).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            let mut l = String::new();
+                            if r.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                                break;
+                            }
+                        }
+                        match route(first.trim()) {
+                            Some(b) => {
+                                if (&s).write_all(&b).is_err() {
+                                    return;
+                                }
+                                // "X-Close: 1" in a scripted answer: hang up after it.
+                                if b.windows(10).any(|w| w == b"X-Close: 1") {
+                                    return;
+                                }
+                            }
+                            None => return,
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn image() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                .to_vec();
+        let layer = vec![7u8; 100_000];
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{MEDIA_OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+            Digest::of(&config),
+            config.len(),
+            Digest::of(&layer),
+            layer.len()
+        );
+        (m.into_bytes(), config, layer)
+    }
+
+    fn manifest_route(m: Vec<u8>) -> impl Fn(&str) -> Option<Vec<u8>> + Send + Sync {
+        move |line: &str| {
+            if line.contains("/manifests/") {
+                let h = format!(
+                    "Content-Type: {MEDIA_OCI_MANIFEST}\r\nDocker-Content-Digest: {}\r\n",
+                    Digest::of(&m)
+                );
+                if line.starts_with("HEAD") {
+                    // A HEAD answer announces the length without a body.
+                    let r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{h}\r\n", m.len());
+                    return Some(r.into_bytes());
+                }
+                return Some(reply("200 OK", &h, &m));
+            }
+            None
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, LocalStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn a_blob_with_the_wrong_bytes_is_refused_and_not_kept() {
+        let (m, config, layer) = image();
+        let (cd, ld) = (Digest::of(&config), Digest::of(&layer));
+        let mr = manifest_route(m);
+        let ld2 = ld.clone();
+        let port = serve(Box::new(move |line| {
+            if line.contains(&format!("/blobs/{cd}")) {
+                return Some(reply("200 OK", "", &config));
+            }
+            if line.contains(&format!("/blobs/{ld2}")) {
+                return Some(reply("200 OK", "", &vec![8u8; 100_000])); // same size, other bytes
+            }
+            mr(line)
+        }));
+        let (_d, s) = store();
+        let e = pull(
+            &s,
+            &format!("127.0.0.1:{port}/evil:1"),
+            &PullOptions::default(),
+            &|_| {},
+        )
+        .unwrap_err();
+        match &e {
+            Error::Blob {
+                digest,
+                source: content::Error::DigestMismatch { .. },
+                ..
+            } => assert_eq!(*digest, ld),
+            other => panic!("want a digest mismatch on the layer, got {other}"),
+        }
+        assert!(e.to_string().contains(ld.as_str()), "{e}");
+        assert!(s.info(&ld).is_err());
+        assert!(
+            s.ingests().unwrap().is_empty(),
+            "the bad bytes are not kept for a resume"
+        );
+    }
+
+    #[test]
+    fn registry_errors_are_reported_with_the_reference() {
+        let port = serve(Box::new(|line| {
+            if line.contains("/manifests/broken") {
+                return Some(reply(
+                    "500 Internal Server Error",
+                    "Content-Type: application/json\r\n",
+                    br#"{"errors":[{"code":"UNKNOWN","message":"storage on fire"}]}"#,
+                ));
+            }
+            if line.contains("/manifests/denied") {
+                return Some(reply(
+                    "403 Forbidden",
+                    "",
+                    br#"{"errors":[{"code":"DENIED","message":"no way"}]}"#,
+                ));
+            }
+            if line.contains("/manifests/noauth") {
+                return Some(reply("401 Unauthorized", "", b""));
+            }
+            if line.contains("/manifests/garbage") {
+                return Some(reply(
+                    "200 OK",
+                    &format!("Content-Type: {MEDIA_OCI_MANIFEST}\r\n"),
+                    b"{not json",
+                ));
+            }
+            None // drop the connection
+        }));
+        let (_d, s) = store();
+        let host = format!("127.0.0.1:{port}");
+        let err = |tag: &str| {
+            pull(
+                &s,
+                &format!("{host}/app:{tag}"),
+                &PullOptions::default(),
+                &|_| {},
+            )
+            .unwrap_err()
+        };
+        let e = err("broken");
+        assert!(
+            matches!(&e, Error::Registry { status: 500, code, .. } if code == "UNKNOWN"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("storage on fire") && e.to_string().contains("app:broken"),
+            "{e}"
+        );
+        let e = err("denied");
+        assert!(matches!(e, Error::Denied { .. }), "{e}");
+        let e = err("noauth");
+        assert!(
+            e.to_string().contains(&format!("run kapsel login {host}")),
+            "{e}"
+        );
+        let e = err("garbage");
+        assert!(e.to_string().contains("invalid image manifest"), "{e}");
+        let e = err("dropped");
+        assert!(matches!(e, Error::Connection { .. }), "{e}");
+        assert!(s.list().unwrap().iter().all(|i| i.size > 0));
+    }
+
+    #[test]
+    fn a_connection_dropped_on_every_try_keeps_the_ingest_for_later() {
+        let (m, config, layer) = image();
+        let (cd, ld) = (Digest::of(&config), Digest::of(&layer));
+        let mr = manifest_route(m);
+        let half = layer[..50_000].to_vec();
+        let ld2 = ld.clone();
+        let port = serve(Box::new(move |line| {
+            if line.contains(&format!("/blobs/{cd}")) {
+                return Some(reply("200 OK", "", &config));
+            }
+            if line.contains(&format!("/blobs/{ld2}")) {
+                // Announces the whole blob, sends half, then the connection closes.
+                let mut r = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Close: 1\r\n\r\n",
+                    100_000
+                )
+                .into_bytes();
+                r.extend_from_slice(&half);
+                return Some(r);
+            }
+            mr(line)
+        }));
+        let (_d, s) = store();
+        let e = pull(
+            &s,
+            &format!("127.0.0.1:{port}/cut:1"),
+            &PullOptions::default(),
+            &|_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Connection { .. }), "{e}");
+        assert!(s.info(&ld).is_err());
+        let ing = s.ingests().unwrap();
+        assert_eq!(ing.len(), 1);
+        assert_eq!(ing[0].expected.as_ref(), Some(&ld));
     }
 }
