@@ -358,7 +358,9 @@ fn test_layers() -> Vec<Vec<u8>> {
         )
         .dir("sticky", m(0o1777))
         .symlink("etc/link", "passwd")
-        .file("big-hardlinked", b"shared inode", m(0o644));
+        .file("big-hardlinked", b"shared inode", m(0o644))
+        .dir("recreated", m(0o755))
+        .file("recreated/old", b"deleted with its directory", m(0o644));
     let mut l1 = TarWriter::new();
     l1.dir("etc", m(0o755).mtime(2100))
         .whiteout("etc", "gone")
@@ -367,7 +369,10 @@ fn test_layers() -> Vec<Vec<u8>> {
         .opaque("opaque")
         .file("opaque/fresh", b"only this", m(0o644))
         .hardlink("hl-of-lower", "big-hardlinked")
-        .whiteout("", "sticky");
+        .whiteout("", "sticky")
+        .whiteout("", "recreated")
+        .dir("recreated", m(0o750))
+        .file("recreated/new", b"n", m(0o644));
     let mut l2 = TarWriter::new();
     l2.file("etc/passwd", b"root:x:0:0::/root:/bin/ash\n", m(0o644))
         .dir("sticky", m(0o1777).mtime(3000))
@@ -430,6 +435,15 @@ fn check_test_image(root: &Path) {
         opaque,
         vec!["fresh"],
         "an opaque directory hides the lower contents"
+    );
+    let recreated: Vec<String> = fs::read_dir(root.join("recreated"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        recreated,
+        vec!["new"],
+        "deleted and recreated: only the new contents"
     );
     // Devices.
     let null = fs::symlink_metadata(root.join("dev/null")).unwrap();
@@ -681,16 +695,22 @@ fn unpack_speed_of_a_generated_layer() {
     fs::create_dir_all(&blobs).unwrap();
     let store = DirStore(blobs);
     let tar = generated_layer(256 << 20);
-    for media in [
+    let media_types = [
         oci::MEDIA_OCI_LAYER,
         oci::MEDIA_OCI_LAYER_GZIP,
         oci::MEDIA_OCI_LAYER_ZSTD,
-    ] {
+    ];
+    for (i, media) in media_types.into_iter().enumerate() {
         let (manifest, config) = image(&store, &[(media, tar.clone())]);
-        let sn = OverlaySnapshotter::open(&dir.path().join(format!("sn-{}", media.len()))).unwrap();
+        let sn = OverlaySnapshotter::open(&dir.path().join(format!("sn-{i}"))).unwrap();
+        let mut applied = false;
         let started = Instant::now();
-        let top = unpack::unpack_image(&store, &sn, &manifest, &config, &mut |_| {}).unwrap();
+        let top = unpack::unpack_image(&store, &sn, &manifest, &config, &mut |e| {
+            applied |= matches!(e, UnpackEvent::LayerDone { .. })
+        })
+        .unwrap();
         let took = started.elapsed();
+        assert!(applied, "{media}: the layer was unpacked, not skipped");
         assert_eq!(top, Digest::of(&tar).to_string());
         eprintln!(
             "generated layer {} MiB tar, {} MiB blob ({media}): {:?}, {:.0} MB/s of tar",

@@ -308,7 +308,13 @@ impl Applier<'_> {
             .map_err(io_err("open parent directory"))?;
         let pfd = parent.as_fd();
         let is_dir_entry = etype == EntryType::Directory;
+        // Overlay mode: a directory replacing this layer's own whiteout of the same name must
+        // hide the lower directory (what deleting and recreating it means).
+        let mut make_opaque = false;
         if let Some(st) = sys::lstat_at(pfd, &cn).map_err(io_err("stat"))? {
+            make_opaque = is_dir_entry
+                && self.opts.whiteouts == WhiteoutMode::Overlay
+                && is_whiteout_dev(&st);
             if !(is_dir_entry && sys::is_dir(&st)) {
                 sys::remove_all_at(pfd, &cn).map_err(io_err("replace"))?;
                 if sys::is_dir(&st) {
@@ -328,11 +334,17 @@ impl Applier<'_> {
                     f.write_all(&self.buf[..n]).map_err(io_err("write"))?;
                 }
             }
-            EntryType::Directory => match sys::mkdir_at(pfd, &cn, 0o700) {
-                Ok(()) => {}
-                Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(err) => return Err(io_err("mkdir")(err)),
-            },
+            EntryType::Directory => {
+                match sys::mkdir_at(pfd, &cn, 0o700) {
+                    Ok(()) => {}
+                    Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(err) => return Err(io_err("mkdir")(err)),
+                }
+                if make_opaque {
+                    sys::set_xattr_at(pfd, &cn, c"trusted.overlay.opaque", b"y")
+                        .map_err(io_err("opaque directory"))?;
+                }
+            }
             EntryType::Symlink => {
                 let target = e
                     .link_name_bytes()

@@ -35,7 +35,7 @@ fn applies_files_dirs_links_modes_and_mtimes() {
     w.dir("d", m(0o750).mtime(1000))
         .file("d/f", b"hello", m(0o4755).mtime(2000))
         .dir("s", m(0o1777).mtime(3000))
-        .symlink("d/l", "f")
+        .symlink_with("d/l", "f", m(0o777))
         .hardlink("d/h", "d/f")
         .fifo("p", m(0o600).mtime(4000));
     let mut frac = m(0o644);
@@ -84,7 +84,7 @@ fn later_entries_replace_earlier_ones() {
         .file("a/in", b"x", m(0o644))
         .dir("b", m(0o755))
         .file("b/in", b"x", m(0o644))
-        .symlink("b", "a") // a directory replaced by a symlink
+        .symlink_with("b", "a", m(0o777)) // a directory replaced by a symlink
         .dir("c", m(0o700))
         .dir("c", m(0o711)); // a directory over a directory keeps its contents
     apply(t.path(), &w.finish()).unwrap();
@@ -253,16 +253,16 @@ fn hostile_write_through_symlink_stays_inside() {
     let s = Sandbox::new();
     // An absolute symlink to the outside directory, then a write through it.
     let mut w = TarWriter::new();
-    w.symlink("evil", &abs(&s.outside))
+    w.symlink_with("evil", &abs(&s.outside), m(0o777))
         .file("evil/canary", b"pwned", m(0o644));
     let _ = apply(&s.root, &w.finish());
     s.check("absolute symlink + write");
     // A relative symlink climbing with `..`: resolves to the root itself.
     let mut w = TarWriter::new();
-    w.symlink("up", "../../../../../../..")
+    w.symlink_with("up", "../../../../../../..", m(0o777))
         .file("up/canary", b"inside", m(0o644))
         .dir("outside", m(0o755))
-        .symlink("up2", "../outside")
+        .symlink_with("up2", "../outside", m(0o777))
         .file("up2/canary", b"inside2", m(0o644));
     apply(&s.root, &w.finish()).unwrap();
     assert_eq!(fs::read(s.root.join("canary")).unwrap(), b"inside");
@@ -270,21 +270,21 @@ fn hostile_write_through_symlink_stays_inside() {
     s.check("relative symlink + write");
     // A dangling symlink is not a directory to create things in.
     let mut w = TarWriter::new();
-    w.symlink("dangling", "../nowhere")
+    w.symlink_with("dangling", "../nowhere", m(0o777))
         .file("dangling/canary", b"pwned", m(0o644));
     let e = apply(&s.root, &w.finish()).unwrap_err();
     assert!(e.to_string().contains("dangling/canary"), "{e}");
     // A symlink to the canary replaced by a file of the same name: the link goes, not the canary.
     let mut w = TarWriter::new();
-    w.symlink("link", &abs(&s.canary))
+    w.symlink_with("link", &abs(&s.canary), m(0o777))
         .file("link", b"pwned", m(0o644));
     apply(&s.root, &w.finish()).unwrap();
     assert_eq!(fs::read(s.root.join("link")).unwrap(), b"pwned");
     // A directory entry and metadata through a symlink to the outside.
     let mut w = TarWriter::new();
-    w.symlink("out", &abs(&s.outside))
+    w.symlink_with("out", &abs(&s.outside), m(0o777))
         .dir("out", m(0o700))
-        .symlink("c", &abs(&s.canary))
+        .symlink_with("c", &abs(&s.canary), m(0o777))
         .dir("c/x", m(0o700));
     let _ = apply(&s.root, &w.finish());
     s.check("symlink + mkdir");
@@ -306,12 +306,13 @@ fn hostile_hard_links_refused_or_inside() {
     assert!(e.to_string().contains("does not exist"), "{e}");
     // Through a symlink in the target's path.
     let mut w = TarWriter::new();
-    w.symlink("evil", &abs(&s.outside))
+    w.symlink_with("evil", &abs(&s.outside), m(0o777))
         .hardlink("h2", "evil/canary");
     assert!(apply(&s.root, &w.finish()).is_err());
     // To a symlink pointing out: links the symlink itself, not the canary.
     let mut w = TarWriter::new();
-    w.symlink("sl", &abs(&s.canary)).hardlink("h3", "sl");
+    w.symlink_with("sl", &abs(&s.canary), m(0o777))
+        .hardlink("h3", "sl");
     apply(&s.root, &w.finish()).unwrap();
     let h3 = fs::symlink_metadata(s.root.join("h3")).unwrap();
     assert!(h3.file_type().is_symlink());
@@ -346,12 +347,13 @@ fn hostile_whiteouts_refused_or_inside() {
             ..ApplyOptions::default()
         };
         let mut w = TarWriter::new();
-        w.symlink("evil", &abs(&s.outside))
+        w.symlink_with("evil", &abs(&s.outside), m(0o777))
             .whiteout("evil", "canary")
             .opaque("evil");
         let _ = apply_layer(&s.root, &w.finish()[..], &opts);
         let mut w = TarWriter::new();
-        w.symlink("c", &abs(&s.canary)).whiteout("", "c");
+        w.symlink_with("c", &abs(&s.canary), m(0o777))
+            .whiteout("", "c");
         let _ = apply_layer(&s.root, &w.finish()[..], &opts);
         s.check(&format!("whiteouts through symlinks ({mode:?})"));
     }
