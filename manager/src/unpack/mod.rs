@@ -266,6 +266,19 @@ pub fn unpack_layer(
     }
 }
 
+/// Removes the extraction snapshots an interrupted unpack left (active snapshots labelled
+/// [`LABEL_UNPACKING`]); for daemon start-up, before any unpack runs. Returns their keys.
+pub fn remove_interrupted_extractions(sn: &dyn Snapshotter) -> Result<Vec<String>, Error> {
+    let mut removed = Vec::new();
+    for info in sn.walk()? {
+        if info.kind == snapshots::Kind::Active && info.labels.contains_key(LABEL_UNPACKING) {
+            sn.remove(&info.name)?;
+            removed.push(info.name);
+        }
+    }
+    Ok(removed)
+}
+
 /// Progress of [`unpack_image`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnpackEvent {
