@@ -204,6 +204,11 @@ fn split(rel: &Path) -> (&Path, &OsStr) {
     )
 }
 
+/// Removing a directory or a symlink can change what a cached parent path resolves to.
+fn may_be_path_component(st: &libc::stat) -> bool {
+    sys::is_dir(st) || st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
 fn is_whiteout_dev(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
 }
@@ -317,7 +322,7 @@ impl Applier<'_> {
                 && is_whiteout_dev(&st);
             if !(is_dir_entry && sys::is_dir(&st)) {
                 sys::remove_all_at(pfd, &cn).map_err(io_err("replace"))?;
-                if sys::is_dir(&st) {
+                if may_be_path_component(&st) {
                     self.cache = None;
                 }
             }
@@ -542,7 +547,7 @@ impl Applier<'_> {
                 };
                 let was_dir = sys::lstat_at(parent.as_fd(), name)?
                     .as_ref()
-                    .is_some_and(sys::is_dir);
+                    .is_some_and(may_be_path_component);
                 sys::remove_all_at(parent.as_fd(), name)?;
                 if was_dir {
                     self.cache = None;
@@ -553,7 +558,7 @@ impl Applier<'_> {
                 let parent = self.dir(parent_rel, true)?;
                 if let Some(st) = sys::lstat_at(parent.as_fd(), name)? {
                     sys::remove_all_at(parent.as_fd(), name)?;
-                    if sys::is_dir(&st) {
+                    if may_be_path_component(&st) {
                         self.cache = None;
                     }
                 }

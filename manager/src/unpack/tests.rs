@@ -95,6 +95,22 @@ fn later_entries_replace_earlier_ones() {
 }
 
 #[test]
+fn a_replaced_symlink_in_a_path_is_resolved_again() {
+    let t = tempfile::tempdir().unwrap();
+    let mut w = TarWriter::new();
+    w.dir("one", m(0o755))
+        .dir("two", m(0o755))
+        .symlink_with("x", "one", m(0o777))
+        .file("x/a", b"in one", m(0o644))
+        .symlink_with("x", "two", m(0o777))
+        .file("x/b", b"in two", m(0o644));
+    apply(t.path(), &w.finish()).unwrap();
+    assert_eq!(fs::read(t.path().join("one/a")).unwrap(), b"in one");
+    assert_eq!(fs::read(t.path().join("two/b")).unwrap(), b"in two");
+    assert!(!t.path().join("one/b").exists());
+}
+
+#[test]
 fn whiteouts_delete_in_native_mode() {
     let t = tempfile::tempdir().unwrap();
     let mut l1 = TarWriter::new();
