@@ -1,21 +1,25 @@
-//! Measures layer unpacking: `unpack-bench <blob> <media-type> [overlay|delete]` applies the
-//! blob into a fresh temporary directory (no snapshotter, no fsync) and prints the time and
-//! throughput of the uncompressed stream, then the decompression and hashing alone.
+//! Measures layer unpacking: `unpack-bench <blob> <media-type> [plain|pipelined] [delete|overlay]`
+//! applies the blob into a fresh temporary directory (no snapshotter, no fsync) and prints the
+//! time and throughput of the uncompressed stream, then of decompression and sha256 alone.
+//! `pipelined` decompresses in a helper thread (what `unpack_layer` does).
 
 use std::io::Read;
 use std::time::Instant;
 
 use kapsel_manager::oci::Compression;
-use kapsel_manager::unpack::{apply_layer, decompress, ApplyOptions, WhiteoutMode};
+use kapsel_manager::unpack::{apply_layer, decompress, pipelined, ApplyOptions, WhiteoutMode};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        return Err("usage: unpack-bench <blob> <media-type> [overlay|delete]".into());
+        return Err(
+            "usage: unpack-bench <blob> <media-type> [plain|pipelined] [delete|overlay]".into(),
+        );
     }
     let blob = std::fs::read(&args[1])?;
     let compression = Compression::of_layer(&args[2]).ok_or("not a layer media type")?;
-    let whiteouts = match args.get(3).map(String::as_str) {
+    let threaded = args.get(3).map(String::as_str) != Some("plain");
+    let whiteouts = match args.get(4).map(String::as_str) {
         Some("overlay") => WhiteoutMode::Overlay,
         _ => WhiteoutMode::Delete,
     };
@@ -26,12 +30,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..ApplyOptions::default()
     };
     let started = Instant::now();
-    let stats = apply_layer(&dest, decompress(&blob[..], compression)?, &opts)?;
+    let stream = decompress(&blob[..], compression)?;
+    let stats = if threaded {
+        pipelined(stream, |r| apply_layer(&dest, r, &opts))?
+    } else {
+        apply_layer(&dest, stream, &opts)?
+    };
     let took = started.elapsed();
     std::fs::remove_dir_all(&dest)?;
     let mb = stats.size as f64 / 1e6;
     println!(
-        "apply: {} entries, {:.1} MB tar from {:.1} MB blob in {:.3}s: {:.0} MB/s ({})",
+        "apply ({}): {} entries, {:.1} MB tar from {:.1} MB blob in {:.3}s: {:.0} MB/s ({})",
+        if threaded { "pipelined" } else { "plain" },
         stats.entries,
         mb,
         blob.len() as f64 / 1e6,

@@ -417,6 +417,39 @@ fn diff_id_through_each_compression() {
 }
 
 #[test]
+fn pipelined_reader_passes_data_errors_and_early_stops() {
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let got = pipelined(&data[..], |r| {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).unwrap();
+        v
+    });
+    assert_eq!(got, data);
+    // An error of the source reaches the consumer.
+    struct Failing(usize);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let n = buf.len().min(self.0);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let err = pipelined(Failing(600_000), |r| r.read_to_end(&mut Vec::new())).unwrap_err();
+    assert_eq!(err.to_string(), "disk on fire");
+    // A consumer that stops early does not leave the helper blocked (the scope would hang).
+    let endless = std::io::repeat(7);
+    let first = pipelined(endless, |r| {
+        let mut b = [0u8; 10];
+        r.read_exact(&mut b).unwrap();
+        b
+    });
+    assert_eq!(first, [7u8; 10]);
+}
+
+#[test]
 fn chain_ids_follow_the_image_spec() {
     let a = oci::Digest::of(b"a");
     let b = oci::Digest::of(b"b");
