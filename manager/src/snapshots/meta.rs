@@ -383,6 +383,17 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(Error::io("fsync", dir))
 }
 
+/// syncfs(2) of the filesystem holding `dir`: a committed snapshot's files are on disk before
+/// its metadata says it is committed (a crash must not leave a committed layer with empty files).
+pub(crate) fn sync_fs(dir: &Path) -> Result<()> {
+    let f = File::open(dir).map_err(Error::io("open", dir))?;
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(Error::io("syncfs", dir)(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Deletes a tree we own (no symlink is followed: `remove_dir_all` does not follow them).
 pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     match fs::remove_dir_all(path) {

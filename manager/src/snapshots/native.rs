@@ -120,6 +120,8 @@ impl Snapshotter for NativeSnapshotter {
     fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
         let rec = self.store.get(key)?;
         let usage = if rec.kind == Kind::Active {
+            // The tree reaches the disk before the metadata says it is committed.
+            meta::sync_fs(&self.fs(&rec))?;
             meta::disk_usage(&self.fs(&rec))?
         } else {
             Usage::default()
@@ -159,21 +161,17 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
     let sp = sys::open_dir(sparent)?;
     let dp = sys::open_dir(parent)?;
-    let droot = {
-        let st = sys::lstat_at(sp.as_fd(), &sname)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "source is missing"))?;
-        sys::mkdir_at(dp.as_fd(), &name, 0o700)?;
-        let mut c = Copier {
-            links: HashMap::new(),
-            buf: vec![0; 256 * 1024],
-            droot: sys::open_dir(dst)?,
-        };
-        c.dir(sp.as_fd(), &sname, dp.as_fd(), &name, Path::new(""))?;
-        set_dir_meta(dp.as_fd(), &name, &st, sp.as_fd(), &sname)?;
-        c.droot
+    let st = sys::lstat_at(sp.as_fd(), &sname)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "source is missing"))?;
+    sys::mkdir_at(dp.as_fd(), &name, 0o700)?;
+    let mut c = Copier {
+        links: HashMap::new(),
+        buf: vec![0; 256 * 1024],
+        droot: sys::open_dir(dst)?,
     };
-    drop(droot);
-    Ok(())
+    c.dir(sp.as_fd(), &sname, dp.as_fd(), &name, Path::new(""))?;
+    // The root's own metadata last: its contents changed its times.
+    set_dir_meta(dp.as_fd(), &name, &st, sp.as_fd(), &sname)
 }
 
 struct Copier {

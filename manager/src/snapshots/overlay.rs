@@ -164,6 +164,8 @@ impl Snapshotter for OverlaySnapshotter {
     fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
         let rec = self.store.get(key)?;
         let usage = if rec.kind == Kind::Active {
+            // The tree reaches the disk before the metadata says it is committed.
+            meta::sync_fs(&self.fs(&rec))?;
             meta::disk_usage(&self.fs(&rec))?
         } else {
             Usage::default()

@@ -418,6 +418,12 @@ pub fn chain_of_128_layers(open: &Opener, scratch: &Path) {
     let top = parent.unwrap();
     let mounts = sn.view("deep-view", Some(&top), none()).unwrap();
     let opts: usize = mounts.iter().map(|m| m.options.join(",").len()).sum();
+    if mounts.iter().any(|m| m.kind == "overlay") {
+        assert!(
+            opts > 4096,
+            "the overlay options ({opts} bytes) must pass one page here"
+        );
+    }
     let at = mnt(scratch, "deep-view");
     let g = MountGuard::mount(&mounts, &at).unwrap();
     for i in 0..128 {

@@ -204,6 +204,11 @@ fn split(rel: &Path) -> (&Path, &OsStr) {
     )
 }
 
+/// Removing a directory or a symlink can change what a cached parent path resolves to.
+fn may_be_path_component(st: &libc::stat) -> bool {
+    sys::is_dir(st) || st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
 fn is_whiteout_dev(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
 }
@@ -308,10 +313,16 @@ impl Applier<'_> {
             .map_err(io_err("open parent directory"))?;
         let pfd = parent.as_fd();
         let is_dir_entry = etype == EntryType::Directory;
+        // Overlay mode: a directory replacing this layer's own whiteout of the same name must
+        // hide the lower directory (what deleting and recreating it means).
+        let mut make_opaque = false;
         if let Some(st) = sys::lstat_at(pfd, &cn).map_err(io_err("stat"))? {
+            make_opaque = is_dir_entry
+                && self.opts.whiteouts == WhiteoutMode::Overlay
+                && is_whiteout_dev(&st);
             if !(is_dir_entry && sys::is_dir(&st)) {
                 sys::remove_all_at(pfd, &cn).map_err(io_err("replace"))?;
-                if sys::is_dir(&st) {
+                if may_be_path_component(&st) {
                     self.cache = None;
                 }
             }
@@ -328,11 +339,17 @@ impl Applier<'_> {
                     f.write_all(&self.buf[..n]).map_err(io_err("write"))?;
                 }
             }
-            EntryType::Directory => match sys::mkdir_at(pfd, &cn, 0o700) {
-                Ok(()) => {}
-                Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(err) => return Err(io_err("mkdir")(err)),
-            },
+            EntryType::Directory => {
+                match sys::mkdir_at(pfd, &cn, 0o700) {
+                    Ok(()) => {}
+                    Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(err) => return Err(io_err("mkdir")(err)),
+                }
+                if make_opaque {
+                    sys::set_xattr_at(pfd, &cn, c"trusted.overlay.opaque", b"y")
+                        .map_err(io_err("opaque directory"))?;
+                }
+            }
             EntryType::Symlink => {
                 let target = e
                     .link_name_bytes()
@@ -530,7 +547,7 @@ impl Applier<'_> {
                 };
                 let was_dir = sys::lstat_at(parent.as_fd(), name)?
                     .as_ref()
-                    .is_some_and(sys::is_dir);
+                    .is_some_and(may_be_path_component);
                 sys::remove_all_at(parent.as_fd(), name)?;
                 if was_dir {
                     self.cache = None;
@@ -541,7 +558,7 @@ impl Applier<'_> {
                 let parent = self.dir(parent_rel, true)?;
                 if let Some(st) = sys::lstat_at(parent.as_fd(), name)? {
                     sys::remove_all_at(parent.as_fd(), name)?;
-                    if sys::is_dir(&st) {
+                    if may_be_path_component(&st) {
                         self.cache = None;
                     }
                 }

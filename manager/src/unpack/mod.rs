@@ -176,6 +176,95 @@ pub fn apply_mounted(mounts: &[Mount], tar_stream: impl Read) -> Result<ApplySta
     res
 }
 
+/// Runs `consume` on a reader fed by a helper thread that reads `source` ahead (reading a
+/// blob and decompressing it overlaps with writing files), in chunks of 256 KiB.
+pub fn pipelined<T>(source: impl Read + Send, consume: impl FnOnce(&mut dyn Read) -> T) -> T {
+    use std::sync::mpsc::sync_channel;
+    const CHUNK: usize = 256 * 1024;
+    let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(8);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut source = source;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let mut filled = 0;
+                // Fill whole chunks: decoders return small reads.
+                let res = loop {
+                    match source.read(&mut buf[filled..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            filled += n;
+                            if filled == CHUNK {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                buf.truncate(filled);
+                let end = filled < CHUNK;
+                let msg = match res {
+                    Ok(()) => Ok(buf),
+                    Err(e) => Err(e),
+                };
+                let failed = msg.is_err();
+                // A closed receiver means the consumer stopped: stop reading too.
+                if tx.send(msg).is_err() || end || failed {
+                    return;
+                }
+            }
+        });
+        let mut reader = ChannelReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        };
+        consume(&mut reader)
+        // `reader` (the receiver) drops here, before the scope joins the helper.
+    })
+}
+
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.done = chunk.len() < 256 * 1024;
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the layer reader thread stopped",
+                    ));
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// 16 random hex digits (for unique extraction keys and mount points).
 pub fn random_hex() -> String {
     let mut b = [0u8; 8];
@@ -229,7 +318,7 @@ pub fn unpack_layer(
         .map_err(|e| ctx(e.into()))?;
     let res = (|| {
         let stream = decompress(blob, compression)?;
-        let stats = apply_to_mounts(&mounts, stream)?;
+        let stats = pipelined(stream, |r| apply_to_mounts(&mounts, r))?;
         if &stats.diff_id != diff_id {
             return Err(Error::DiffIdMismatch {
                 layer: layer.digest.clone(),
@@ -264,6 +353,19 @@ pub fn unpack_layer(
             })
         }
     }
+}
+
+/// Removes the extraction snapshots an interrupted unpack left (active snapshots labelled
+/// [`LABEL_UNPACKING`]); for daemon start-up, before any unpack runs. Returns their keys.
+pub fn remove_interrupted_extractions(sn: &dyn Snapshotter) -> Result<Vec<String>, Error> {
+    let mut removed = Vec::new();
+    for info in sn.walk()? {
+        if info.kind == snapshots::Kind::Active && info.labels.contains_key(LABEL_UNPACKING) {
+            sn.remove(&info.name)?;
+            removed.push(info.name);
+        }
+    }
+    Ok(removed)
 }
 
 /// Progress of [`unpack_image`].

@@ -66,8 +66,12 @@ impl TarWriter {
         self.entry(b'0', name.as_bytes(), b"", data, &meta, (0, 0))
     }
 
+    /// A root-owned symlink.
     pub fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-        let meta = Meta::mode(0o777);
+        self.symlink_with(name, target, Meta::mode(0o777))
+    }
+
+    pub fn symlink_with(&mut self, name: &str, target: &str, meta: Meta) -> &mut Self {
         self.entry(b'2', name.as_bytes(), target.as_bytes(), b"", &meta, (0, 0))
     }
 

@@ -35,7 +35,7 @@ fn applies_files_dirs_links_modes_and_mtimes() {
     w.dir("d", m(0o750).mtime(1000))
         .file("d/f", b"hello", m(0o4755).mtime(2000))
         .dir("s", m(0o1777).mtime(3000))
-        .symlink("d/l", "f")
+        .symlink_with("d/l", "f", m(0o777))
         .hardlink("d/h", "d/f")
         .fifo("p", m(0o600).mtime(4000));
     let mut frac = m(0o644);
@@ -84,7 +84,7 @@ fn later_entries_replace_earlier_ones() {
         .file("a/in", b"x", m(0o644))
         .dir("b", m(0o755))
         .file("b/in", b"x", m(0o644))
-        .symlink("b", "a") // a directory replaced by a symlink
+        .symlink_with("b", "a", m(0o777)) // a directory replaced by a symlink
         .dir("c", m(0o700))
         .dir("c", m(0o711)); // a directory over a directory keeps its contents
     apply(t.path(), &w.finish()).unwrap();
@@ -92,6 +92,22 @@ fn later_entries_replace_earlier_ones() {
     assert_eq!(fs::read_link(t.path().join("b")).unwrap(), Path::new("a"));
     let c = fs::metadata(t.path().join("c")).unwrap();
     assert_eq!(c.mode() & 0o777, 0o711);
+}
+
+#[test]
+fn a_replaced_symlink_in_a_path_is_resolved_again() {
+    let t = tempfile::tempdir().unwrap();
+    let mut w = TarWriter::new();
+    w.dir("one", m(0o755))
+        .dir("two", m(0o755))
+        .symlink_with("x", "one", m(0o777))
+        .file("x/a", b"in one", m(0o644))
+        .symlink_with("x", "two", m(0o777))
+        .file("x/b", b"in two", m(0o644));
+    apply(t.path(), &w.finish()).unwrap();
+    assert_eq!(fs::read(t.path().join("one/a")).unwrap(), b"in one");
+    assert_eq!(fs::read(t.path().join("two/b")).unwrap(), b"in two");
+    assert!(!t.path().join("one/b").exists());
 }
 
 #[test]
@@ -253,16 +269,16 @@ fn hostile_write_through_symlink_stays_inside() {
     let s = Sandbox::new();
     // An absolute symlink to the outside directory, then a write through it.
     let mut w = TarWriter::new();
-    w.symlink("evil", &abs(&s.outside))
+    w.symlink_with("evil", &abs(&s.outside), m(0o777))
         .file("evil/canary", b"pwned", m(0o644));
     let _ = apply(&s.root, &w.finish());
     s.check("absolute symlink + write");
     // A relative symlink climbing with `..`: resolves to the root itself.
     let mut w = TarWriter::new();
-    w.symlink("up", "../../../../../../..")
+    w.symlink_with("up", "../../../../../../..", m(0o777))
         .file("up/canary", b"inside", m(0o644))
         .dir("outside", m(0o755))
-        .symlink("up2", "../outside")
+        .symlink_with("up2", "../outside", m(0o777))
         .file("up2/canary", b"inside2", m(0o644));
     apply(&s.root, &w.finish()).unwrap();
     assert_eq!(fs::read(s.root.join("canary")).unwrap(), b"inside");
@@ -270,21 +286,21 @@ fn hostile_write_through_symlink_stays_inside() {
     s.check("relative symlink + write");
     // A dangling symlink is not a directory to create things in.
     let mut w = TarWriter::new();
-    w.symlink("dangling", "../nowhere")
+    w.symlink_with("dangling", "../nowhere", m(0o777))
         .file("dangling/canary", b"pwned", m(0o644));
     let e = apply(&s.root, &w.finish()).unwrap_err();
     assert!(e.to_string().contains("dangling/canary"), "{e}");
     // A symlink to the canary replaced by a file of the same name: the link goes, not the canary.
     let mut w = TarWriter::new();
-    w.symlink("link", &abs(&s.canary))
+    w.symlink_with("link", &abs(&s.canary), m(0o777))
         .file("link", b"pwned", m(0o644));
     apply(&s.root, &w.finish()).unwrap();
     assert_eq!(fs::read(s.root.join("link")).unwrap(), b"pwned");
     // A directory entry and metadata through a symlink to the outside.
     let mut w = TarWriter::new();
-    w.symlink("out", &abs(&s.outside))
+    w.symlink_with("out", &abs(&s.outside), m(0o777))
         .dir("out", m(0o700))
-        .symlink("c", &abs(&s.canary))
+        .symlink_with("c", &abs(&s.canary), m(0o777))
         .dir("c/x", m(0o700));
     let _ = apply(&s.root, &w.finish());
     s.check("symlink + mkdir");
@@ -306,12 +322,13 @@ fn hostile_hard_links_refused_or_inside() {
     assert!(e.to_string().contains("does not exist"), "{e}");
     // Through a symlink in the target's path.
     let mut w = TarWriter::new();
-    w.symlink("evil", &abs(&s.outside))
+    w.symlink_with("evil", &abs(&s.outside), m(0o777))
         .hardlink("h2", "evil/canary");
     assert!(apply(&s.root, &w.finish()).is_err());
     // To a symlink pointing out: links the symlink itself, not the canary.
     let mut w = TarWriter::new();
-    w.symlink("sl", &abs(&s.canary)).hardlink("h3", "sl");
+    w.symlink_with("sl", &abs(&s.canary), m(0o777))
+        .hardlink("h3", "sl");
     apply(&s.root, &w.finish()).unwrap();
     let h3 = fs::symlink_metadata(s.root.join("h3")).unwrap();
     assert!(h3.file_type().is_symlink());
@@ -346,12 +363,13 @@ fn hostile_whiteouts_refused_or_inside() {
             ..ApplyOptions::default()
         };
         let mut w = TarWriter::new();
-        w.symlink("evil", &abs(&s.outside))
+        w.symlink_with("evil", &abs(&s.outside), m(0o777))
             .whiteout("evil", "canary")
             .opaque("evil");
         let _ = apply_layer(&s.root, &w.finish()[..], &opts);
         let mut w = TarWriter::new();
-        w.symlink("c", &abs(&s.canary)).whiteout("", "c");
+        w.symlink_with("c", &abs(&s.canary), m(0o777))
+            .whiteout("", "c");
         let _ = apply_layer(&s.root, &w.finish()[..], &opts);
         s.check(&format!("whiteouts through symlinks ({mode:?})"));
     }
@@ -396,6 +414,39 @@ fn diff_id_through_each_compression() {
     let g = gzip(&tar);
     let r = decompress(&g[..g.len() / 2], Compression::Gzip).unwrap();
     assert!(apply_layer(t.path(), r, &ApplyOptions::default()).is_err());
+}
+
+#[test]
+fn pipelined_reader_passes_data_errors_and_early_stops() {
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let got = pipelined(&data[..], |r| {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).unwrap();
+        v
+    });
+    assert_eq!(got, data);
+    // An error of the source reaches the consumer.
+    struct Failing(usize);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let n = buf.len().min(self.0);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let err = pipelined(Failing(600_000), |r| r.read_to_end(&mut Vec::new())).unwrap_err();
+    assert_eq!(err.to_string(), "disk on fire");
+    // A consumer that stops early does not leave the helper blocked (the scope would hang).
+    let endless = std::io::repeat(7);
+    let first = pipelined(endless, |r| {
+        let mut b = [0u8; 10];
+        r.read_exact(&mut b).unwrap();
+        b
+    });
+    assert_eq!(first, [7u8; 10]);
 }
 
 #[test]
