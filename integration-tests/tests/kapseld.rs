@@ -1,5 +1,5 @@
-//! kapseld and the kapsel CLI, as built (`target/debug/{kapseld,kapsel}`, or the directory in
-//! `KAPSEL_MANAGER_BIN_DIR`): each test runs its own daemon on a private root, state
+//! kapseld and the kapsel CLI, as built (`target/release/{kapseld,kapsel}`, else `target/debug/`,
+//! or the directory in `KAPSEL_MANAGER_BIN_DIR`): each test runs its own daemon on a private root, state
 //! directory and socket (`/tmp/kcore-*`), and drives it through the CLI only. The registry
 //! tests run Debian's `docker-registry` with a private configuration on their own loopback
 //! port and put the fixture image into it with `skopeo`.
@@ -11,11 +11,17 @@ use kapsel_integration_tests::env::repo_root;
 use kapsel_integration_tests::{require_program, require_root, unique, Cmd, CmdOutput, Fixtures};
 
 fn bin(name: &str) -> PathBuf {
-    let dir = match std::env::var_os("KAPSEL_MANAGER_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => repo_root().join("target/debug"),
+    let p = match std::env::var_os("KAPSEL_MANAGER_BIN_DIR") {
+        Some(d) => PathBuf::from(d).join(name),
+        None => {
+            let release = repo_root().join("target/release").join(name);
+            if release.is_file() {
+                release
+            } else {
+                repo_root().join("target/debug").join(name)
+            }
+        }
     };
-    let p = dir.join(name);
     assert!(
         p.is_file(),
         "{} is missing: build it with `cargo build -p kapsel-manager`",
