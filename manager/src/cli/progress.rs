@@ -97,11 +97,11 @@ pub fn follow(
             .progress(conn.ctx(), &req)
             .map_err(|e| conn.err(e))?;
         after = s.version;
-        // Only the layers and blobs get lines; manifests and configs are quick.
+        // Only layers (and archive files) get lines, as in docker; documents are quick.
         let items: Vec<&pb::ItemProgress> = s
             .items
             .iter()
-            .filter(|i| i.kind != "manifest" && i.kind != "index")
+            .filter(|i| !matches!(i.kind.as_str(), "manifest" | "index" | "config"))
             .collect();
         if !quiet {
             let new_msgs = &s.messages[printed_msgs.min(s.messages.len())..];

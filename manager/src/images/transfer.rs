@@ -7,7 +7,8 @@
 //! is dropped.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use super::jobs::Job;
@@ -157,6 +158,7 @@ impl Service {
         lease: &LeaseGuard<'_>,
         name: &str,
         target: &Descriptor,
+        report_skipped: bool,
     ) -> Result<String> {
         let r = self.resolve(name, target)?;
         for c in unpack::chain_ids(&r.config.rootfs.diff_ids) {
@@ -167,6 +169,7 @@ impl Service {
         }
         let layers = &r.manifest.layers;
         let mut progress = |ev: UnpackEvent| match ev {
+            UnpackEvent::LayerSkipped { .. } if !report_skipped => {}
             UnpackEvent::LayerSkipped { index, .. } => {
                 let l = &layers[index];
                 job.item(l.digest.as_str(), "layer", "already exists", l.size, l.size);
@@ -190,6 +193,101 @@ impl Service {
             image: name.to_string(),
             source,
         })
+    }
+
+    /// Unpacks the layers `rx` delivers, in order, as they arrive; the config (announced by
+    /// the pull's progress into `config`) gives their diff ids.
+    fn unpack_stream(
+        &self,
+        job: &Job,
+        lease: &LeaseGuard<'_>,
+        name: &str,
+        config: &Mutex<Option<Descriptor>>,
+        pull_ended: &AtomicBool,
+        rx: mpsc::Receiver<Descriptor>,
+    ) -> Result<()> {
+        let mut diff_ids: Option<Vec<crate::oci::Digest>> = None;
+        let mut parent: Option<crate::oci::Digest> = None;
+        for (index, layer) in rx.iter().enumerate() {
+            if diff_ids.is_none() {
+                diff_ids = Some(self.wait_config(name, config, pull_ended)?);
+            }
+            let ids = diff_ids.as_ref().expect("diff ids");
+            let Some(diff_id) = ids.get(index) else {
+                return Err(Error::Unpack {
+                    image: name.to_string(),
+                    source: unpack::Error::LayerCount {
+                        layers: index + 1,
+                        diff_ids: ids.len(),
+                    },
+                });
+            };
+            let chain = match &parent {
+                None => diff_id.clone(),
+                Some(p) => unpack::chain_id(p, diff_id),
+            };
+            lease.hold(&Resource::Snapshot {
+                snapshotter: self.snapshotter.driver().to_string(),
+                key: chain.to_string(),
+            });
+            let committed = self
+                .snapshotter
+                .stat(chain.as_str())
+                .is_ok_and(|i| i.kind == crate::snapshots::Kind::Committed);
+            if committed {
+                job.item(
+                    layer.digest.as_str(),
+                    "layer",
+                    "already exists",
+                    layer.size,
+                    layer.size,
+                );
+            } else {
+                job.item(layer.digest.as_str(), "layer", "extracting", 0, layer.size);
+                let blob = self.store.reader(&layer.digest)?;
+                unpack::unpack_layer(&*self.snapshotter, parent.as_ref(), &layer, diff_id, blob)
+                    .map_err(|source| Error::Unpack {
+                        image: name.to_string(),
+                        source,
+                    })?;
+                job.item(
+                    layer.digest.as_str(),
+                    "layer",
+                    "pull complete",
+                    layer.size,
+                    layer.size,
+                );
+            }
+            parent = Some(chain);
+        }
+        Ok(())
+    }
+
+    /// The diff ids of the config being pulled, once it is in the store.
+    fn wait_config(
+        &self,
+        name: &str,
+        config: &Mutex<Option<Descriptor>>,
+        pull_ended: &AtomicBool,
+    ) -> Result<Vec<crate::oci::Digest>> {
+        loop {
+            let ended = pull_ended.load(Ordering::SeqCst);
+            let d = config.lock().expect("config slot").clone();
+            if let Some(d) = d {
+                if self.store.info(&d.digest).is_ok() {
+                    let c: crate::oci::ImageConfig = self.read_json(name, &d.digest)?;
+                    return Ok(c.rootfs.diff_ids);
+                }
+            }
+            // Checked before the store was: a pull that ended without the config failed.
+            if ended {
+                return Err(Error::Incomplete {
+                    image: name.to_string(),
+                    what: "the image config (never arrived)".to_string(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Records `name` → `target` once everything it needs is in the store; returns the
@@ -229,16 +327,41 @@ impl Service {
             Some(p) => registry::parse_platform(p)?,
             None => self.platform.clone(),
         };
+        // Layers are unpacked while later ones download: the pull hands each layer, in order,
+        // to this thread as soon as it and the ones before it are in the store.
+        let (tx, rx) = mpsc::channel::<Descriptor>();
+        let config: Mutex<Option<Descriptor>> = Mutex::new(None);
+        let failed = AtomicBool::new(false);
+        let pull_ended = AtomicBool::new(false);
+        let on_layer: Option<registry::LayerHandler> = (!a.no_unpack).then(|| {
+            let tx = Mutex::new(tx);
+            Arc::new(move |_: usize, d: &Descriptor| {
+                tx.lock()
+                    .expect("unpack channel")
+                    .send(d.clone())
+                    .map_err(|_| "the unpacker stopped".to_string())
+            }) as registry::LayerHandler
+        });
         let opts = registry::PullOptions {
             platform,
             insecure: self.insecure.clone(),
             credentials: a.credentials.clone(),
             parallel: 4,
-            on_layer: None,
+            on_layer,
         };
         let progress = |p: registry::Progress| {
             if p.state == ProgressState::Waiting {
                 lease.hold(&Resource::Content(p.digest.clone()));
+                if kind_of(&p.media_type) == "config" {
+                    *config.lock().expect("config slot") = Some(Descriptor {
+                        media_type: p.media_type.clone(),
+                        digest: p.digest.clone(),
+                        size: p.total,
+                        urls: None,
+                        annotations: None,
+                        platform: None,
+                    });
+                }
             }
             job.item(
                 p.digest.as_str(),
@@ -248,12 +371,33 @@ impl Service {
                 p.total,
             );
         };
-        let pulled = registry::pull(&*self.store, &name, &opts, &progress)?;
+        let (pulled, streamed) = std::thread::scope(|sc| {
+            let unpacker = sc.spawn(|| {
+                let r = self.unpack_stream(job, &lease, &name, &config, &pull_ended, rx);
+                if r.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                r
+            });
+            let pulled = registry::pull(&*self.store, &name, &opts, &progress);
+            pull_ended.store(true, Ordering::SeqCst);
+            // Closes the channel: the unpacker ends after the last layer.
+            drop(opts);
+            let streamed = unpacker.join().expect("unpack thread");
+            (pulled, streamed)
+        });
+        // An unpack failure stops the pull with a vaguer error: report the unpack's own.
+        if failed.load(Ordering::SeqCst) {
+            streamed?;
+        }
+        let pulled = pulled?;
         if job.cancelled() {
             return Err(Error::Cancelled);
         }
         if !a.no_unpack {
-            self.unpack(job, &lease, &name, &pulled.target)?;
+            // Everything is normally unpacked by now; this commits whatever was not (and
+            // checks the chain) without extracting anything twice.
+            self.unpack(job, &lease, &name, &pulled.target, false)?;
         }
         let old = self.record(&ns, &name, &pulled.target)?;
         job.message(format!("Digest: {}", pulled.target.digest));
@@ -343,7 +487,7 @@ impl Service {
                 None => img.target.digest.to_string(),
             };
             if !a.no_unpack {
-                self.unpack(job, &lease, &name, &img.target)?;
+                self.unpack(job, &lease, &name, &img.target, true)?;
             }
             self.record(&ns, &name, &img.target)?;
             match &img.name {
