@@ -527,3 +527,187 @@ fn sigkilled_daemon_restarts_with_a_consistent_store() {
         d.snapshots("native")
     );
 }
+
+fn sha256_file(path: &Path) -> String {
+    let out = Cmd::new("sha256sum")
+        .arg(path)
+        .timeout(Duration::from_secs(120))
+        .ok();
+    format!("sha256:{}", out.stdout.split_whitespace().next().unwrap())
+}
+
+/// Moves `file` into the layout's blobs under its digest; returns (digest, size).
+fn add_blob(layout: &Path, file: &Path) -> (String, u64) {
+    let d = sha256_file(file);
+    let size = std::fs::metadata(file).unwrap().len();
+    std::fs::rename(
+        file,
+        layout.join("blobs/sha256").join(&d["sha256:".len()..]),
+    )
+    .unwrap();
+    (d, size)
+}
+
+/// An OCI layout with three uncompressed layers: a 96 MiB random file and `etc/gone`; then
+/// `etc/added`; then a whiteout of `etc/gone`. Returns (layout dir, sha256 of the big file).
+fn three_layer_image(dir: &Path) -> (PathBuf, String) {
+    let layout = dir.join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let mut layers = Vec::new();
+    for (i, script) in [
+        "mkdir -p etc && head -c 100663296 /dev/urandom > big && echo bye > etc/gone",
+        "mkdir -p etc && echo hello > etc/added",
+        "mkdir -p etc && touch etc/.wh.gone",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let tree = dir.join(format!("tree{i}"));
+        std::fs::create_dir_all(&tree).unwrap();
+        Cmd::new("sh").args(["-c", script]).current_dir(&tree).ok();
+        let tar = dir.join(format!("layer{i}.tar"));
+        Cmd::new("tar")
+            .args([
+                "--sort=name",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "--mtime=@0",
+                "-cf",
+            ])
+            .arg(&tar)
+            .args(["-C"])
+            .arg(&tree)
+            .arg(".")
+            .timeout(Duration::from_secs(120))
+            .ok();
+        layers.push(add_blob(&layout, &tar));
+    }
+    let big = sha256_file(&dir.join("tree0/big"));
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.0).collect::<Vec<_>>()},
+    });
+    let cfg_path = dir.join("config.json");
+    std::fs::write(&cfg_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let (cd, cs) = add_blob(&layout, &cfg_path);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": layers.iter().map(|(d, s)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s,
+        })).collect::<Vec<_>>(),
+    });
+    let m_path = dir.join("manifest.json");
+    std::fs::write(&m_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let (md, ms) = add_blob(&layout, &m_path);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    (layout, big)
+}
+
+#[test]
+fn kapseld_killed_mid_pull_restarts_and_the_pull_completes() {
+    require_program("skopeo", "skopeo");
+    let reg = Registry::start(5202);
+    let work = PathBuf::from(format!("/tmp/{}", unique("kcore-image")));
+    std::fs::create_dir_all(&work).unwrap();
+    let (layout, big) = three_layer_image(&work);
+    Cmd::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{}/kcore/big:1", reg.host()))
+        .timeout(Duration::from_secs(300))
+        .ok();
+    let _ = std::fs::remove_dir_all(&work);
+    let manifest = reg.digest("kcore/big:1");
+    let name = format!("{}/kcore/big:1", reg.host());
+
+    let mut d = Daemon::start("overlayfs");
+    let pulling = d.kapsel(&["pull", &name]).spawn();
+    // Kill the daemon once the big layer is partly in an ingest.
+    let ingest = d.root().join("content/ingest");
+    wait_for("an ingest to start", Duration::from_secs(60), || {
+        Cmd::new("du")
+            .args(["-sb"])
+            .arg(&ingest)
+            .ok()
+            .stdout
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > 1 << 20)
+    });
+    let mut c = d.child.take().unwrap();
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let out = pulling.wait();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    assert!(out.stderr.contains("kapseld"), "{out}");
+
+    d.spawn("overlayfs");
+    assert_eq!(
+        d.ok(&["images", "-q"]).stdout,
+        "",
+        "a half-pulled image is listed"
+    );
+    let out = d.ok(&["pull", &name]);
+    assert!(
+        out.stdout.contains(&format!("Digest: {manifest}\n")),
+        "{out}"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&d.ok(&["image", "inspect", &name]).stdout).unwrap();
+    assert_eq!(inspect[0]["Kapsel"]["Unpacked"], true);
+    assert_eq!(inspect[0]["RootFS"]["Layers"].as_array().unwrap().len(), 3);
+    // The three committed snapshots: the big file intact, the whiteout applied.
+    let snapdir = d.root().join("snapshots/overlayfs/snapshots");
+    let ids = list(&snapdir);
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let bigs: Vec<PathBuf> = ids
+        .iter()
+        .map(|i| snapdir.join(i).join("fs/big"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(bigs.len(), 1);
+    assert_eq!(sha256_file(&bigs[0]), big);
+    assert!(ids
+        .iter()
+        .any(|i| snapdir.join(i).join("fs/etc/added").exists()));
+    // overlayfs's whiteout: a 0:0 character device named like the deleted file.
+    let wh = ids
+        .iter()
+        .map(|i| snapdir.join(i).join("fs/etc/gone"))
+        .filter_map(|p| std::fs::symlink_metadata(p).ok())
+        .any(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_char_device()
+        });
+    assert!(wh, "no whiteout for etc/gone");
+    // No leftover ingest, and removing the image frees everything.
+    assert!(
+        list(&ingest).is_empty(),
+        "ingests left: {:?}",
+        list(&ingest)
+    );
+    d.ok(&["rmi", &name]);
+    assert!(d.blobs().is_empty(), "blobs left: {:?}", d.blobs());
+    assert!(d.snapshots("overlayfs").is_empty());
+}
