@@ -177,14 +177,32 @@ struct Registry {
 
 impl Registry {
     fn start(port: u16) -> Registry {
+        Registry::start_with(port, None)
+    }
+
+    /// With `user` set, the registry wants basic auth (htpasswd, bcrypt) for that user.
+    fn start_with(port: u16, user: Option<(&str, &str)>) -> Registry {
         require_program("docker-registry", "docker-registry");
         let dir = PathBuf::from(format!("/tmp/{}", unique("kcore-registry")));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("data")).unwrap();
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.join("data").display()
         );
+        if let Some((u, p)) = user {
+            require_program("htpasswd", "apache2-utils");
+            let file = dir.join("htpasswd");
+            Cmd::new("htpasswd")
+                .arg("-Bbc")
+                .arg(&file)
+                .args([u, p])
+                .ok();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: kcore\n    path: {}\n",
+                file.display()
+            ));
+        }
         std::fs::write(dir.join("config.yml"), config).unwrap();
         let log = std::fs::File::create(dir.join("registry.log")).unwrap();
         let child = std::process::Command::new("docker-registry")
@@ -710,4 +728,72 @@ fn kapseld_killed_mid_pull_restarts_and_the_pull_completes() {
     d.ok(&["rmi", &name]);
     assert!(d.blobs().is_empty(), "blobs left: {:?}", d.blobs());
     assert!(d.snapshots("overlayfs").is_empty());
+}
+
+#[test]
+fn login_push_pull_and_logout_with_a_password_protected_registry() {
+    let reg = Registry::start_with(5203, Some(("kcore", "s3cret-pw")));
+    let d = Daemon::start("native");
+    let f = Fixtures::get();
+    d.ok(&["load", "-i", &f.docker_archive().display().to_string()]);
+    let name = format!("{}/kcore/private:1", reg.host());
+    d.ok(&["tag", "busybox", &name]);
+
+    // Anonymous: refused, with what to do.
+    let out = d.kapsel(&["push", &name]).fails();
+    assert_eq!(out.exit_code(), 1);
+    assert!(
+        out.stderr.contains(&format!("kapsel login {}", reg.host())),
+        "{out}"
+    );
+
+    let out = d
+        .kapsel(&["login", "-u", "kcore", "--password-stdin", &reg.host()])
+        .stdin(b"wrong\n".to_vec())
+        .fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    assert!(
+        !d.dir.join("client-config.json").exists()
+            || !std::fs::read_to_string(d.dir.join("client-config.json"))
+                .unwrap()
+                .contains(&reg.host())
+    );
+
+    let out = d
+        .kapsel(&["login", "-u", "kcore", "--password-stdin", &reg.host()])
+        .stdin(b"s3cret-pw\n".to_vec())
+        .ok();
+    assert_eq!(out.stdout, "Login Succeeded\n");
+    let stored = std::fs::read_to_string(d.dir.join("client-config.json")).unwrap();
+    assert!(stored.contains(&reg.host()), "{stored}");
+
+    let listed = d.ok(&["images", "--format", "json", &name]);
+    let target: serde_json::Value =
+        serde_json::from_str(listed.stdout.lines().next().unwrap()).unwrap();
+    let out = d.ok(&["push", &name]);
+    assert!(
+        out.stdout.contains(&format!(
+            "1: digest: {} size: ",
+            target["Digest"].as_str().unwrap()
+        )),
+        "{out}"
+    );
+    d.ok(&["rmi", &name]);
+    let out = d.ok(&["pull", &name]);
+    assert!(
+        out.stdout.contains("Status: Downloaded newer image for"),
+        "{out}"
+    );
+
+    let out = d.ok(&["logout", &reg.host()]);
+    assert_eq!(
+        out.stdout,
+        format!("Removing login credentials for {}\n", reg.host())
+    );
+    let out = d.ok(&["logout", &reg.host()]);
+    assert_eq!(out.stdout, format!("Not logged in to {}\n", reg.host()));
+    let out = d
+        .kapsel(&["pull", &format!("{}/kcore/private:1", reg.host())])
+        .fails();
+    assert!(out.stderr.contains("authentication required"), "{out}");
 }
