@@ -12,7 +12,8 @@ use kapsel_integration_tests::{require_program, require_root, unique, Cmd, CmdOu
 
 fn bin(name: &str) -> PathBuf {
     let p = match std::env::var_os("KAPSEL_MANAGER_BIN_DIR") {
-        Some(d) => PathBuf::from(d).join(name),
+        // Relative paths are taken from the repository root, as for KAPSEL_RUNTIME.
+        Some(d) => repo_root().join(d).join(name),
         None => {
             let release = repo_root().join("target/release").join(name);
             if release.is_file() {

@@ -439,17 +439,15 @@ impl Service {
         registry::push(&*self.store, &rec.target, &name, &opts, &progress)?;
         // What the tag now points at: the target, or its platform manifest when the index was
         // not complete (registry::push does the same).
-        let pushed = match super::super::gc::children(&*self.store, &rec.target) {
-            kids if rec.target.media_type.contains("index")
-                || rec.target.media_type.contains("list") =>
-            {
-                if kids.iter().all(|k| self.store.info(&k.digest).is_ok()) {
-                    rec.target.clone()
-                } else {
-                    self.resolve(&name, &rec.target)?.manifest_desc
-                }
-            }
-            _ => rec.target.clone(),
+        let is_index =
+            rec.target.media_type.contains("index") || rec.target.media_type.contains("list");
+        let complete = crate::gc::children(&*self.store, &rec.target)
+            .iter()
+            .all(|k| self.store.info(&k.digest).is_ok());
+        let pushed = if is_index && !complete {
+            self.resolve(&name, &rec.target)?.manifest_desc
+        } else {
+            rec.target.clone()
         };
         job.message(format!(
             "{}: digest: {} size: {}",
@@ -479,7 +477,7 @@ impl Service {
             )));
         }
         for img in images {
-            for m in super::super::gc::children(&*self.store, &img.target) {
+            for m in crate::gc::children(&*self.store, &img.target) {
                 lease.hold(&Resource::Content(m.digest));
             }
             let name = match &img.name {
@@ -535,9 +533,8 @@ impl Service {
         } else {
             crate::archive::Format::DockerArchive
         };
-        for (n, t) in &images {
+        for (_, t) in &images {
             job.item(t.digest.as_str(), "image", "exporting", 0, 0);
-            let _ = n;
         }
         crate::archive::export(
             &*self.store,
