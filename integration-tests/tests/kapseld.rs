@@ -798,3 +798,30 @@ fn login_push_pull_and_logout_with_a_password_protected_registry() {
         .fails();
     assert!(out.stderr.contains("authentication required"), "{out}");
 }
+
+#[test]
+fn events_report_image_changes_as_they_happen() {
+    let d = Daemon::start("native");
+    let f = Fixtures::get();
+    d.ok(&["load", "-i", &f.docker_archive().display().to_string()]);
+    let watching = d
+        .kapsel(&["events", "--topic", "/images/", "--count", "2"])
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    // The subscriber starts from "now": give it a moment to take the current sequence.
+    std::thread::sleep(Duration::from_millis(500));
+    d.ok(&["tag", "busybox", "kcore/events:1"]);
+    d.ok(&["rmi", "kcore/events:1"]);
+    let out = watching.wait();
+    assert!(out.success(), "{out}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains(" default /images/create {\"name\":\"docker.io/kcore/events:1\""),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains(" default /images/delete {\"name\":\"docker.io/kcore/events:1\"}"),
+        "{out}"
+    );
+}
