@@ -21,6 +21,8 @@ packages=(
     runc crun containerd podman docker.io uidmap golang-github-containers-common
     # images, registry, networking
     busybox-static skopeo umoci docker-registry containernetworking-plugins iptables iproute2
+    # registry tests: htpasswd (basic auth), openssl (token server signing), gzip/zstd (layers)
+    apache2-utils openssl gzip zstd
     # scripts, benchmarks, lint
     python3 jq curl hyperfine shellcheck time
     # cgroup v2 VM test (scripts/cgroup2-vm-test.sh): qemu itself is installed below

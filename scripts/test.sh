@@ -90,6 +90,7 @@ step unit-tests continue "${logged[@]}" cargo test --workspace --exclude kapsel-
 step root-unit-tests continue "${logged[@]}" cargo test -p kapsel-runtime -- --ignored
 step integration-tests continue "${logged[@]}" env \
     KAPSEL_RUNTIME="$KAPSEL_ROOT/target/release/kapsel-runtime" \
+    KAPSEL_MANAGER_BIN_DIR="$KAPSEL_ROOT/target/release" \
     KAPSEL_FIXTURES="$KAPSEL_ROOT/.fixtures" \
     cargo test -p kapsel-integration-tests -- --test-threads=1
 # cgroup v2 checks in a qemu guest (this host is cgroup v1 hybrid)

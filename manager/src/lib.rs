@@ -4,5 +4,18 @@
 //! (`content`, `snapshots`, `images`), implementations beside them (`content/local.rs`,
 //! `snapshots/{overlay,native}.rs`), and thin ttrpc adapters in `services/`.
 
+pub mod archive;
+pub mod cli;
+pub mod config;
 pub mod content;
+pub mod daemon;
+pub mod events;
+pub mod gc;
+pub mod images;
+pub mod log;
+pub mod metadata;
 pub mod oci;
+pub mod registry;
+pub mod services;
+pub mod snapshots;
+pub mod unpack;

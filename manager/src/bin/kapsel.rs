@@ -1,6 +1,5 @@
-//! kapsel: the Docker-like command line client of kapseld. Not built yet: see issues 4 and 5.
+//! kapsel: the Docker-like command line client of kapseld.
 
 fn main() {
-    eprintln!("kapsel: the CLI is not implemented yet (images: issue 4, containers: issue 5)");
-    std::process::exit(1);
+    std::process::exit(kapsel_manager::cli::main());
 }

@@ -13,6 +13,9 @@ use std::io::{Read, Write};
 
 use crate::oci::Digest;
 
+pub mod local;
+pub mod testsuite;
+
 /// What the store knows about one blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {

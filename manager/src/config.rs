@@ -1,0 +1,55 @@
+//! kapseld's configuration: an embedded default (no file needed) that flags override.
+
+use std::path::PathBuf;
+
+pub const DEFAULT_ROOT: &str = "/var/lib/kapsel";
+pub const DEFAULT_STATE: &str = "/run/kapsel";
+pub const DEFAULT_ADDRESS: &str = "/run/kapsel/kapseld.sock";
+pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Persistent data: `meta.redb`, `content/`, `snapshots/<driver>/`.
+    pub root: PathBuf,
+    /// Runtime state: the pid file (and, from issue 5, container state).
+    pub state: PathBuf,
+    /// The ttrpc unix socket.
+    pub address: PathBuf,
+    /// `overlayfs` or `native`.
+    pub snapshotter: String,
+    /// `error`, `warn`, `info`, `debug`, `trace`.
+    pub log_level: String,
+    /// Registries reached over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            root: DEFAULT_ROOT.into(),
+            state: DEFAULT_STATE.into(),
+            address: DEFAULT_ADDRESS.into(),
+            snapshotter: DEFAULT_SNAPSHOTTER.into(),
+            log_level: "info".into(),
+            insecure_registries: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    pub fn meta_path(&self) -> PathBuf {
+        self.root.join("meta.redb")
+    }
+    pub fn content_root(&self) -> PathBuf {
+        self.root.join("content")
+    }
+    pub fn snapshots_root(&self) -> PathBuf {
+        self.root.join("snapshots").join(&self.snapshotter)
+    }
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join("kapseld.lock")
+    }
+    pub fn pid_path(&self) -> PathBuf {
+        self.state.join("kapseld.pid")
+    }
+}

@@ -1,0 +1,470 @@
+//! One registry repository as the distribution API sees it: requests with authentication
+//! (anonymous, basic, bearer tokens cached per scope) and the registry's errors decoded.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+
+use super::auth::{parse_challenge, Challenge, Credentials};
+use super::http::{self, Body, Response, Scheme, Url};
+use super::{Error, Reference};
+use crate::content::Store;
+use crate::oci::Digest;
+
+/// Largest error document or token response read.
+const SMALL_BODY: usize = 1 << 20;
+
+/// What a request body is, re-creatable for a retry after an authentication challenge.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// `len` bytes of a stored blob from `offset`.
+    Blob {
+        store: &'a dyn Store,
+        digest: &'a Digest,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl<'a> Source<'a> {
+    fn body(&self) -> Result<Body<'a>, crate::content::Error> {
+        Ok(match *self {
+            Source::Empty => Body::Empty,
+            Source::Bytes(b) => Body::Bytes(b),
+            Source::Blob {
+                store,
+                digest,
+                offset,
+                len,
+            } => {
+                let r = store.reader(digest)?;
+                Body::Reader(Box::new(OffsetReader { r, pos: offset }), len)
+            }
+        })
+    }
+}
+
+struct OffsetReader {
+    r: Box<dyn crate::content::ReadAt>,
+    pos: u64,
+}
+
+impl Read for OffsetReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.r.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Mode {
+    /// No challenge seen yet.
+    Unknown,
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// A client for one repository of one registry.
+pub(crate) struct Session {
+    http: http::Client,
+    scheme: Scheme,
+    /// `host:port` to connect to (Docker Hub's API lives on `registry-1.docker.io`).
+    api_host: String,
+    pub reference: Reference,
+    creds: Option<Credentials>,
+    mode: Mutex<Mode>,
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+/// True for `localhost`, `127.0.0.0/8` and `::1`, with or without a port.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let h = if let Some(r) = host.strip_prefix('[') {
+        r.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    };
+    h == "localhost"
+        || h == "::1"
+        || h.parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
+/// Whether `host` is spoken to in plain HTTP: loopback, or listed as insecure (`host:port`, or
+/// `host` for every port).
+pub(crate) fn plain_http(host: &str, insecure: &[String]) -> bool {
+    if is_loopback(host) {
+        return true;
+    }
+    let bare = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    insecure
+        .iter()
+        .map(|i| i.trim().trim_start_matches("http://").trim_end_matches('/'))
+        .any(|i| i == host || i == bare)
+}
+
+pub(crate) fn scope_pull(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+pub(crate) fn scope_push(repo: &str) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(serde::Deserialize)]
+struct RegistryErrors {
+    #[serde(default)]
+    errors: Vec<RegistryError>,
+}
+
+#[derive(serde::Deserialize)]
+struct RegistryError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    access_token: String,
+}
+
+impl Session {
+    pub fn new(
+        reference: &Reference,
+        insecure: &[String],
+        creds: Option<Credentials>,
+    ) -> Result<Session, Error> {
+        let host = &reference.registry;
+        let scheme = if plain_http(host, insecure) {
+            Scheme::Http
+        } else {
+            Scheme::Https
+        };
+        if scheme == Scheme::Https {
+            return Err(Error::HttpsUnsupported { host: host.clone() });
+        }
+        let api_host = if host == super::reference::DEFAULT_REGISTRY {
+            "registry-1.docker.io".to_string()
+        } else {
+            host.clone()
+        };
+        Ok(Session {
+            http: http::Client::new(),
+            scheme,
+            api_host,
+            reference: reference.clone(),
+            creds,
+            mode: Mutex::new(Mode::Unknown),
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.reference.registry
+    }
+
+    pub fn repo(&self) -> &str {
+        &self.reference.repository
+    }
+
+    pub fn url(&self, path: &str) -> Result<Url, Error> {
+        let scheme = if self.scheme == Scheme::Http {
+            "http"
+        } else {
+            "https"
+        };
+        Url::parse(&format!("{scheme}://{}{path}", self.api_host))
+            .map_err(|e| self.conn_err(path, e))
+    }
+
+    pub fn conn_err(&self, what: &str, source: std::io::Error) -> Error {
+        Error::Connection {
+            reference: self.reference.to_string(),
+            url: format!("{}{what}", self.api_host),
+            source,
+        }
+    }
+
+    fn authorization(&self, scopes: &[String]) -> Result<Option<String>, Error> {
+        let mode = self.mode.lock().expect("mode lock").clone();
+        match mode {
+            Mode::Unknown => Ok(None),
+            Mode::Basic => Ok(self.creds.as_ref().map(Credentials::basic_header)),
+            Mode::Bearer { realm, service } => {
+                let key = scopes.join(" ");
+                if let Some(t) = self.tokens.lock().expect("token lock").get(&key) {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                let t = self.fetch_token(&realm, service.as_deref(), scopes)?;
+                self.tokens
+                    .lock()
+                    .expect("token lock")
+                    .insert(key, t.clone());
+                Ok(Some(format!("Bearer {t}")))
+            }
+        }
+    }
+
+    /// Asks the token server named by a Bearer challenge for a token covering `scopes`.
+    pub fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<String, Error> {
+        let mut q = Vec::new();
+        if let Some(s) = service {
+            q.push(format!("service={}", url_encode(s)));
+        }
+        for s in scopes {
+            q.push(format!("scope={}", url_encode(s)));
+        }
+        if let Some(c) = &self.creds {
+            q.push(format!("account={}", url_encode(&c.username)));
+        }
+        let sep = if realm.contains('?') { '&' } else { '?' };
+        let full = if q.is_empty() {
+            realm.to_string()
+        } else {
+            format!("{realm}{sep}{}", q.join("&"))
+        };
+        let url = Url::parse(&full).map_err(|e| self.conn_err(realm, e))?;
+        if url.scheme == Scheme::Https {
+            // A token server over TLS is as unsupported as a registry over TLS.
+            return Err(Error::HttpsUnsupported {
+                host: url.authority(),
+            });
+        }
+        let mut headers = Vec::new();
+        if let Some(c) = &self.creds {
+            headers.push(("Authorization", c.basic_header()));
+        }
+        let mut resp = self
+            .http
+            .request("GET", &url, &headers, Body::Empty)
+            .map_err(|e| self.conn_err(realm, e))?;
+        let body = resp
+            .read_body(SMALL_BODY)
+            .map_err(|e| self.conn_err(realm, e))?;
+        match resp.status {
+            200 => {}
+            401 | 403 => {
+                return Err(Error::AuthRequired {
+                    reference: self.reference.to_string(),
+                    host: self.host().to_string(),
+                    detail: format!(
+                        "the token server {realm} refused {}",
+                        if self.creds.is_some() {
+                            "the credentials"
+                        } else {
+                            "anonymous access"
+                        }
+                    ),
+                })
+            }
+            s => {
+                return Err(Error::Registry {
+                    reference: self.reference.to_string(),
+                    status: s,
+                    code: "TOKEN".into(),
+                    message: format!(
+                        "token server {realm}: {}",
+                        String::from_utf8_lossy(&body).trim()
+                    ),
+                })
+            }
+        }
+        let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+            reference: self.reference.to_string(),
+            what: format!("token server {realm} sent an unreadable answer: {e}"),
+        })?;
+        let tok = if t.token.is_empty() {
+            t.access_token
+        } else {
+            t.token
+        };
+        if tok.is_empty() {
+            return Err(Error::Protocol {
+                reference: self.reference.to_string(),
+                what: format!("token server {realm} sent no token"),
+            });
+        }
+        Ok(tok)
+    }
+
+    /// Sends a request with credentials; answers one 401 challenge by authenticating and
+    /// sending again. A 401 after that is [`Error::AuthRequired`].
+    pub fn request(
+        &self,
+        method: &str,
+        url: &Url,
+        headers: &[(&str, String)],
+        body: Source<'_>,
+        scopes: &[String],
+    ) -> Result<Response, Error> {
+        let mut challenged = false;
+        loop {
+            let mut hs: Vec<(&str, String)> = headers.to_vec();
+            if let Some(a) = self.authorization(scopes)? {
+                hs.push(("Authorization", a));
+            }
+            let b = body.body().map_err(Error::Store)?;
+            let resp = self
+                .http
+                .request(method, url, &hs, b)
+                .map_err(|e| self.conn_err(&url.path, e))?;
+            if resp.status != 401 {
+                return Ok(resp);
+            }
+            let challenge = resp
+                .headers_named("www-authenticate")
+                .find_map(parse_challenge);
+            resp.discard();
+            let detail = if self.creds.is_some() {
+                "the registry refused the credentials".to_string()
+            } else {
+                "no credentials for this registry".to_string()
+            };
+            if challenged {
+                return Err(Error::AuthRequired {
+                    reference: self.reference.to_string(),
+                    host: self.host().to_string(),
+                    detail,
+                });
+            }
+            challenged = true;
+            match challenge {
+                Some(Challenge::Basic { .. }) if self.creds.is_some() => {
+                    *self.mode.lock().expect("mode lock") = Mode::Basic;
+                }
+                Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope,
+                }) => {
+                    // The scopes asked for, plus the one the registry named.
+                    let mut want = scopes.to_vec();
+                    if let Some(s) = scope {
+                        for s in s.split(' ') {
+                            if !want.iter().any(|w| w == s) {
+                                want.push(s.to_string());
+                            }
+                        }
+                    }
+                    let t = self.fetch_token(&realm, service.as_deref(), &want)?;
+                    *self.mode.lock().expect("mode lock") = Mode::Bearer { realm, service };
+                    self.tokens
+                        .lock()
+                        .expect("token lock")
+                        .insert(scopes.join(" "), t);
+                }
+                _ => {
+                    return Err(Error::AuthRequired {
+                        reference: self.reference.to_string(),
+                        host: self.host().to_string(),
+                        detail,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The registry's error for an unexpected answer, with the reference it concerns.
+    pub fn error(&self, mut resp: Response, what: &str) -> Error {
+        let status = resp.status;
+        let body = resp.read_body(SMALL_BODY).unwrap_or_default();
+        let parsed: Option<RegistryErrors> = serde_json::from_slice(&body).ok();
+        let first = parsed.and_then(|p| p.errors.into_iter().next());
+        let (code, message) = match first {
+            Some(e) => (e.code, e.message),
+            None => (
+                String::new(),
+                String::from_utf8_lossy(&body[..body.len().min(512)])
+                    .trim()
+                    .to_string(),
+            ),
+        };
+        let reference = what.to_string();
+        match (status, code.as_str()) {
+            (404, _) | (_, "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" | "BLOB_UNKNOWN") => {
+                Error::NotFound { reference }
+            }
+            (401, _) | (_, "UNAUTHORIZED") => Error::AuthRequired {
+                reference,
+                host: self.host().to_string(),
+                detail: message,
+            },
+            (403, _) | (_, "DENIED") => Error::Denied { reference, message },
+            _ => Error::Registry {
+                reference,
+                status,
+                code,
+                message: if message.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    message
+                },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_hosts() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.0.0.1:5301",
+            "127.1.2.3:1",
+            "[::1]:5000",
+        ] {
+            assert!(plain_http(h, &[]), "{h}");
+        }
+        for h in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "registry.local:5000",
+            "localhost.example:1",
+        ] {
+            assert!(!plain_http(h, &[]), "{h}");
+        }
+        let insecure = vec!["registry.local:5000".to_string(), "10.0.0.1".to_string()];
+        assert!(plain_http("registry.local:5000", &insecure));
+        assert!(!plain_http("registry.local:5001", &insecure));
+        assert!(plain_http("10.0.0.1:5000", &insecure));
+    }
+
+    #[test]
+    fn https_is_refused_with_advice() {
+        let r = Reference::parse("quay.io/app").unwrap();
+        let e = Session::new(&r, &[], None).err().unwrap().to_string();
+        assert!(e.contains("--insecure-registry quay.io"), "{e}");
+    }
+}

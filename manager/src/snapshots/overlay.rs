@@ -1,0 +1,183 @@
+//! The `overlayfs` snapshotter (the default): each snapshot's `fs/` is one overlay layer.
+//!
+//! Mounts, as containerd's overlay snapshotter gives them:
+//! - active without parent: `bind` of its `fs/`, read-write;
+//! - active with parents: `overlay` with `workdir=`, `upperdir=` (its own `fs/`) and
+//!   `lowerdir=` (the parents' `fs/`, nearest first);
+//! - view (and committed): its single layer as a read-only `bind`, several as a read-only
+//!   `overlay` of `lowerdir=` only.
+//!
+//! Many layers make `lowerdir=` longer than a page; [`super::mount_all`] handles that.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::meta::{self, Record, Store};
+use super::{Error, Info, Kind, Labels, Mount, Result, Snapshotter, Usage};
+
+pub struct OverlaySnapshotter {
+    store: Store,
+}
+
+impl std::fmt::Debug for OverlaySnapshotter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverlaySnapshotter")
+            .field("root", &self.store.root())
+            .finish()
+    }
+}
+
+impl OverlaySnapshotter {
+    /// Opens (creating) the snapshotter at `root`, removing leftovers of interrupted changes.
+    pub fn open(root: &Path) -> Result<OverlaySnapshotter> {
+        Ok(OverlaySnapshotter {
+            store: Store::open(root)?,
+        })
+    }
+
+    fn fs(&self, rec: &Record) -> PathBuf {
+        self.store.dir(rec.id).join("fs")
+    }
+
+    fn mounts_of(&self, chain: &[Record]) -> Vec<Mount> {
+        let rec = &chain[0];
+        let parents = &chain[1..];
+        let path = |r: &Record| self.fs(r).to_string_lossy().into_owned();
+        let bind = |r: &Record, ro: bool| Mount {
+            kind: "bind".into(),
+            source: path(r),
+            target: None,
+            options: vec!["rbind".into(), if ro { "ro" } else { "rw" }.into()],
+        };
+        let overlay = |options: Vec<String>| Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            target: None,
+            options,
+        };
+        let lowerdir = |ls: &[Record]| {
+            format!(
+                "lowerdir={}",
+                ls.iter().map(path).collect::<Vec<_>>().join(":")
+            )
+        };
+        match rec.kind {
+            Kind::Active if parents.is_empty() => vec![bind(rec, false)],
+            Kind::Active => vec![overlay(vec![
+                format!(
+                    "workdir={}",
+                    self.store.dir(rec.id).join("work").to_string_lossy()
+                ),
+                format!("upperdir={}", path(rec)),
+                lowerdir(parents),
+            ])],
+            Kind::View => match parents {
+                [] => vec![bind(rec, true)],
+                [only] => vec![bind(only, true)],
+                _ => vec![overlay(vec![lowerdir(parents)])],
+            },
+            Kind::Committed => match chain {
+                [only] => vec![bind(only, true)],
+                _ => vec![overlay(vec![lowerdir(chain)])],
+            },
+        }
+    }
+
+    fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: Option<&str>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>> {
+        let p = self.store.begin_create(key, parent, kind, labels)?;
+        let populate = || -> Result<()> {
+            let fs_dir = p.dir.join("fs");
+            fs::create_dir(&fs_dir).map_err(Error::io("create", &fs_dir))?;
+            // The upper's root directory is the merged root's: keep the parent's owner and mode.
+            let mode = match p.parents.first() {
+                Some(parent) => {
+                    let pfs = self.fs(parent);
+                    let md = fs::metadata(&pfs).map_err(Error::io("stat", &pfs))?;
+                    std::os::unix::fs::chown(&fs_dir, Some(md.uid()), Some(md.gid()))
+                        .map_err(Error::io("chown", &fs_dir))?;
+                    md.mode() & 0o7777
+                }
+                None => 0o755,
+            };
+            fs::set_permissions(&fs_dir, fs::Permissions::from_mode(mode))
+                .map_err(Error::io("chmod", &fs_dir))?;
+            if kind == Kind::Active {
+                let work = p.dir.join("work");
+                fs::create_dir(&work).map_err(Error::io("create", &work))?;
+            }
+            Ok(())
+        };
+        if let Err(e) = populate() {
+            self.store.abort_create(p);
+            return Err(e);
+        }
+        let rec = self.store.finish_create(p)?;
+        let chain = self.store.chain(&rec.name)?;
+        Ok(self.mounts_of(&chain))
+    }
+}
+
+impl Snapshotter for OverlaySnapshotter {
+    fn driver(&self) -> &'static str {
+        "overlayfs"
+    }
+
+    fn root(&self) -> &Path {
+        self.store.root()
+    }
+
+    fn stat(&self, key: &str) -> Result<Info> {
+        Ok(self.store.get(key)?.info())
+    }
+
+    fn update_labels(&self, key: &str, labels: Labels) -> Result<Info> {
+        Ok(self.store.update_labels(key, labels)?.info())
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage> {
+        let rec = self.store.get(key)?;
+        match rec.usage {
+            Some(u) if rec.kind == Kind::Committed => Ok(u),
+            _ => meta::disk_usage(&self.fs(&rec)),
+        }
+    }
+
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        Ok(self.mounts_of(&self.store.chain(key)?))
+    }
+
+    fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
+        self.create(Kind::Active, key, parent, labels)
+    }
+
+    fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
+        self.create(Kind::View, key, parent, labels)
+    }
+
+    fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
+        let rec = self.store.get(key)?;
+        let usage = if rec.kind == Kind::Active {
+            // The tree reaches the disk before the metadata says it is committed.
+            meta::sync_fs(&self.fs(&rec))?;
+            meta::disk_usage(&self.fs(&rec))?
+        } else {
+            Usage::default()
+        };
+        self.store.commit(name, key, labels, usage)
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        self.store.remove(key)
+    }
+
+    fn walk(&self) -> Result<Vec<Info>> {
+        Ok(self.store.walk().iter().map(Record::info).collect())
+    }
+}
