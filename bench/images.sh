@@ -1,33 +1,57 @@
 #!/usr/bin/env bash
-# images.sh — kapseld's pull against containerd's (`ctr pull`), side by side, and the idle RSS
-# of both daemons. As root, after `cargo build --release -p kapsel-manager`.
+# images.sh — kapseld against containerd and dockerd, side by side in one run: pull from a local
+# registry, load of a docker-archive, and each daemon's idle RSS. As root, after
+# `cargo build --release -p kapsel-manager`.
 #
 #   bench/images.sh [ROUNDS]      (default 5)
 #
 # Builds a 4-layer image offline (4 x 32 MiB random + text, gzip -1), serves it from Debian's
-# docker-registry on 127.0.0.1:5291 (private config), and pulls it ROUNDS times into a fresh
-# kapseld root and a fresh containerd root (CRI disabled), interleaved. Prints medians and
-# the ratio. Needs docker-registry, skopeo, containerd, ctr, python3. Everything lives in a
-# temporary directory removed at the end.
+# docker-registry on 127.0.0.1:$PORT (default 5291, private config), and, ROUNDS times,
+# interleaved, each into a fresh daemon with a fresh root:
+#   - pulls it through `kapsel pull`, `ctr pull` (containerd, CRI disabled) and `docker pull`
+#     (dockerd 20.10 with its own data-root, exec-root, pidfile, socket and managed containerd;
+#     no bridge, no iptables; it treats 127.0.0.0/8 registries as insecure, so plain HTTP);
+#   - loads the docker-archive that `docker save` made of the pulled image through
+#     `kapsel load` and `docker load`.
+# Prints medians and the ratios kapsel/ctr and kapsel/docker, and idle RSS of the three daemons
+# (dockerd alone and with the containerd it manages). Needs docker-registry, skopeo, containerd,
+# ctr, dockerd, docker.io's /usr/bin/docker, python3, bc, curl. Everything lives in a temporary
+# directory /tmp/benchimg.* that the exit trap unmounts and removes after stopping every daemon.
 set -euo pipefail
 ROUNDS=${1:-5}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KAPSELD=${KAPSELD:-$REPO/target/release/kapseld}
 KAPSEL=${KAPSEL:-$REPO/target/release/kapsel}
-PORT=5291
-W=$(mktemp -d /tmp/kapsel-bench-images.XXXXXX)
+DOCKER=/usr/bin/docker # docker.io's 20.10 CLI; /usr/local/bin/docker is another one
+PORT=${PORT:-5291}
+# Short: dockerd's exec-root/containerd/containerd.sock must stay under 108 bytes.
+W=$(mktemp -d /tmp/benchimg.XXXXXX)
 pids=()
+stop_pid() { # PID [SECONDS]: SIGTERM, wait, then SIGKILL.
+    local p=$1 n=${2:-20}
+    kill "$p" 2>/dev/null || return 0
+    for _ in $(seq $((n * 10))); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+}
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 1
+    set +e
+    for p in "${pids[@]}"; do stop_pid "$p" 20; done
+    # Whatever still runs from our directory (a containerd that dockerd started, say) is ours.
+    for p in $(pgrep -f "$W/"); do [ "$p" != $$ ] && kill -9 "$p" 2>/dev/null; done
+    sleep 0.5
+    awk -v w="$W/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+        while read -r m; do umount -l "$m"; done
     rm -rf "$W"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-for p in docker-registry skopeo containerd ctr python3; do
+for p in docker-registry skopeo containerd ctr dockerd "$DOCKER" python3 bc curl; do
     command -v "$p" >/dev/null || { echo "bench/images.sh: $p is not installed" >&2; exit 1; }
 done
 [ -x "$KAPSELD" ] || { echo "bench/images.sh: build $KAPSELD first (cargo build --release -p kapsel-manager)" >&2; exit 1; }
+ss -ltn | grep -q "127.0.0.1:$PORT " && { echo "bench/images.sh: port $PORT is taken; set PORT=" >&2; exit 1; }
 
 # The image.
 mkdir -p "$W/img/blobs/sha256"
@@ -74,35 +98,108 @@ skopeo copy -q --dest-tls-verify=false "oci:$W/img:latest" "docker://$IMAGE"
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+timed() { # FILE CMD...: append CMD's wall time in seconds to FILE.
+    local f=$1 t0 t1
+    shift
+    t0=$(now)
+    "$@" >/dev/null
+    t1=$(now)
+    echo "$t1 - $t0" | bc >>"$f"
+}
 
-: >"$W/kapsel.times"
-: >"$W/ctr.times"
-for r in $(seq "$ROUNDS"); do
-    # containerd, fresh root.
-    C=$W/ctd$r
+# Fresh daemons. Each sets its pid in the named variable and its socket/dir in another.
+start_containerd() { # DIR
+    local C=$1
     mkdir -p "$C"
     printf 'version = 2\nroot = "%s/root"\nstate = "%s/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "%s/sock"\n[plugins]\n  [plugins."io.containerd.internal.v1.opt"]\n    path = "%s/opt"\n' \
         "$C" "$C" "$C" "$C" >"$C/config.toml"
     containerd --config "$C/config.toml" >"$C/log" 2>&1 &
-    cpid=$!
-    pids+=("$cpid")
-    for _ in $(seq 100); do ctr -a "$C/sock" version >/dev/null 2>&1 && break; sleep 0.1; done
-    [ "$r" = 1 ] && sleep 2 && echo "containerd idle RSS: $(rss_kb "$cpid") kB"
-    t0=$(now); ctr -a "$C/sock" image pull --plain-http "$IMAGE" >/dev/null; t1=$(now)
-    echo "$t1 - $t0" | bc >>"$W/ctr.times"
-    kill "$cpid"; wait "$cpid" 2>/dev/null || true
-    # kapseld, fresh root.
-    K=$W/k$r
-    "$KAPSELD" --root "$K/root" --state "$K/state" --address "$K/sock" >"$K.log" 2>&1 &
-    kpid=$!
-    pids+=("$kpid")
-    for _ in $(seq 100); do [ -S "$K/sock" ] && break; sleep 0.05; done
-    [ "$r" = 1 ] && sleep 2 && echo "kapseld idle RSS:    $(rss_kb "$kpid") kB"
-    t0=$(now); "$KAPSEL" -H "$K/sock" pull -q "$IMAGE" >/dev/null; t1=$(now)
-    echo "$t1 - $t0" | bc >>"$W/kapsel.times"
-    kill "$kpid"; wait "$kpid" 2>/dev/null || true
+    dpid=$!
+    pids+=("$dpid")
+    for _ in $(seq 100); do ctr -a "$C/sock" version >/dev/null 2>&1 && return; sleep 0.1; done
+    echo "bench/images.sh: containerd in $C did not come up; its log:" >&2; cat "$C/log" >&2; exit 1
+}
+start_kapseld() { # DIR
+    local K=$1
+    mkdir -p "$K"
+    "$KAPSELD" --root "$K/root" --state "$K/state" --address "$K/sock" >"$K/log" 2>&1 &
+    dpid=$!
+    pids+=("$dpid")
+    for _ in $(seq 100); do [ -S "$K/sock" ] && return; sleep 0.05; done
+    echo "bench/images.sh: kapseld in $K did not come up; its log:" >&2; cat "$K/log" >&2; exit 1
+}
+start_dockerd() { # DIR
+    local D=$1
+    mkdir -p "$D"
+    printf '{"data-root": "%s/data", "exec-root": "%s/exec", "pidfile": "%s/pid", "hosts": ["unix://%s/sock"], "storage-driver": "overlay2", "iptables": false, "ip-forward": false, "ip-masq": false, "bridge": "none"}\n' \
+        "$D" "$D" "$D" "$D" >"$D/daemon.json"
+    dockerd --config-file "$D/daemon.json" >"$D/log" 2>&1 &
+    dpid=$!
+    pids+=("$dpid")
+    for _ in $(seq 600); do
+        [ -S "$D/sock" ] && "$DOCKER" -H "unix://$D/sock" info >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    echo "bench/images.sh: dockerd in $D did not come up; its log:" >&2; cat "$D/log" >&2; exit 1
+}
+stop_daemon() { stop_pid "$dpid" 30; }
+idle_rss() { # NAME [PID_OF_CHILD_TOO]
+    sleep 2
+    local own kids=0 c
+    own=$(rss_kb "$dpid")
+    if [ "${2:-}" = children ]; then
+        for c in $(pgrep -P "$dpid"); do kids=$((kids + $(rss_kb "$c"))); done
+        echo "$1 $own $((own + kids))" >>"$W/rss"
+    else
+        echo "$1 $own $own" >>"$W/rss"
+    fi
+}
+
+: >"$W/rss"
+for f in kapsel.pull ctr.pull docker.pull kapsel.load docker.load; do : >"$W/$f"; done
+ARCHIVE=$W/image-docker.tar
+for r in $(seq "$ROUNDS"); do
+    echo "round $r/$ROUNDS" >&2
+    # Pulls, each into a fresh daemon.
+    start_containerd "$W/c$r"
+    [ "$r" = 1 ] && idle_rss containerd
+    timed "$W/ctr.pull" ctr -a "$W/c$r/sock" image pull --plain-http "$IMAGE"
+    stop_daemon
+    start_kapseld "$W/k$r"
+    [ "$r" = 1 ] && idle_rss kapseld
+    timed "$W/kapsel.pull" "$KAPSEL" -H "$W/k$r/sock" pull -q "$IMAGE"
+    stop_daemon
+    start_dockerd "$W/d$r"
+    [ "$r" = 1 ] && idle_rss dockerd children
+    timed "$W/docker.pull" "$DOCKER" -H "unix://$W/d$r/sock" pull -q "$IMAGE"
+    [ "$r" = 1 ] && "$DOCKER" -H "unix://$W/d$r/sock" save -o "$ARCHIVE" "$IMAGE"
+    stop_daemon
+    rm -rf "$W/c$r" "$W/k$r" "$W/d$r"
+    # Loads of the same docker-archive, each into a fresh daemon.
+    start_kapseld "$W/kl$r"
+    timed "$W/kapsel.load" "$KAPSEL" -H "$W/kl$r/sock" load -q -i "$ARCHIVE"
+    stop_daemon
+    start_dockerd "$W/dl$r"
+    timed "$W/docker.load" "$DOCKER" -H "unix://$W/dl$r/sock" load -q -i "$ARCHIVE"
+    stop_daemon
+    rm -rf "$W/kl$r" "$W/dl$r"
 done
-k=$(median <"$W/kapsel.times")
-c=$(median <"$W/ctr.times")
-echo "pull of 4 x 32 MiB gzip layers, fresh root, median of $ROUNDS:"
-printf '  kapsel pull  %.2f s\n  ctr pull     %.2f s\n  kapsel is %.2fx containerd\n' "$k" "$c" "$(echo "$c / $k" | bc -l)"
+
+kp=$(median <"$W/kapsel.pull"); cp=$(median <"$W/ctr.pull"); dp=$(median <"$W/docker.pull")
+kl=$(median <"$W/kapsel.load"); dl=$(median <"$W/docker.load")
+rk=$(awk '$1 == "kapseld" {print $2}' "$W/rss")
+rc=$(awk '$1 == "containerd" {print $2}' "$W/rss")
+rd=$(awk '$1 == "dockerd" {print $2}' "$W/rss")
+rdc=$(awk '$1 == "dockerd" {print $3}' "$W/rss")
+ratio() { echo "$1 / $2" | bc -l; }
+echo "4 x 32 MiB gzip layers from 127.0.0.1:$PORT, fresh daemon and root each time, median of $ROUNDS:"
+printf '  %-34s %9s %14s %14s\n' "" kapsel "containerd" "docker"
+printf '  %-34s %8.2fs %13.2fs %13.2fs\n' "pull" "$kp" "$cp" "$dp"
+printf '  %-34s %8.2fs %14s %13.2fs\n' "load (docker-archive, $(($(stat -c %s "$ARCHIVE") / 1048576)) MiB)" "$kl" "-" "$dl"
+printf '  %-34s %7d kB %11d kB %11d kB\n' "idle RSS (daemon)" "$rk" "$rc" "$rd"
+printf '  %-34s %10s %14s %11d kB\n' "idle RSS (dockerd + its containerd)" "" "" "$rdc"
+echo "ratios kapsel/other (time or memory; below 1 means kapsel is faster or smaller):"
+printf '  pull      kapsel/ctr %.2f   kapsel/docker %.2f\n' "$(ratio "$kp" "$cp")" "$(ratio "$kp" "$dp")"
+printf '  load                       kapsel/docker %.2f\n' "$(ratio "$kl" "$dl")"
+printf '  idle RSS  kapsel/ctr %.2f   kapsel/docker %.2f (%.2f with its containerd)\n' \
+    "$(ratio "$rk" "$rc")" "$(ratio "$rk" "$rd")" "$(ratio "$rk" "$rdc")"
