@@ -17,7 +17,8 @@
 #   KAPSEL_FUZZ_SECONDS=N   time per target (default 60)
 #   KAPSEL_FUZZ_JOBS=N      parallel fuzzing processes per target (default 1)
 #   KAPSEL_FUZZ_TOOLCHAIN   the nightly toolchain cargo fuzz builds with (default nightly)
-# Needs cargo-fuzz (scripts/install-deps.sh installs it) and a nightly toolchain; not root.
+# Needs cargo-fuzz (scripts/install-deps.sh installs it) and a nightly toolchain (without one:
+# the default toolchain with RUSTC_BOOTSTRAP=1); not root.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -30,8 +31,15 @@ fuzz_dir="$KAPSEL_ROOT/runtime/fuzz"
 
 cargo fuzz --version >/dev/null 2>&1 ||
     die "cargo-fuzz is missing: cargo install cargo-fuzz --locked (scripts/install-deps.sh does)"
-cargo "+$toolchain" --version >/dev/null 2>&1 ||
-    die "no $toolchain toolchain (cargo fuzz needs one): rustup toolchain install $toolchain --profile minimal"
+if ! cargo "+$toolchain" --version >/dev/null 2>&1; then
+    # cargo fuzz passes unstable flags (-Z...); where no nightly is installed (and none can be
+    # fetched), the stable compiler accepts them under RUSTC_BOOTSTRAP=1. With `-s none` nothing
+    # else of nightly is used.
+    log "no $toolchain toolchain: building the fuzz targets with the default toolchain and RUSTC_BOOTSTRAP=1"
+    toolchain=$(rustup show active-toolchain 2>/dev/null | awk '{ print $1; exit }')
+    [ -n "$toolchain" ] || die "no Rust toolchain found (rustup show active-toolchain)"
+    export RUSTC_BOOTSTRAP=1
+fi
 
 cd "$fuzz_dir"
 targets=("$@")

@@ -86,7 +86,7 @@ else
     cargo install cargo-fuzz --locked
 fi
 cargo +nightly --version >/dev/null 2>&1 ||
-    log "warning: no nightly toolchain: scripts/fuzz.sh needs one (rustup toolchain install nightly --profile minimal)"
+    log "no nightly toolchain: scripts/fuzz.sh builds the fuzz targets on the default one with RUSTC_BOOTSTRAP=1"
 
 "$KAPSEL_ROOT/scripts/cgroup-hugetlb.sh"
 
