@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Info, Kind, Labels, Result, Usage};
+use super::{Error, Info, Kind, Labels, Mount, Result, Snapshotter, Usage};
 
 const META: &str = "meta.json";
 
@@ -425,4 +425,85 @@ pub(crate) fn disk_usage(root: &Path) -> Result<Usage> {
         }
     }
     Ok(usage)
+}
+
+/// What differs between snapshot drivers: their name, how a new snapshot's tree is made and
+/// which mounts show a snapshot. The rest of [`Snapshotter`] (metadata, usage, commit, removal)
+/// is the same for all of them and lives in the blanket impl below.
+pub(super) trait Driver: Send + Sync {
+    const NAME: &'static str;
+    fn store(&self) -> &Store;
+    /// Creates `key` of `kind` on `parent` and returns its mounts.
+    fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: Option<&str>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>>;
+    /// The mounts that show snapshot `key`.
+    fn mounts_of_key(&self, key: &str) -> Result<Vec<Mount>>;
+
+    /// The directory holding a snapshot's tree.
+    fn fs(&self, rec: &Record) -> PathBuf {
+        self.store().dir(rec.id).join("fs")
+    }
+}
+
+impl<D: Driver> Snapshotter for D {
+    fn driver(&self) -> &'static str {
+        D::NAME
+    }
+
+    fn root(&self) -> &Path {
+        self.store().root()
+    }
+
+    fn stat(&self, key: &str) -> Result<Info> {
+        Ok(self.store().get(key)?.info())
+    }
+
+    fn update_labels(&self, key: &str, labels: Labels) -> Result<Info> {
+        Ok(self.store().update_labels(key, labels)?.info())
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage> {
+        let rec = self.store().get(key)?;
+        match rec.usage {
+            Some(u) if rec.kind == Kind::Committed => Ok(u),
+            _ => disk_usage(&self.fs(&rec)),
+        }
+    }
+
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        self.mounts_of_key(key)
+    }
+
+    fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
+        self.create(Kind::Active, key, parent, labels)
+    }
+
+    fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
+        self.create(Kind::View, key, parent, labels)
+    }
+
+    fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
+        let rec = self.store().get(key)?;
+        let usage = if rec.kind == Kind::Active {
+            // The tree reaches the disk before the metadata says it is committed.
+            sync_fs(&self.fs(&rec))?;
+            disk_usage(&self.fs(&rec))?
+        } else {
+            Usage::default()
+        };
+        self.store().commit(name, key, labels, usage)
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        self.store().remove(key)
+    }
+
+    fn walk(&self) -> Result<Vec<Info>> {
+        Ok(self.store().walk().iter().map(Record::info).collect())
+    }
 }

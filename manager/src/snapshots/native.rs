@@ -10,8 +10,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::meta::{self, Record, Store};
-use super::{Error, Info, Kind, Labels, Mount, Result, Snapshotter, Usage};
+use super::meta::{Driver, Record, Store};
+use super::{Error, Kind, Labels, Mount, Result};
 use crate::unpack::{copy_entry, sys};
 
 pub struct NativeSnapshotter {
@@ -34,10 +34,6 @@ impl NativeSnapshotter {
         })
     }
 
-    fn fs(&self, rec: &Record) -> PathBuf {
-        self.store.dir(rec.id).join("fs")
-    }
-
     fn mounts_of(&self, rec: &Record) -> Vec<Mount> {
         let ro = rec.kind != Kind::Active;
         vec![Mount {
@@ -48,7 +44,7 @@ impl NativeSnapshotter {
         }]
     }
 
-    fn create(
+    fn create_snapshot(
         &self,
         kind: Kind,
         key: &str,
@@ -80,61 +76,25 @@ impl NativeSnapshotter {
     }
 }
 
-impl Snapshotter for NativeSnapshotter {
-    fn driver(&self) -> &'static str {
-        "native"
+impl Driver for NativeSnapshotter {
+    const NAME: &'static str = "native";
+
+    fn store(&self) -> &Store {
+        &self.store
     }
 
-    fn root(&self) -> &Path {
-        self.store.root()
+    fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: Option<&str>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>> {
+        self.create_snapshot(kind, key, parent, labels)
     }
 
-    fn stat(&self, key: &str) -> Result<Info> {
-        Ok(self.store.get(key)?.info())
-    }
-
-    fn update_labels(&self, key: &str, labels: Labels) -> Result<Info> {
-        Ok(self.store.update_labels(key, labels)?.info())
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
-        let rec = self.store.get(key)?;
-        match rec.usage {
-            Some(u) if rec.kind == Kind::Committed => Ok(u),
-            _ => meta::disk_usage(&self.fs(&rec)),
-        }
-    }
-
-    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+    fn mounts_of_key(&self, key: &str) -> Result<Vec<Mount>> {
         Ok(self.mounts_of(&self.store.get(key)?))
-    }
-
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
-        self.create(Kind::Active, key, parent, labels)
-    }
-
-    fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
-        self.create(Kind::View, key, parent, labels)
-    }
-
-    fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
-        let rec = self.store.get(key)?;
-        let usage = if rec.kind == Kind::Active {
-            // The tree reaches the disk before the metadata says it is committed.
-            meta::sync_fs(&self.fs(&rec))?;
-            meta::disk_usage(&self.fs(&rec))?
-        } else {
-            Usage::default()
-        };
-        self.store.commit(name, key, labels, usage)
-    }
-
-    fn remove(&self, key: &str) -> Result<()> {
-        self.store.remove(key)
-    }
-
-    fn walk(&self) -> Result<Vec<Info>> {
-        Ok(self.store.walk().iter().map(Record::info).collect())
     }
 }
 

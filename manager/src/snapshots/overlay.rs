@@ -11,10 +11,10 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::meta::{self, Record, Store};
-use super::{Error, Info, Kind, Labels, Mount, Result, Snapshotter, Usage};
+use super::meta::{Driver, Record, Store};
+use super::{Error, Kind, Labels, Mount, Result};
 
 pub struct OverlaySnapshotter {
     store: Store,
@@ -34,10 +34,6 @@ impl OverlaySnapshotter {
         Ok(OverlaySnapshotter {
             store: Store::open(root)?,
         })
-    }
-
-    fn fs(&self, rec: &Record) -> PathBuf {
-        self.store.dir(rec.id).join("fs")
     }
 
     fn mounts_of(&self, chain: &[Record]) -> Vec<Mount> {
@@ -84,7 +80,7 @@ impl OverlaySnapshotter {
         }
     }
 
-    fn create(
+    fn create_snapshot(
         &self,
         kind: Kind,
         key: &str,
@@ -124,60 +120,24 @@ impl OverlaySnapshotter {
     }
 }
 
-impl Snapshotter for OverlaySnapshotter {
-    fn driver(&self) -> &'static str {
-        "overlayfs"
+impl Driver for OverlaySnapshotter {
+    const NAME: &'static str = "overlayfs";
+
+    fn store(&self) -> &Store {
+        &self.store
     }
 
-    fn root(&self) -> &Path {
-        self.store.root()
+    fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: Option<&str>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>> {
+        self.create_snapshot(kind, key, parent, labels)
     }
 
-    fn stat(&self, key: &str) -> Result<Info> {
-        Ok(self.store.get(key)?.info())
-    }
-
-    fn update_labels(&self, key: &str, labels: Labels) -> Result<Info> {
-        Ok(self.store.update_labels(key, labels)?.info())
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
-        let rec = self.store.get(key)?;
-        match rec.usage {
-            Some(u) if rec.kind == Kind::Committed => Ok(u),
-            _ => meta::disk_usage(&self.fs(&rec)),
-        }
-    }
-
-    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+    fn mounts_of_key(&self, key: &str) -> Result<Vec<Mount>> {
         Ok(self.mounts_of(&self.store.chain(key)?))
-    }
-
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
-        self.create(Kind::Active, key, parent, labels)
-    }
-
-    fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
-        self.create(Kind::View, key, parent, labels)
-    }
-
-    fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
-        let rec = self.store.get(key)?;
-        let usage = if rec.kind == Kind::Active {
-            // The tree reaches the disk before the metadata says it is committed.
-            meta::sync_fs(&self.fs(&rec))?;
-            meta::disk_usage(&self.fs(&rec))?
-        } else {
-            Usage::default()
-        };
-        self.store.commit(name, key, labels, usage)
-    }
-
-    fn remove(&self, key: &str) -> Result<()> {
-        self.store.remove(key)
-    }
-
-    fn walk(&self) -> Result<Vec<Info>> {
-        Ok(self.store.walk().iter().map(Record::info).collect())
     }
 }
