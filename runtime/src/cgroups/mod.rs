@@ -242,11 +242,19 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The v2 directory, for a child born into it (clone3 CLONE_INTO_CGROUP); None on v1.
-    pub fn v2_path(&self) -> Option<&Path> {
-        self.v2
-            .then(|| self.paths.get("").map(PathBuf::as_path))
-            .flatten()
+    /// The v2 directory as an O_PATH descriptor, for a child born into it (clone3
+    /// CLONE_INTO_CGROUP). None on v1, or (with a debug line) when it cannot be opened: the
+    /// caller then moves the process with [`Cgroup::add_process`].
+    pub fn open_v2_dir(&self) -> Option<std::os::fd::OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.paths.get("").filter(|_| self.v2)?;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|e| tracing::debug!("open {}: {e}", dir.display()))
+            .ok()
     }
 
     /// Whether [`Cgroup::join_self`] can be used instead of [`Cgroup::add_process`]: v1 only.

@@ -222,10 +222,7 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
     let self_join = target.as_ref().filter(|t| t.can_join_self() && !userns);
     let (parent, child) = Channel::pair()?;
     // v2: the child is born in the cgroup where the kernel allows it (clone3).
-    let born_in = target
-        .as_ref()
-        .and_then(Cgroup::v2_path)
-        .and_then(|dir| std::fs::File::open(dir).ok());
+    let born_in = target.as_ref().and_then(Cgroup::open_v2_dir);
     let mut placed = false;
     let pid = match born_in
         .as_ref()
@@ -235,7 +232,12 @@ pub fn run(g: &Global, a: &ExecArgs) -> Result<i32> {
             placed = true;
             pid
         }
-        _ => clone_fork(0)?,
+        other => {
+            if let Some(Err(e)) = other {
+                tracing::debug!("clone3 into the cgroup: {e}; moving the process after clone");
+            }
+            clone_fork(0)?
+        }
     };
     if pid == 0 {
         drop(parent);

@@ -238,10 +238,7 @@ pub fn create_with_console(
         let _ = crate::process::wait_exit(stage1);
         pid
     } else {
-        let born_in = cgroup
-            .as_ref()
-            .and_then(Cgroup::v2_path)
-            .and_then(open_cgroup_dir);
+        let born_in = cgroup.as_ref().and_then(Cgroup::open_v2_dir);
         let pid = match born_in
             .as_ref()
             .map(|fd| clone_fork_into_cgroup(flags, fd.as_fd()))
@@ -618,19 +615,6 @@ fn owner_name() -> String {
             })
         })
         .unwrap_or_else(|| uid.to_string())
-}
-
-/// The v2 cgroup directory as an O_PATH descriptor for clone3; None (with a debug line) when it
-/// cannot be opened, and the caller moves the process instead.
-fn open_cgroup_dir(dir: &Path) -> Option<OwnedFd> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(dir)
-        .map(OwnedFd::from)
-        .map_err(|e| tracing::debug!("open {}: {e}", dir.display()))
-        .ok()
 }
 
 #[cfg(test)]
