@@ -41,6 +41,20 @@ pub struct Collected {
 pub struct Marks {
     pub content: HashSet<Digest>,
     pub snapshots: HashSet<String>,
+    /// While a lease lives: seconds since the epoch from which new blobs and snapshots are kept
+    /// even if marking never saw them (a pull may commit one between mark and sweep).
+    pub keep_since: Option<i64>,
+}
+
+impl Marks {
+    /// Whether a snapshot was made while a lease lived (see `keep_since`).
+    fn keeps(&self, info: &snapshots::Info) -> bool {
+        let created = info
+            .created
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.keep_since.is_some_and(|since| created >= since)
+    }
 }
 
 /// The children of a blob that a walk follows: an index's manifests, a manifest's config and
@@ -147,6 +161,7 @@ pub fn mark(db: &Db, store: &dyn Store, sn: Option<&dyn Snapshotter>) -> Result<
         .iter()
         .map(|(_, l)| l.created_at / 1_000_000_000 - 1)
         .min();
+    marks.keep_since = oldest_lease;
     if let Some(since) = oldest_lease {
         for info in store.list()? {
             if info.created_at as i64 >= since {
@@ -210,7 +225,7 @@ pub fn sweep(
     if let Some(sn) = sn {
         let infos = sn.walk()?;
         for i in infos.iter().rev() {
-            if i.kind == Kind::Committed && !marks.snapshots.contains(&i.name) {
+            if i.kind == Kind::Committed && !marks.snapshots.contains(&i.name) && !marks.keeps(i) {
                 match sn.remove(&i.name) {
                     Ok(()) => out.snapshots.push(i.name.clone()),
                     Err(snapshots::Error::NotFound(_)) => {}
@@ -221,7 +236,10 @@ pub fn sweep(
     }
     let mut gone: BTreeSet<Digest> = BTreeSet::new();
     for info in store.list()? {
-        if !marks.content.contains(&info.digest) {
+        let fresh = marks
+            .keep_since
+            .is_some_and(|since| info.created_at as i64 >= since);
+        if !marks.content.contains(&info.digest) && !fresh {
             match store.delete(&info.digest) {
                 Ok(()) => {
                     out.bytes += info.size;

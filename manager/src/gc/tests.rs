@@ -209,3 +209,24 @@ fn leases_protect_what_they_name_and_what_was_committed_during_them() {
     assert_eq!(got.content, vec![stray.digest]);
     assert!(db.leases().unwrap().is_empty());
 }
+
+#[test]
+fn a_blob_committed_between_mark_and_sweep_under_a_lease_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&dir.path().join("content")).unwrap();
+    let db = Db::open(&dir.path().join("meta.redb")).unwrap();
+    db.create_lease("default", "pull-1", None).unwrap();
+    let marks = mark(&db, &store, None).unwrap();
+    // A pull commits a layer after marking listed the store, before the sweep.
+    let late = put(&store, MEDIA_OCI_LAYER_GZIP, b"late layer");
+    let got = sweep(&store, None, &marks).unwrap();
+    assert!(got.content.is_empty(), "swept {:?}", got.content);
+    store.info(&late.digest).unwrap();
+    // Without a lease the same blob is garbage.
+    db.delete_lease("default", "pull-1").unwrap();
+    let marks = mark(&db, &store, None).unwrap();
+    assert_eq!(
+        sweep(&store, None, &marks).unwrap().content,
+        vec![late.digest]
+    );
+}
