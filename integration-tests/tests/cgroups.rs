@@ -163,9 +163,16 @@ fn device_cgroup_denies_by_default_and_allows_the_standard_devices() {
         &id,
         "sh",
         "-c",
-        "mknod /dev/kt-mem c 1 1 && head -c1 /dev/kt-mem",
+        "mknod /dev/kt-mem c 1 1 && echo made && head -c1 /dev/kt-mem",
     ]);
     assert!(!out.success(), "read /dev/mem through a new node:\n{out}");
+    // The node was made (mknod is allowed) and the open refused by the device rules, not by
+    // anything else on the way.
+    assert!(out.stdout.contains("made"), "mknod failed:\n{out}");
+    assert!(
+        out.stderr.contains("Operation not permitted"),
+        "not refused by the device rules:\n{out}"
+    );
 }
 
 #[test]
@@ -192,9 +199,16 @@ fn devices_are_denied_by_default_without_linux_resources() {
         &id,
         "sh",
         "-c",
-        "mknod /dev/kt-mem c 1 1 && head -c1 /dev/kt-mem",
+        "mknod /dev/kt-mem c 1 1 && echo made && head -c1 /dev/kt-mem",
     ]);
     assert!(!out.success(), "read /dev/mem through a new node:\n{out}");
+    // The node was made (mknod is allowed) and the open refused by the device rules, not by
+    // anything else on the way.
+    assert!(out.stdout.contains("made"), "mknod failed:\n{out}");
+    assert!(
+        out.stderr.contains("Operation not permitted"),
+        "not refused by the device rules:\n{out}"
+    );
     rt.run_ok(&["exec", &id, "sh", "-c", "echo x > /dev/null"]);
 }
 
