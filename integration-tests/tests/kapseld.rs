@@ -538,6 +538,12 @@ fn sigkilled_daemon_restarts_with_a_consistent_store() {
     let inspect: serde_json::Value =
         serde_json::from_str(&d.ok(&["image", "inspect", "busybox"]).stdout).unwrap();
     assert_eq!(inspect[0]["Kapsel"]["Unpacked"], true);
+    // The store the checks below look at really holds the image (so "empty" means removed).
+    assert!(!d.blobs().is_empty(), "no blobs after the restart");
+    assert!(
+        !d.snapshots("native").is_empty(),
+        "no snapshots after the restart"
+    );
     d.ok(&["rmi", "busybox"]);
     assert!(d.blobs().is_empty(), "blobs left: {:?}", d.blobs());
     assert!(
