@@ -186,6 +186,13 @@ impl Publisher {
                                     Some(f) => f.forward(&target.namespace, &topic, &any),
                                     None => publish_once(&target, &reaper, &topic, &any),
                                 };
+                                if let (Err(e), ATTEMPTS) = (&sent, attempt) {
+                                    // containerd never learns of it: say so in the shim's log.
+                                    eprintln!(
+                                        "containerd-shim-kapsel-v2: dropping event {topic} \
+                                         after {ATTEMPTS} attempts: {e}"
+                                    );
+                                }
                                 if sent.is_ok() || attempt == ATTEMPTS {
                                     break;
                                 }
