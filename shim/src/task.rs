@@ -476,8 +476,16 @@ impl Task {
         }
         let sig = nix::sys::signal::Signal::try_from(signal as i32)
             .map_err(|_| TaskError::InvalidArgument(format!("signal {signal} is not valid")))?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid as i32), sig)
-            .map_err(|e| TaskError::NotFound(format!("exec {exec_id:?} (pid {}): {e}", p.pid)))
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid as i32), sig).map_err(|e| {
+            let what = format!("exec {exec_id:?} (pid {})", p.pid);
+            match e {
+                nix::errno::Errno::ESRCH => TaskError::NotFound(format!("{what}: {e}")),
+                other => TaskError::Io {
+                    what: format!("signal {sig} to {what}"),
+                    source: other.into(),
+                },
+            }
+        })
     }
 
     /// Delete a stopped (or never started) process; for init also the container and its rootfs.
