@@ -161,6 +161,7 @@ impl Runtime {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+        let log_from = self.log_len();
         let mut child = c.spawn().map_err(|source| self.spawn_err(source))?;
         if let (Some(mut w), Some(data)) = (child.stdin.take(), input) {
             let _ = w.write_all(data);
@@ -175,7 +176,7 @@ impl Runtime {
         }
         let status = reaper.wait(child.id() as i32);
         if status != 0 {
-            return Err(self.failed(args, status, &err));
+            return Err(self.failed(args, status, &err, log_from));
         }
         Ok(out)
     }
@@ -191,12 +192,13 @@ impl Runtime {
         c.stdin(io.stdin.map_or_else(Stdio::null, Stdio::from))
             .stdout(io.stdout.map_or_else(Stdio::null, Stdio::from))
             .stderr(io.stderr.map_or_else(Stdio::null, Stdio::from));
+        let log_from = self.log_len();
         let child = c.spawn().map_err(|source| self.spawn_err(source))?;
         // Drop our copies of the container's stdio now, so that EOF reaches the copiers.
         drop(c);
         let status = reaper.wait(child.id() as i32);
         if status != 0 {
-            return Err(self.failed(args, status, &[]));
+            return Err(self.failed(args, status, &[], log_from));
         }
         Ok(())
     }
@@ -208,8 +210,14 @@ impl Runtime {
         }
     }
 
-    fn failed(&self, args: &[&str], status: i32, stderr: &[u8]) -> RuntimeError {
-        let mut message = last_log_error(&self.log).unwrap_or_default();
+    /// Where the runtime's log ends now: a failed command's error is looked for after it, so
+    /// that an older command's error is never reported as this one's.
+    fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len())
+    }
+
+    fn failed(&self, args: &[&str], status: i32, stderr: &[u8], log_from: u64) -> RuntimeError {
+        let mut message = last_log_error(&self.log, log_from).unwrap_or_default();
         if message.is_empty() {
             message = String::from_utf8_lossy(stderr).trim().to_string();
         }
@@ -222,9 +230,10 @@ impl Runtime {
     }
 }
 
-/// The message of the last error-level line of a runc-style JSON log.
-fn last_log_error(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
+/// The message of the last error-level line of a runc-style JSON log, from byte `from` on.
+fn last_log_error(log: &Path, from: u64) -> Option<String> {
+    let bytes = std::fs::read(log).ok()?;
+    let text = String::from_utf8_lossy(bytes.get(from as usize..).unwrap_or_default());
     text.lines().rev().find_map(|line| {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
         let level = v.get("level")?.as_str()?;
@@ -249,7 +258,13 @@ mod tests {
             "{\"level\":\"error\",\"msg\":\"first\"}\n{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"container \\\"a\\\" not found\"}\n{\"level\":\"debug\",\"msg\":\"y\"}\n",
         )
         .unwrap();
-        assert_eq!(last_log_error(&log).unwrap(), "container \"a\" not found");
+        assert_eq!(
+            last_log_error(&log, 0).unwrap(),
+            "container \"a\" not found"
+        );
+        // A later command that logged nothing has no error of its own in the log.
+        let end = std::fs::metadata(&log).unwrap().len();
+        assert_eq!(last_log_error(&log, end), None);
     }
 
     #[test]
