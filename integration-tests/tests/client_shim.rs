@@ -1399,11 +1399,14 @@ fn shim_log_uris_file_and_binary() {
             )
             .output();
             assert_eq!(out.code, Some(4), "{which:?}: {out}\n{}", c.log());
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            assert!(
-                text.contains("to-out") && text.contains("to-err"),
-                "{which:?}: {file:?}: {text:?}"
-            );
+            // runc's shim copies the two streams on their own goroutines and may still be
+            // writing when `ctr run` returns: wait for both lines rather than read once.
+            let read_log = || std::fs::read_to_string(&file).unwrap_or_default();
+            let complete =
+                |t: &str| t.contains("to-out") && t.contains("to-err") && t.contains("SigBlk");
+            wait_until(Duration::from_secs(10), || complete(&read_log()));
+            let text = read_log();
+            assert!(complete(&text), "{which:?}: {file:?}: {text:?}");
             // The container starts with no signal blocked (the shim blocks SIGCHLD for itself).
             assert!(
                 text.contains("SigBlk:\t0000000000000000"),
