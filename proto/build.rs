@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "protos/kapsel/services/snapshots/v1/snapshots.proto",
     "protos/kapsel/services/events/v1/events.proto",
     "protos/kapsel/services/system/v1/system.proto",
+    "protos/kapsel/services/containers/v1/containers.proto",
 ];
 
 fn main() {

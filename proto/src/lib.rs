@@ -8,6 +8,7 @@
 //! | `kapsel.services.snapshots.v1` | `Snapshots` | list, usage |
 //! | `kapsel.services.events.v1` | `Events` | `Subscribe` long-polls the event ring |
 //! | `kapsel.services.system.v1` | `System` | version, info |
+//! | `kapsel.services.containers.v1` | `Containers` | create, start, stop, kill, remove, list, inspect, wait, exec, logs, attach, stats, top, pause, rename, update, prune |
 //!
 //! Requests carry a `namespace` where records are namespaced; empty means `default`.
 
@@ -42,4 +43,6 @@ generated!(
     events_ttrpc,
     system,
     system_ttrpc,
+    containers,
+    containers_ttrpc,
 );

@@ -1,6 +1,6 @@
 //! Garbage collection of content and snapshots: mark what is reachable, delete the rest.
 //!
-//! Roots: every image record of every namespace, every resource a live lease names, every blob
+//! Roots: every image record of every namespace, the image of every container, every resource a live lease names, every blob
 //! committed while a lease lived (a pull or load in progress holds one: the manifests it
 //! stores are not announced one by one), and every active or view snapshot (a container's
 //! rootfs, an unpack in progress). From an image target the walk follows index → manifests →
@@ -137,6 +137,12 @@ pub fn mark(db: &Db, store: &dyn Store, sn: Option<&dyn Snapshotter>) -> Result<
         .into_iter()
         .map(|(_, r)| r.target)
         .collect();
+    // A container keeps the image it was made from (its snapshot is active, kept below).
+    roots.extend(
+        db.all_containers()?
+            .into_iter()
+            .map(|(_, c)| c.image_target),
+    );
     let sn_name = sn.map(|s| s.driver());
     for res in db.leased_resources()? {
         match res {

@@ -230,3 +230,39 @@ fn a_blob_committed_between_mark_and_sweep_under_a_lease_survives() {
         vec![late.digest]
     );
 }
+
+#[test]
+fn a_container_keeps_its_image_after_the_record_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&dir.path().join("content")).unwrap();
+    let sn = NativeSnapshotter::open(&dir.path().join("snapshots")).unwrap();
+    let db = Db::open(&dir.path().join("meta.redb")).unwrap();
+    let (ix, cfg, layers) = image(&store, "ctr", &[b"ctr-layer"]);
+    let chain = unpack_chain(&sn, &store, &cfg);
+    db.put_image("default", record("ctr:1", &ix)).unwrap();
+    let c = crate::metadata::ContainerRecord {
+        id: "a".repeat(64),
+        name: "web".into(),
+        image: "ctr:1".into(),
+        image_name: "ctr:1".into(),
+        image_target: ix.clone(),
+        image_id: cfg.digest.to_string(),
+        options: serde_json::json!({}),
+        spec: serde_json::json!({}),
+        snapshotter: "native".into(),
+        snapshot_key: "a".repeat(64),
+        labels: BTreeMap::new(),
+        created_at: 0,
+        state: Default::default(),
+    };
+    db.create_container("default", &c).unwrap();
+    db.delete_image("default", "ctr:1").unwrap();
+    let got = collect(&db, &store, Some(&sn)).unwrap();
+    assert!(got.content.is_empty(), "{got:?}");
+    assert!(got.snapshots.is_empty(), "{got:?}");
+    // The container gone, the image's blobs and snapshots go too.
+    db.delete_container("default", &c.id).unwrap();
+    let got = collect(&db, &store, Some(&sn)).unwrap();
+    assert!(got.content.contains(&layers[0].digest));
+    assert_eq!(got.snapshots, chain);
+}

@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::oci::{Descriptor, Digest};
 
+mod containers;
 mod migrate;
+
+pub use containers::{ContainerRecord, State as ContainerState, Status as ContainerStatus};
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 2;
@@ -34,7 +37,7 @@ pub(crate) const IMAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition:
 pub(crate) const LEASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("leases");
 pub(crate) const LEASE_RESOURCES: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("lease_resources");
-/// Reserved for issue 5 (containers): `(namespace, id)` → JSON record.
+/// `(namespace, id)` → JSON [`ContainerRecord`] (`containers.rs`).
 pub(crate) const CONTAINERS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("containers");
 
@@ -72,6 +75,12 @@ pub enum Error {
     LeaseNotFound { namespace: String, id: String },
     #[error("lease {id:?} already exists in namespace {namespace:?}")]
     LeaseExists { namespace: String, id: String },
+    #[error("no such container: {id}")]
+    ContainerNotFound { namespace: String, id: String },
+    #[error("container {id} already exists in namespace {namespace:?}")]
+    ContainerExists { namespace: String, id: String },
+    #[error("conflict: the container name \"/{name}\" is already in use by container \"{id}\": remove (or rename) that container to be able to reuse that name")]
+    ContainerNameInUse { name: String, id: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

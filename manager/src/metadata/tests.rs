@@ -357,3 +357,78 @@ fn killed_writer_leaves_a_consistent_database() {
         total_seen = images.len();
     }
 }
+
+fn container(id: &str, name: &str) -> ContainerRecord {
+    ContainerRecord {
+        id: id.to_string(),
+        name: name.to_string(),
+        image: "busybox".into(),
+        image_name: "docker.io/library/busybox:latest".into(),
+        image_target: desc(b"m"),
+        image_id: Digest::of(b"c").to_string(),
+        options: serde_json::json!({"name": name}),
+        spec: serde_json::json!({"ociVersion": "1.2.0"}),
+        snapshotter: "overlayfs".into(),
+        snapshot_key: id.to_string(),
+        labels: BTreeMap::new(),
+        created_at: 1,
+        state: ContainerState::default(),
+    }
+}
+
+#[test]
+fn container_names_are_unique_per_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("meta.redb")).unwrap();
+    db.create_container("default", &container("a1", "web"))
+        .unwrap();
+    let e = db
+        .create_container("default", &container("b2", "web"))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("the container name \"/web\" is already in use by container \"a1\""),
+        "{e}"
+    );
+    assert!(matches!(
+        db.create_container("default", &container("a1", "other")),
+        Err(Error::ContainerExists { .. })
+    ));
+    // Another namespace may use the name.
+    db.create_container("ns2", &container("b2", "web")).unwrap();
+    db.create_container("default", &container("c3", "db"))
+        .unwrap();
+    // Renaming onto a taken name fails and changes nothing.
+    let e = db
+        .update_container("default", "c3", |r| {
+            r.name = "web".into();
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(matches!(e, Error::ContainerNameInUse { .. }), "{e}");
+    assert_eq!(db.get_container("default", "c3").unwrap().name, "db");
+    let (r, ()) = db
+        .update_container("default", "c3", |r| {
+            r.state.status = ContainerStatus::Running;
+            r.state.pid = 42;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(r.state.pid, 42);
+    let names: Vec<String> = db
+        .list_containers("default")
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, vec!["web", "db"]);
+    assert_eq!(db.all_containers().unwrap().len(), 3);
+    db.delete_container("default", "a1").unwrap();
+    assert!(matches!(
+        db.get_container("default", "a1"),
+        Err(Error::ContainerNotFound { .. })
+    ));
+    // The name is free again.
+    db.create_container("default", &container("d4", "web"))
+        .unwrap();
+}
