@@ -21,6 +21,10 @@ pub struct Config {
     pub log_level: String,
     /// Registries reached over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// `containerd-shim-kapsel-v2` (default: next to kapseld, else on PATH).
+    pub shim_binary: Option<PathBuf>,
+    /// The OCI runtime the shim runs (default: the shim's, `kapsel-runtime` on PATH).
+    pub runtime_binary: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -32,6 +36,8 @@ impl Default for Config {
             snapshotter: DEFAULT_SNAPSHOTTER.into(),
             log_level: "info".into(),
             insecure_registries: Vec::new(),
+            shim_binary: None,
+            runtime_binary: None,
         }
     }
 }

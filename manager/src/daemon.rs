@@ -163,12 +163,30 @@ pub fn run(cfg: Config) -> Result<(), Error> {
     let mut server = kapsel_proto::ttrpc::Server::new()
         .bind(&format!("unix://{}", cfg.address.display()))
         .map_err(serve_err)?;
-    for m in services::methods(svc.clone(), info) {
+    let ctrs = crate::containers::Containers::new(
+        svc.clone(),
+        crate::containers::Paths {
+            root: cfg.root.clone(),
+            state: cfg.state.clone(),
+            daemon_address: cfg.address.clone(),
+            shim_binary: cfg
+                .shim_binary
+                .clone()
+                .unwrap_or_else(|| crate::containers::sibling_binary("containerd-shim-kapsel-v2")),
+            runtime_binary: cfg.runtime_binary.clone(),
+            logger_binary: crate::containers::sibling_binary("kapsel-logger"),
+            init_binary: Some(crate::containers::sibling_binary("kapsel-init"))
+                .filter(|p| p.is_absolute()),
+        },
+    );
+    for m in services::methods(svc.clone(), ctrs.clone(), info) {
         server = server.register_service(m);
     }
     std::fs::set_permissions(&cfg.address, std::fs::Permissions::from_mode(0o660))
         .map_err(io("chmod", &cfg.address))?;
     server.start().map_err(serve_err)?;
+    // After the server is up: the shims of recovered containers send their events to it.
+    ctrs.recover();
     tracing::info!(
         address = %cfg.address.display(),
         root = %cfg.root.display(),

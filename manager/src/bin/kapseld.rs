@@ -26,6 +26,12 @@ struct Args {
     /// A registry (host[:port]) to reach over plain HTTP; loopback ones always are. Repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
+    /// containerd-shim-kapsel-v2 to run tasks with (default: next to kapseld, else on PATH).
+    #[arg(long, env = "KAPSEL_SHIM")]
+    shim: Option<std::path::PathBuf>,
+    /// The OCI runtime the shim runs (default: kapsel-runtime on PATH).
+    #[arg(long, env = "KAPSEL_RUNTIME")]
+    runtime: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -56,6 +62,8 @@ fn main() {
         },
         log_level: a.log_level,
         insecure_registries: a.insecure_registry,
+        shim_binary: a.shim,
+        runtime_binary: a.runtime,
     };
     if let Err(e) = kapsel_manager::daemon::run(cfg) {
         eprintln!("kapseld: {e}");

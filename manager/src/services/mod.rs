@@ -10,6 +10,7 @@ use kapsel_proto::ttrpc;
 use crate::images::{self, Service};
 use crate::oci::{Descriptor, Digest};
 
+mod containers;
 mod content;
 mod events;
 mod images_svc;
@@ -22,9 +23,11 @@ pub use system::DaemonInfo;
 /// Every service's method table, for `ttrpc::Server::register_service`.
 pub fn methods(
     svc: Arc<Service>,
+    ctrs: Arc<crate::containers::Containers>,
     info: Arc<DaemonInfo>,
 ) -> Vec<HashMap<String, Box<dyn ttrpc::MethodHandler + Send + Sync>>> {
     vec![
+        kapsel_proto::containers_ttrpc::create_containers(Arc::new(containers::Containers(ctrs))),
         kapsel_proto::images_ttrpc::create_images(Arc::new(images_svc::Images(svc.clone()))),
         kapsel_proto::content_ttrpc::create_content(Arc::new(content::Content(svc.clone()))),
         kapsel_proto::transfer_ttrpc::create_transfer(Arc::new(transfer::Transfer(svc.clone()))),

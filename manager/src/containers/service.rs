@@ -1,0 +1,1649 @@
+//! The container service: the lifecycle over the metadata record, the snapshot, the bundle
+//! and the task (see the module doc of `containers`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::pending::{self, RunOptions, Shim, ShimSpec};
+use super::restart::{self, Policy};
+use super::{io_err, Error, Paths, Result};
+use crate::images::{self, namespace, Service};
+use crate::metadata::{now_nanos, ContainerRecord, ContainerState, ContainerStatus};
+
+pub const TOPIC_CONTAINER_CREATE: &str = "/containers/create";
+pub const TOPIC_CONTAINER_UPDATE: &str = "/containers/update";
+pub const TOPIC_CONTAINER_DELETE: &str = "/containers/delete";
+
+/// Longest a long poll (Wait, Logs) waits per call.
+const MAX_WAIT: Duration = Duration::from_secs(10);
+/// Docker's default stop timeout.
+const DEFAULT_STOP_TIMEOUT: i64 = 10;
+/// How long an exited container's logger may take to write its last lines.
+const LOGGER_DRAIN: Duration = Duration::from_secs(5);
+/// A log cursor nobody used for this long is dropped.
+const CURSOR_IDLE: Duration = Duration::from_secs(300);
+
+type Key = (String, String);
+
+/// A running task: its shim and what kapseld holds for it.
+struct Task {
+    shim: Shim,
+    /// The write end kapseld holds on the stdin FIFO, so that a client detaching does not
+    /// close the container's stdin.
+    stdin: Mutex<Option<File>>,
+    started: Instant,
+    execs: Mutex<HashMap<String, ExecState>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ExecState {
+    exit: Option<i32>,
+}
+
+struct LogCursor {
+    key: Key,
+    cursor: pending::Cursor,
+    used: Instant,
+}
+
+/// The container service (one per kapseld).
+pub struct Containers {
+    svc: Arc<Service>,
+    paths: Paths,
+    tasks: Mutex<HashMap<Key, Arc<Task>>>,
+    /// Bumped (under the mutex) whenever a container or exec changes state; Wait waits on it.
+    generation: Mutex<u64>,
+    changed: Condvar,
+    cursors: Mutex<HashMap<String, LogCursor>>,
+    /// Restart delays by container.
+    backoff: Mutex<HashMap<Key, Duration>>,
+    me: Weak<Containers>,
+}
+
+/// What `ps` shows.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub record: ContainerRecord,
+    pub status_text: String,
+    pub command: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaitResult {
+    pub exited: bool,
+    pub exit_code: i32,
+    pub error: String,
+    pub restarting: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub user: String,
+    pub workdir: String,
+    pub tty: bool,
+    pub stdin: bool,
+    pub privileged: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogsRequest {
+    pub cursor: String,
+    pub follow: bool,
+    pub tail: Option<usize>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub wait: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogsResponse {
+    /// (stream, time in nanoseconds, line with its newline)
+    pub entries: Vec<(String, i64, Vec<u8>)>,
+    pub cursor: String,
+    pub done: bool,
+}
+
+fn options_of(rec: &ContainerRecord) -> RunOptions {
+    serde_json::from_value(rec.options.clone()).unwrap_or_default()
+}
+
+fn policy_of(rec: &ContainerRecord) -> Policy {
+    options_of(rec).restart.parse().unwrap_or_default()
+}
+
+fn task_err<'a>(id: &'a str, what: &'static str) -> impl FnOnce(pending::Missing) -> Error + 'a {
+    move |e| Error::Task {
+        id: id.to_string(),
+        what,
+        detail: e.to_string(),
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+impl Containers {
+    pub fn new(svc: Arc<Service>, paths: Paths) -> Arc<Containers> {
+        Arc::new_cyclic(|me| Containers {
+            svc,
+            paths,
+            tasks: Mutex::new(HashMap::new()),
+            generation: Mutex::new(0),
+            changed: Condvar::new(),
+            cursors: Mutex::new(HashMap::new()),
+            backoff: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    fn notify(&self) {
+        *self.generation.lock().expect("generation lock") += 1;
+        self.changed.notify_all();
+    }
+
+    fn publish(&self, ns: &str, topic: &str, rec: &ContainerRecord, extra: serde_json::Value) {
+        let mut ev = serde_json::json!({"id": rec.id, "name": rec.name, "image": rec.image, "status": rec.state.status.as_str()});
+        if let (Some(o), serde_json::Value::Object(x)) = (ev.as_object_mut(), extra) {
+            o.extend(x);
+        }
+        self.svc.events.publish(ns, topic, ev);
+    }
+
+    /// The record a reference (id, unique id prefix, name) names.
+    pub fn find(&self, ns: &str, reference: &str) -> Result<ContainerRecord> {
+        let ns = namespace(ns);
+        let reference = reference.strip_prefix('/').unwrap_or(reference);
+        if reference.is_empty() {
+            return Err(Error::NotFound(reference.to_string()));
+        }
+        let all = self.svc.db.list_containers(ns)?;
+        if let Some(c) = all
+            .iter()
+            .find(|c| c.id == reference || c.name == reference)
+        {
+            return Ok(c.clone());
+        }
+        let by_prefix: Vec<&ContainerRecord> =
+            all.iter().filter(|c| c.id.starts_with(reference)).collect();
+        match by_prefix.len() {
+            0 => Err(Error::NotFound(reference.to_string())),
+            1 => Ok(by_prefix[0].clone()),
+            _ => Err(Error::Ambiguous(reference.to_string())),
+        }
+    }
+
+    fn task(&self, ns: &str, id: &str) -> Option<Arc<Task>> {
+        self.tasks
+            .lock()
+            .expect("tasks lock")
+            .get(&(ns.to_string(), id.to_string()))
+            .cloned()
+    }
+
+    fn running_task(&self, ns: &str, rec: &ContainerRecord) -> Result<Arc<Task>> {
+        match rec.state.status {
+            ContainerStatus::Running | ContainerStatus::Paused => {}
+            ContainerStatus::Restarting => return Err(Error::Restarting(rec.id.clone())),
+            _ => return Err(Error::NotRunning(rec.id.clone())),
+        }
+        self.task(ns, &rec.id)
+            .ok_or_else(|| Error::NotRunning(rec.id.clone()))
+    }
+
+    fn set_state(
+        &self,
+        ns: &str,
+        id: &str,
+        f: impl FnOnce(&mut ContainerState),
+    ) -> Result<ContainerRecord> {
+        let (rec, ()) = self.svc.db.update_container(ns, id, |r| {
+            f(&mut r.state);
+            Ok(())
+        })?;
+        self.notify();
+        Ok(rec)
+    }
+
+    // ---- create
+
+    /// Creates a container from `opts` (a JSON `RunOptions`); returns (id, name, warnings).
+    pub fn create(&self, ns: &str, opts: RunOptions) -> Result<(String, String, Vec<String>)> {
+        let ns = namespace(ns);
+        opts.validate()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let policy: Policy = opts
+            .restart
+            .parse()
+            .map_err(|e: restart::PolicyError| Error::InvalidArgument(e.to_string()))?;
+        if opts.auto_remove && policy != Policy::No {
+            return Err(Error::InvalidArgument(
+                "conflicting options: cannot specify both --restart and --rm".into(),
+            ));
+        }
+        if opts.image.is_empty() {
+            return Err(Error::InvalidArgument("an image is required".into()));
+        }
+        let found = match self.svc.find(ns, &opts.image) {
+            Ok(f) => f,
+            Err(images::Error::NotFound(_)) => return Err(Error::NoSuchImage(opts.image.clone())),
+            Err(e) => return Err(e.into()),
+        };
+        let image = found[0].record.clone();
+        let resolved = self.svc.resolve(&image.name, &image.target)?;
+        let id = super::new_id();
+        let name = match &opts.name {
+            Some(n) if !n.is_empty() => {
+                let n = n.strip_prefix('/').unwrap_or(n).to_string();
+                super::validate_name(&n)?;
+                n
+            }
+            _ => super::generate_name(u64::from_str_radix(&id[..12], 16).unwrap_or(0)),
+        };
+        let mut labels: BTreeMap<String, String> = resolved
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        labels.extend(opts.labels.clone());
+        let rec = ContainerRecord {
+            id: id.clone(),
+            name: name.clone(),
+            image: opts.image.clone(),
+            image_name: image.name.clone(),
+            image_target: image.target.clone(),
+            image_id: resolved.manifest.config.digest.to_string(),
+            options: serde_json::to_value(&opts).expect("run options serialise"),
+            spec: serde_json::Value::Null,
+            snapshotter: self.svc.snapshotter.driver().to_string(),
+            snapshot_key: id.clone(),
+            labels,
+            created_at: now_nanos(),
+            state: ContainerState::default(),
+        };
+        // The record first: it holds the name, and keeps the image from GC.
+        self.svc.db.create_container(ns, &rec)?;
+        match self.create_files(ns, &rec, &opts, &resolved) {
+            Ok(spec) => {
+                let (rec, ()) = self.svc.db.update_container(ns, &id, |r| {
+                    r.spec = spec;
+                    Ok(())
+                })?;
+                self.publish(ns, TOPIC_CONTAINER_CREATE, &rec, serde_json::json!({}));
+                Ok((id, name, Vec::new()))
+            }
+            Err(e) => {
+                // Nothing half-made stays.
+                self.remove_files(ns, &rec);
+                let _ = self.svc.db.delete_container(ns, &id);
+                Err(e)
+            }
+        }
+    }
+
+    /// The snapshot, the container dir, the bundle with its spec.
+    fn create_files(
+        &self,
+        ns: &str,
+        rec: &ContainerRecord,
+        opts: &RunOptions,
+        resolved: &images::Resolved,
+    ) -> Result<serde_json::Value> {
+        let id = &rec.id;
+        let top = {
+            let _g = self.svc.gc_lock.lock().expect("gc lock");
+            let top = crate::unpack::unpack_image(
+                &*self.svc.store,
+                &*self.svc.snapshotter,
+                &resolved.manifest,
+                &resolved.config,
+                &mut |_| {},
+            )
+            .map_err(|source| Error::Unpack {
+                image: rec.image.clone(),
+                source,
+            })?;
+            let mut labels = BTreeMap::new();
+            labels.insert("kapsel.container".to_string(), id.clone());
+            self.svc
+                .snapshotter
+                .prepare(id, Some(&top), labels)
+                .map_err(|source| Error::Snapshot {
+                    id: id.clone(),
+                    source,
+                })?;
+            top
+        };
+        tracing::debug!(id = id.as_str(), parent = top.as_str(), "snapshot prepared");
+        let cdir = self.paths.container_dir(id);
+        std::fs::create_dir_all(&cdir).map_err(io_err("create directory", &cdir))?;
+        let hostname = opts
+            .hostname
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| short(id).to_string());
+        let network = if opts.network.is_empty() {
+            "none"
+        } else {
+            opts.network.as_str()
+        };
+        pending::prepare_container_dir(&cdir, &hostname, network)
+            .map_err(io_err("prepare container directory", &cdir))?;
+        let bundle = self.paths.bundle(ns, id);
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(&rootfs).map_err(io_err("create directory", &rootfs))?;
+        let mounts = self
+            .svc
+            .snapshotter
+            .mounts(id)
+            .map_err(|source| Error::Snapshot {
+                id: id.clone(),
+                source,
+            })?;
+        // The spec resolves users against the image's /etc/passwd: mount the rootfs for it.
+        let guard = crate::snapshots::MountGuard::mount(&mounts, &rootfs)?;
+        let ctx = pending::SpecContext {
+            id,
+            rootfs: &rootfs,
+            container_dir: &cdir,
+            init_binary: self.paths.init_binary.clone(),
+        };
+        let spec = pending::generate(&resolved.config, opts, &ctx);
+        guard.unmount()?;
+        let spec = spec.map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let config = bundle.join("config.json");
+        std::fs::write(
+            &config,
+            serde_json::to_vec_pretty(&spec).expect("spec serialises"),
+        )
+        .map_err(io_err("write", &config))?;
+        Ok(spec)
+    }
+
+    /// Removes the snapshot, the bundle, the FIFOs and the container dir (best effort).
+    fn remove_files(&self, ns: &str, rec: &ContainerRecord) {
+        let bundle = self.paths.bundle(ns, &rec.id);
+        let _ = crate::snapshots::unmount_all(&bundle.join("rootfs"));
+        match self.svc.snapshotter.remove(&rec.snapshot_key) {
+            Ok(()) | Err(crate::snapshots::Error::NotFound(_)) => {}
+            Err(e) => tracing::warn!(id = rec.id.as_str(), "removing the snapshot: {e}"),
+        }
+        for dir in [
+            bundle,
+            self.paths.fifo_dir(&rec.id),
+            self.paths.container_dir(&rec.id),
+        ] {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %dir.display(), "removing: {e}"),
+            }
+        }
+    }
+
+    // ---- start
+
+    pub fn start(&self, ns: &str, reference: &str) -> Result<()> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        match rec.state.status {
+            ContainerStatus::Running => return Ok(()),
+            ContainerStatus::Paused => return Err(Error::Paused(rec.id)),
+            _ => {}
+        }
+        self.backoff
+            .lock()
+            .expect("backoff lock")
+            .remove(&(ns.to_string(), rec.id.clone()));
+        self.start_task(ns, &rec)
+    }
+
+    fn start_task(&self, ns: &str, rec: &ContainerRecord) -> Result<()> {
+        let id = rec.id.as_str();
+        let opts = options_of(rec);
+        let key = (ns.to_string(), rec.id.clone());
+        let fifo_dir = self.paths.fifo_dir(id);
+        let mut stdin_path = String::new();
+        let mut stdin_hold = None;
+        if opts.stdin_open {
+            std::fs::create_dir_all(&fifo_dir).map_err(io_err("create directory", &fifo_dir))?;
+            let p = fifo_dir.join("stdin");
+            let _ = std::fs::remove_file(&p);
+            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| io_err("mkfifo", &p)(e.into()))?;
+            // Read-write: opening does not block, and the FIFO never sees EOF while held.
+            stdin_hold = Some(
+                File::options()
+                    .read(true)
+                    .write(true)
+                    .open(&p)
+                    .map_err(io_err("open", &p))?,
+            );
+            stdin_path = p.display().to_string();
+        }
+        let log = self.paths.log_path(id);
+        let logger = format!(
+            "binary://{}?path={}&max-size={}&max-file={}",
+            self.paths.logger_binary.display(),
+            log.display(),
+            opts_log_max_size(&rec.options),
+            opts_log_max_file(&rec.options),
+        );
+        let spec = ShimSpec {
+            id: id.to_string(),
+            namespace: ns.to_string(),
+            bundle: self.paths.bundle(ns, id),
+            runtime_binary: opts
+                .runtime
+                .clone()
+                .filter(|r| !r.is_empty())
+                .map(Into::into)
+                .or_else(|| self.paths.runtime_binary.clone()),
+            shim_binary: self.paths.shim_binary.clone(),
+            daemon_address: self.paths.daemon_address.clone(),
+        };
+        let shim = pending::start_shim(&spec).map_err(task_err(id, "starting the shim"))?;
+        let mounts = self
+            .svc
+            .snapshotter
+            .mounts(&rec.snapshot_key)
+            .map_err(|source| Error::Snapshot {
+                id: id.to_string(),
+                source,
+            })?;
+        let stderr = if opts.tty {
+            String::new()
+        } else {
+            logger.clone()
+        };
+        let created = shim
+            .create(mounts, stdin_path, logger, stderr, opts.tty)
+            .map_err(task_err(id, "creating the task"))
+            .and_then(|_| shim.start("").map_err(task_err(id, "starting the task")));
+        let pid = match created {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = shim.delete("");
+                let _ = shim.shutdown();
+                let msg = e.to_string();
+                let _ = self.set_state(ns, id, |s| {
+                    s.status = ContainerStatus::Exited;
+                    s.exit_code = exit_code_for_start_error(&msg);
+                    s.error = msg;
+                    s.finished_at = now_nanos();
+                    s.pid = 0;
+                    s.shim_address.clear();
+                });
+                return Err(e);
+            }
+        };
+        let address = shim.address();
+        let task = Arc::new(Task {
+            shim,
+            stdin: Mutex::new(stdin_hold),
+            started: Instant::now(),
+            execs: Mutex::new(HashMap::new()),
+        });
+        self.tasks
+            .lock()
+            .expect("tasks lock")
+            .insert(key.clone(), task.clone());
+        let rec = self.set_state(ns, id, |s| {
+            s.status = ContainerStatus::Running;
+            s.pid = pid;
+            s.started_at = now_nanos();
+            s.exit_code = 0;
+            s.error.clear();
+            s.oom_killed = false;
+            s.stopped_by_user = false;
+            s.shim_address = address;
+        })?;
+        self.publish(
+            ns,
+            TOPIC_CONTAINER_UPDATE,
+            &rec,
+            serde_json::json!({"action": "start"}),
+        );
+        self.watch(key, task);
+        Ok(())
+    }
+
+    /// A thread that waits for the task's init process and handles its exit.
+    fn watch(&self, key: Key, task: Arc<Task>) {
+        let me = self.me.clone();
+        let id = key.1.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("wait-{}", short(&id)))
+            .spawn(move || {
+                let exit = task.shim.wait("");
+                if let Some(me) = me.upgrade() {
+                    me.on_exit(&key, &task, exit.map(|e| e.status as i32));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(id = id.as_str(), "cannot start the wait thread: {e}");
+        }
+    }
+
+    fn on_exit(
+        &self,
+        key: &Key,
+        task: &Arc<Task>,
+        exit: std::result::Result<i32, pending::Missing>,
+    ) {
+        let (ns, id) = (key.0.as_str(), key.1.as_str());
+        let (code, error) = match exit {
+            Ok(c) => (c, String::new()),
+            Err(e) => (137, format!("lost the task: {e}")),
+        };
+        if let Err(e) = task.shim.delete("") {
+            tracing::warn!(id, "deleting the task: {e}");
+        }
+        if let Err(e) = task.shim.shutdown() {
+            tracing::debug!(id, "shim shutdown: {e}");
+        }
+        task.stdin.lock().expect("stdin lock").take();
+        self.tasks.lock().expect("tasks lock").remove(key);
+        // Every line on disk before anyone sees the container exited.
+        if !pending::wait_writer_done(&self.paths.log_path(id), LOGGER_DRAIN) {
+            tracing::warn!(id, "the logger did not finish within {LOGGER_DRAIN:?}");
+        }
+        let ran_for = task.started.elapsed();
+        let rec = match self.set_state(ns, id, |s| {
+            s.status = ContainerStatus::Exited;
+            s.exit_code = code;
+            s.error = error;
+            s.pid = 0;
+            s.finished_at = now_nanos();
+            s.shim_address.clear();
+        }) {
+            Ok(r) => r,
+            // Removed meanwhile (rm -f).
+            Err(_) => return,
+        };
+        self.publish(
+            ns,
+            TOPIC_CONTAINER_UPDATE,
+            &rec,
+            serde_json::json!({"action": "die", "exitCode": code}),
+        );
+        let opts = options_of(&rec);
+        if opts.auto_remove {
+            if let Err(e) = self.remove_record(ns, &rec) {
+                tracing::warn!(id, "--rm: {e}");
+            }
+            return;
+        }
+        let policy = policy_of(&rec);
+        if policy.restart_on_exit(code, rec.state.restart_count, rec.state.stopped_by_user) {
+            let delay = {
+                let mut b = self.backoff.lock().expect("backoff lock");
+                let d = restart::next_delay(b.get(key).copied(), ran_for);
+                b.insert(key.clone(), d);
+                d
+            };
+            let _ = self.set_state(ns, id, |s| {
+                s.status = ContainerStatus::Restarting;
+                s.restart_count += 1;
+            });
+            self.restart_later(key.clone(), delay);
+        }
+    }
+
+    fn restart_later(&self, key: Key, delay: Duration) {
+        let me = self.me.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("restart-{}", short(&key.1)))
+            .spawn(move || {
+                std::thread::sleep(delay);
+                let Some(me) = me.upgrade() else { return };
+                let Ok(rec) = me.svc.db.get_container(&key.0, &key.1) else {
+                    return;
+                };
+                // A stop, rm or start by the user meanwhile wins.
+                if rec.state.status != ContainerStatus::Restarting || rec.state.stopped_by_user {
+                    return;
+                }
+                if let Err(e) = me.start_task(&key.0, &rec) {
+                    tracing::warn!(id = key.1.as_str(), "restart by policy failed: {e}");
+                }
+            });
+    }
+
+    // ---- stop, kill, restart
+
+    pub fn stop(&self, ns: &str, reference: &str, timeout: Option<i64>) -> Result<()> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        let rec = self.set_state(ns, &rec.id, |s| {
+            s.stopped_by_user = true;
+            if s.status == ContainerStatus::Restarting {
+                s.status = ContainerStatus::Exited;
+            }
+        })?;
+        let Some(task) = self.task(ns, &rec.id) else {
+            return Ok(());
+        };
+        let opts = options_of(&rec);
+        let timeout = timeout
+            .filter(|t| *t >= 0)
+            .or(opts.stop_timeout)
+            .unwrap_or(DEFAULT_STOP_TIMEOUT);
+        let img = self
+            .svc
+            .resolve(&rec.image_name, &rec.image_target)
+            .map(|r| r.config)
+            .unwrap_or_default();
+        let sig = pending::stop_signal(&img, &opts);
+        if rec.state.status == ContainerStatus::Paused {
+            let _ = task.shim.resume();
+        }
+        if timeout > 0 || sig != Signal::SIGKILL {
+            if let Err(e) = task.shim.kill("", sig as u32, false) {
+                tracing::debug!(id = rec.id.as_str(), "stop signal: {e}");
+            }
+            if self.wait_exit(ns, &rec.id, Duration::from_secs(timeout.max(0) as u64)) {
+                return Ok(());
+            }
+        }
+        let _ = task.shim.kill("", Signal::SIGKILL as u32, true);
+        if !self.wait_exit(ns, &rec.id, Duration::from_secs(30)) {
+            return Err(Error::Task {
+                id: rec.id,
+                what: "stopping",
+                detail: "still running 30 s after SIGKILL".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until the container has no task (true) or the timeout passes (false).
+    fn wait_exit(&self, ns: &str, id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.generation.lock().expect("generation lock");
+        loop {
+            let gone = self.task(ns, id).is_none()
+                && self
+                    .svc
+                    .db
+                    .get_container(ns, id)
+                    .map_or(true, |r| !r.state.status.has_task());
+            if gone {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self
+                .changed
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(200)))
+                .expect("generation lock")
+                .0;
+        }
+    }
+
+    pub fn kill(&self, ns: &str, reference: &str, signal: &str) -> Result<()> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        let sig = if signal.is_empty() {
+            Signal::SIGKILL
+        } else {
+            super::parse_signal(signal)?
+        };
+        let task = self.running_task(ns, &rec)?;
+        if matches!(sig, Signal::SIGKILL | Signal::SIGTERM | Signal::SIGINT) {
+            self.set_state(ns, &rec.id, |s| s.stopped_by_user = true)?;
+        }
+        task.shim
+            .kill("", sig as u32, false)
+            .map_err(task_err(&rec.id, "kill"))
+    }
+
+    pub fn restart(&self, ns: &str, reference: &str, timeout: Option<i64>) -> Result<()> {
+        self.stop(ns, reference, timeout)?;
+        self.start(ns, reference)
+    }
+
+    // ---- remove, prune
+
+    pub fn remove(&self, ns: &str, reference: &str, force: bool) -> Result<String> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        if rec.state.status.has_task() || rec.state.status == ContainerStatus::Restarting {
+            if !force {
+                return Err(Error::RemoveRunning(rec.id));
+            }
+            self.set_state(ns, &rec.id, |s| s.stopped_by_user = true)?;
+            if let Some(task) = self.task(ns, &rec.id) {
+                let _ = task.shim.kill("", Signal::SIGKILL as u32, true);
+                self.wait_exit(ns, &rec.id, Duration::from_secs(30));
+            }
+        }
+        let rec = self.svc.db.get_container(ns, &rec.id)?;
+        self.remove_record(ns, &rec)?;
+        Ok(rec.id)
+    }
+
+    fn remove_record(&self, ns: &str, rec: &ContainerRecord) -> Result<()> {
+        self.remove_files(ns, rec);
+        self.svc.db.delete_container(ns, &rec.id)?;
+        self.backoff
+            .lock()
+            .expect("backoff lock")
+            .remove(&(ns.to_string(), rec.id.clone()));
+        self.notify();
+        self.publish(ns, TOPIC_CONTAINER_DELETE, rec, serde_json::json!({}));
+        Ok(())
+    }
+
+    /// Removes every stopped container; returns their ids.
+    pub fn prune(&self, ns: &str) -> Result<Vec<String>> {
+        let ns = namespace(ns);
+        let mut out = Vec::new();
+        for rec in self.svc.db.list_containers(ns)? {
+            if matches!(
+                rec.state.status,
+                ContainerStatus::Created | ContainerStatus::Exited | ContainerStatus::Dead
+            ) {
+                self.remove_record(ns, &rec)?;
+                out.push(rec.id);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- queries
+
+    pub fn list(&self, ns: &str, all: bool, filters: &[String]) -> Result<Vec<Summary>> {
+        let ns = namespace(ns);
+        let now = now_nanos();
+        let mut out = Vec::new();
+        for rec in self.svc.db.list_containers(ns)? {
+            if !all
+                && !rec.state.status.has_task()
+                && rec.state.status != ContainerStatus::Restarting
+            {
+                continue;
+            }
+            if !filters.iter().all(|f| matches_filter(&rec, f)) {
+                continue;
+            }
+            out.push(Summary {
+                status_text: super::status_text(&rec, now),
+                command: super::command_of(&rec),
+                record: rec,
+            });
+        }
+        // Newest first, as docker ps.
+        out.sort_by_key(|s| std::cmp::Reverse(s.record.created_at));
+        Ok(out)
+    }
+
+    /// `docker inspect`-shaped JSON.
+    pub fn inspect(&self, ns: &str, reference: &str) -> Result<serde_json::Value> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        let opts = options_of(&rec);
+        let s = &rec.state;
+        let ts = |n: i64| {
+            if n == 0 {
+                "0001-01-01T00:00:00Z".to_string()
+            } else {
+                crate::images::time::format_rfc3339(n)
+            }
+        };
+        let (policy_name, max_retry) = policy_of(&rec).docker_name();
+        Ok(serde_json::json!({
+            "Id": rec.id,
+            "Created": ts(rec.created_at),
+            "Path": rec.spec.pointer("/process/args/0"),
+            "Args": rec.spec.pointer("/process/args").and_then(|a| a.as_array()).map(|a| a[1.min(a.len())..].to_vec()),
+            "State": {
+                "Status": s.status.as_str(),
+                "Running": s.status.has_task(),
+                "Paused": s.status == ContainerStatus::Paused,
+                "Restarting": s.status == ContainerStatus::Restarting,
+                "OOMKilled": s.oom_killed,
+                "Dead": s.status == ContainerStatus::Dead,
+                "Pid": s.pid,
+                "ExitCode": s.exit_code,
+                "Error": s.error,
+                "StartedAt": ts(s.started_at),
+                "FinishedAt": ts(s.finished_at),
+            },
+            "Image": rec.image_id,
+            "ResolvConfPath": self.paths.container_dir(&rec.id).join("resolv.conf"),
+            "HostnamePath": self.paths.container_dir(&rec.id).join("hostname"),
+            "HostsPath": self.paths.container_dir(&rec.id).join("hosts"),
+            "LogPath": self.paths.log_path(&rec.id),
+            "Name": format!("/{}", rec.name),
+            "RestartCount": s.restart_count,
+            "Driver": rec.snapshotter,
+            "Platform": "linux",
+            "HostConfig": {
+                "Binds": opts.binds,
+                "NetworkMode": if opts.network.is_empty() { "none" } else { opts.network.as_str() },
+                "RestartPolicy": {"Name": policy_name, "MaximumRetryCount": max_retry},
+                "AutoRemove": opts.auto_remove,
+                "CapAdd": opts.cap_add,
+                "CapDrop": opts.cap_drop,
+                "Privileged": opts.privileged,
+                "ReadonlyRootfs": opts.read_only,
+                "SecurityOpt": opts.security_opt,
+                "Memory": opts.memory.unwrap_or(0),
+                "MemorySwap": opts.memory_swap.unwrap_or(0),
+                "NanoCpus": opts.cpus.map_or(0, |c| (c * 1e9) as i64),
+                "CpuShares": opts.cpu_shares.unwrap_or(0),
+                "CpusetCpus": opts.cpuset_cpus.clone().unwrap_or_default(),
+                "PidsLimit": opts.pids_limit,
+                "Init": opts.init,
+                "Runtime": opts.runtime.clone().unwrap_or_else(|| "kapsel-runtime".into()),
+                "LogConfig": {"Type": "json-file", "Config": {}},
+            },
+            "Config": {
+                "Hostname": rec.spec.pointer("/hostname"),
+                "User": opts.user.clone().unwrap_or_default(),
+                "Tty": opts.tty,
+                "OpenStdin": opts.stdin_open,
+                "Env": rec.spec.pointer("/process/env"),
+                "Cmd": opts.cmd,
+                "Entrypoint": opts.entrypoint,
+                "Image": rec.image,
+                "WorkingDir": rec.spec.pointer("/process/cwd"),
+                "Labels": rec.labels,
+                "StopSignal": opts.stop_signal,
+                "StopTimeout": opts.stop_timeout,
+            },
+            "Kapsel": {
+                "Namespace": ns,
+                "ImageName": rec.image_name,
+                "Snapshotter": rec.snapshotter,
+                "SnapshotKey": rec.snapshot_key,
+                "Bundle": self.paths.bundle(ns, &rec.id),
+                "ShimAddress": s.shim_address,
+                "Spec": rec.spec,
+            },
+        }))
+    }
+
+    /// Long poll: waits up to `wait` for the container (or an exec) to exit.
+    pub fn wait(
+        &self,
+        ns: &str,
+        reference: &str,
+        exec_id: &str,
+        wait: Duration,
+    ) -> Result<WaitResult> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        let deadline = Instant::now() + wait.min(MAX_WAIT);
+        let mut g = self.generation.lock().expect("generation lock");
+        loop {
+            let r = if exec_id.is_empty() {
+                let rec = match self.svc.db.get_container(ns, &rec.id) {
+                    Ok(r) => r,
+                    // Removed (--rm) after its exit was seen by nobody: the last state known.
+                    Err(crate::metadata::Error::ContainerNotFound { .. }) => {
+                        return Ok(WaitResult {
+                            exited: true,
+                            exit_code: rec.state.exit_code,
+                            ..Default::default()
+                        })
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                match rec.state.status {
+                    ContainerStatus::Exited | ContainerStatus::Dead => Some(WaitResult {
+                        exited: true,
+                        exit_code: rec.state.exit_code,
+                        error: rec.state.error.clone(),
+                        restarting: false,
+                    }),
+                    ContainerStatus::Restarting => Some(WaitResult {
+                        exited: true,
+                        exit_code: rec.state.exit_code,
+                        error: rec.state.error.clone(),
+                        restarting: true,
+                    }),
+                    _ => None,
+                }
+            } else {
+                let task = self.task(ns, &rec.id);
+                let st = task
+                    .as_ref()
+                    .and_then(|t| t.execs.lock().expect("execs lock").get(exec_id).cloned());
+                match (task, st) {
+                    (_, Some(ExecState { exit: Some(c) })) => Some(WaitResult {
+                        exited: true,
+                        exit_code: c,
+                        ..Default::default()
+                    }),
+                    (_, Some(_)) => None,
+                    (None, None) => Some(WaitResult {
+                        exited: true,
+                        exit_code: 137,
+                        error: "the container stopped".into(),
+                        restarting: false,
+                    }),
+                    (Some(_), None) => {
+                        return Err(Error::ExecNotFound {
+                            id: rec.id.clone(),
+                            exec: exec_id.to_string(),
+                        })
+                    }
+                }
+            };
+            if let Some(r) = r {
+                return Ok(r);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(WaitResult::default());
+            }
+            g = self
+                .changed
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(500)))
+                .expect("generation lock")
+                .0;
+        }
+    }
+
+    // ---- exec
+
+    /// Creates an exec process and its FIFOs; returns (exec id, stdin, stdout, stderr).
+    pub fn exec(
+        &self,
+        ns: &str,
+        reference: &str,
+        o: ExecOptions,
+    ) -> Result<(String, String, String, String)> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        if rec.state.status == ContainerStatus::Paused {
+            return Err(Error::Paused(rec.id));
+        }
+        let task = self.running_task(ns, &rec)?;
+        if o.args.is_empty() {
+            return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        let exec_id = format!("exec-{}", crate::unpack::random_hex());
+        let dir = self.paths.fifo_dir(&rec.id);
+        std::fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let mut paths = Vec::new();
+        for (want, stream) in [(o.stdin, "stdin"), (true, "stdout"), (!o.tty, "stderr")] {
+            if !want {
+                paths.push(String::new());
+                continue;
+            }
+            let p = dir.join(format!("{exec_id}-{stream}"));
+            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| io_err("mkfifo", &p)(e.into()))?;
+            paths.push(p.display().to_string());
+        }
+        let mut process = rec
+            .spec
+            .get("process")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        process["args"] = serde_json::json!(o.args);
+        process["terminal"] = serde_json::json!(o.tty);
+        if !o.workdir.is_empty() {
+            process["cwd"] = serde_json::json!(o.workdir);
+        }
+        if !o.env.is_empty() {
+            let mut env: Vec<String> = process["env"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for e in &o.env {
+                let k = e.split('=').next().unwrap_or("");
+                env.retain(|x| x.split('=').next() != Some(k));
+                env.push(e.clone());
+            }
+            process["env"] = serde_json::json!(env);
+        }
+        if !o.user.is_empty() {
+            process["user"] = exec_user(&o.user)?;
+        }
+        if o.privileged {
+            if let Some(all) = rec.spec.pointer("/process/capabilities/bounding") {
+                let all = all.clone();
+                process["capabilities"] = serde_json::json!({
+                    "bounding": all, "effective": all, "permitted": all,
+                });
+            }
+        }
+        task.shim
+            .exec(
+                &exec_id,
+                pending::ExecProcess {
+                    spec: process,
+                    stdin: paths[0].clone(),
+                    stdout: paths[1].clone(),
+                    stderr: paths[2].clone(),
+                    terminal: o.tty,
+                },
+            )
+            .map_err(task_err(&rec.id, "exec"))?;
+        task.execs
+            .lock()
+            .expect("execs lock")
+            .insert(exec_id.clone(), ExecState::default());
+        Ok((
+            exec_id,
+            paths[0].clone(),
+            paths[1].clone(),
+            paths[2].clone(),
+        ))
+    }
+
+    pub fn exec_start(&self, ns: &str, reference: &str, exec_id: &str) -> Result<()> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        let task = self.running_task(ns, &rec)?;
+        if !task.execs.lock().expect("execs lock").contains_key(exec_id) {
+            return Err(Error::ExecNotFound {
+                id: rec.id,
+                exec: exec_id.to_string(),
+            });
+        }
+        if let Err(e) = task.shim.start(exec_id) {
+            task.execs.lock().expect("execs lock").remove(exec_id);
+            let _ = task.shim.delete(exec_id);
+            return Err(task_err(&rec.id, "starting the exec")(e));
+        }
+        let me = self.me.clone();
+        let exec_id = exec_id.to_string();
+        let id = rec.id.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("exec-{}", short(&rec.id)))
+            .spawn(move || {
+                let code = match task.shim.wait(&exec_id) {
+                    Ok(e) => e.status as i32,
+                    Err(_) => 137,
+                };
+                let _ = task.shim.delete(&exec_id);
+                if let Some(st) = task.execs.lock().expect("execs lock").get_mut(&exec_id) {
+                    st.exit = Some(code);
+                }
+                if let Some(me) = me.upgrade() {
+                    let dir = me.paths.fifo_dir(&id);
+                    for s in ["stdin", "stdout", "stderr"] {
+                        let _ = std::fs::remove_file(dir.join(format!("{exec_id}-{s}")));
+                    }
+                    me.notify();
+                }
+            });
+        Ok(())
+    }
+
+    pub fn resize_pty(
+        &self,
+        ns: &str,
+        reference: &str,
+        exec_id: &str,
+        w: u32,
+        h: u32,
+    ) -> Result<()> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        let task = self.running_task(ns, &rec)?;
+        task.shim
+            .resize_pty(exec_id, w, h)
+            .map_err(task_err(&rec.id, "resize"))
+    }
+
+    pub fn close_stdin(&self, ns: &str, reference: &str, exec_id: &str) -> Result<()> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        let task = self.running_task(ns, &rec)?;
+        if exec_id.is_empty() {
+            task.stdin.lock().expect("stdin lock").take();
+        }
+        task.shim
+            .close_io(exec_id)
+            .map_err(task_err(&rec.id, "close stdin"))
+    }
+
+    /// The stdin FIFO of a container started with -i (empty without), and whether it has a tty.
+    pub fn attach(&self, ns: &str, reference: &str) -> Result<(String, bool)> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        self.running_task(ns, &rec)?;
+        let opts = options_of(&rec);
+        let stdin = if opts.stdin_open {
+            self.paths
+                .fifo_dir(&rec.id)
+                .join("stdin")
+                .display()
+                .to_string()
+        } else {
+            String::new()
+        };
+        Ok((stdin, opts.tty))
+    }
+
+    // ---- logs
+
+    pub fn logs(&self, ns: &str, reference: &str, req: LogsRequest) -> Result<LogsResponse> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        let key = (ns.to_string(), rec.id.clone());
+        let mut cursors = self.cursors.lock().expect("cursors lock");
+        cursors.retain(|_, c| c.used.elapsed() < CURSOR_IDLE);
+        let cursor_id = if req.cursor.is_empty() {
+            let id = crate::unpack::random_hex();
+            let q = pending::LogQuery {
+                tail: req.tail,
+                since: req.since,
+                until: req.until,
+                timestamps: false,
+                follow: req.follow,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            };
+            cursors.insert(
+                id.clone(),
+                LogCursor {
+                    key: key.clone(),
+                    cursor: pending::Cursor::new(&q),
+                    used: Instant::now(),
+                },
+            );
+            id
+        } else {
+            req.cursor.clone()
+        };
+        let mut c = cursors.remove(&cursor_id).ok_or_else(|| {
+            Error::InvalidArgument(format!("log cursor {cursor_id:?} expired: start again"))
+        })?;
+        drop(cursors);
+        if c.key != key {
+            return Err(Error::InvalidArgument(
+                "log cursor of another container".into(),
+            ));
+        }
+        // Whether the container can still write: checked before reading, so lines written
+        // before it exited are read in this call.
+        let live = self.svc.db.get_container(ns, &rec.id).is_ok_and(|r| {
+            r.state.status.has_task() || r.state.status == ContainerStatus::Restarting
+        });
+        let wait = if req.follow && live {
+            req.wait.min(MAX_WAIT)
+        } else {
+            Duration::ZERO
+        };
+        let entries =
+            pending::read_chunk(&self.paths.log_path(&rec.id), &mut c.cursor, 1 << 20, wait)?;
+        let done = entries.is_empty() && (!req.follow || !live);
+        let out = LogsResponse {
+            entries: entries
+                .into_iter()
+                .map(|e| (e.stream, e.time, e.log))
+                .collect(),
+            cursor: if done {
+                String::new()
+            } else {
+                cursor_id.clone()
+            },
+            done,
+        };
+        if !done {
+            c.used = Instant::now();
+            self.cursors
+                .lock()
+                .expect("cursors lock")
+                .insert(cursor_id, c);
+        }
+        Ok(out)
+    }
+
+    // ---- stats, top, pause, rename, update
+
+    pub fn stats(&self, ns: &str, reference: &str) -> Result<serde_json::Value> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        let task = self.running_task(ns, &rec)?;
+        let mut v = task.shim.stats().map_err(task_err(&rec.id, "stats"))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("id".into(), rec.id.clone().into());
+            o.insert("name".into(), rec.name.clone().into());
+        }
+        Ok(v)
+    }
+
+    /// `ps` of the host filtered to the container's processes, as Docker does.
+    pub fn top(
+        &self,
+        ns: &str,
+        reference: &str,
+        ps_args: &[String],
+    ) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        let task = self.running_task(ns, &rec)?;
+        let pids = task.shim.pids().map_err(task_err(&rec.id, "top"))?;
+        let args: Vec<String> = if ps_args.is_empty() {
+            vec!["-ef".into()]
+        } else {
+            ps_args.to_vec()
+        };
+        let out = std::process::Command::new("ps")
+            .args(&args)
+            .output()
+            .map_err(io_err("run", Path::new("ps")))?;
+        if !out.status.success() {
+            return Err(Error::InvalidArgument(format!(
+                "ps {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        parse_ps(&String::from_utf8_lossy(&out.stdout), &pids)
+    }
+
+    pub fn pause(&self, ns: &str, reference: &str) -> Result<()> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        if rec.state.status == ContainerStatus::Paused {
+            return Err(Error::Paused(rec.id));
+        }
+        let task = self.running_task(ns, &rec)?;
+        task.shim.pause().map_err(task_err(&rec.id, "pause"))?;
+        self.set_state(ns, &rec.id, |s| s.status = ContainerStatus::Paused)?;
+        Ok(())
+    }
+
+    pub fn unpause(&self, ns: &str, reference: &str) -> Result<()> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        if rec.state.status != ContainerStatus::Paused {
+            return Err(Error::InvalidArgument(format!(
+                "container {} is not paused",
+                rec.id
+            )));
+        }
+        let task = self.running_task(ns, &rec)?;
+        task.shim.resume().map_err(task_err(&rec.id, "unpause"))?;
+        self.set_state(ns, &rec.id, |s| s.status = ContainerStatus::Running)?;
+        Ok(())
+    }
+
+    pub fn rename(&self, ns: &str, reference: &str, new_name: &str) -> Result<()> {
+        let ns = namespace(ns);
+        let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
+        super::validate_name(new_name)?;
+        let rec = self.find(ns, reference)?;
+        let (rec, ()) = self.svc.db.update_container(ns, &rec.id, |r| {
+            r.name = new_name.to_string();
+            if let Some(o) = r.options.as_object_mut() {
+                o.insert("name".into(), new_name.into());
+            }
+            Ok(())
+        })?;
+        self.publish(
+            ns,
+            TOPIC_CONTAINER_UPDATE,
+            &rec,
+            serde_json::json!({"action": "rename"}),
+        );
+        Ok(())
+    }
+
+    /// Changes resources (live, through the shim, when running) and the restart policy.
+    pub fn update(&self, ns: &str, reference: &str, update: serde_json::Value) -> Result<()> {
+        let ns = namespace(ns);
+        let rec = self.find(ns, reference)?;
+        let obj = update
+            .as_object()
+            .ok_or_else(|| Error::InvalidArgument("update must be a JSON object".into()))?;
+        let mut opts = options_of(&rec);
+        if let Some(r) = obj.get("restart").and_then(|v| v.as_str()) {
+            let p: Policy = r
+                .parse()
+                .map_err(|e: restart::PolicyError| Error::InvalidArgument(e.to_string()))?;
+            if opts.auto_remove && p != Policy::No {
+                return Err(Error::InvalidArgument(
+                    "restart policy cannot be updated because AutoRemove is enabled for the container".into(),
+                ));
+            }
+            opts.restart = r.to_string();
+        }
+        let mut res = serde_json::Map::new();
+        if let Some(m) = obj.get("memory").and_then(|v| v.as_i64()) {
+            opts.memory = Some(m);
+            res.insert("memory".into(), serde_json::json!({"limit": m}));
+        }
+        if let Some(m) = obj.get("memory_swap").and_then(|v| v.as_i64()) {
+            opts.memory_swap = Some(m);
+            let mem = res.entry("memory").or_insert_with(|| serde_json::json!({}));
+            mem["swap"] = m.into();
+        }
+        let mut cpu = serde_json::Map::new();
+        if let Some(c) = obj.get("cpus").and_then(|v| v.as_f64()) {
+            if c <= 0.0 {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid --cpus {c}: must be above 0"
+                )));
+            }
+            opts.cpus = Some(c);
+            cpu.insert("quota".into(), ((c * 100_000.0) as i64).into());
+            cpu.insert("period".into(), 100_000u64.into());
+        }
+        if let Some(s) = obj.get("cpu_shares").and_then(|v| v.as_u64()) {
+            opts.cpu_shares = Some(s);
+            cpu.insert("shares".into(), s.into());
+        }
+        if let Some(s) = obj.get("cpuset_cpus").and_then(|v| v.as_str()) {
+            opts.cpuset_cpus = Some(s.to_string());
+            cpu.insert("cpus".into(), s.into());
+        }
+        if !cpu.is_empty() {
+            res.insert("cpu".into(), cpu.into());
+        }
+        if let Some(p) = obj.get("pids_limit").and_then(|v| v.as_i64()) {
+            opts.pids_limit = Some(p);
+            res.insert("pids".into(), serde_json::json!({"limit": p}));
+        }
+        if !res.is_empty() {
+            if let Some(task) = self.task(ns, &rec.id) {
+                task.shim
+                    .update(serde_json::Value::Object(res.clone()))
+                    .map_err(task_err(&rec.id, "update"))?;
+            }
+        }
+        let (rec, ()) = self.svc.db.update_container(ns, &rec.id, |r| {
+            r.options = serde_json::to_value(&opts).expect("run options serialise");
+            if let Some(spec_res) = r.spec.pointer_mut("/linux/resources") {
+                if let (Some(sr), Some(res)) = (spec_res.as_object_mut(), Some(&res)) {
+                    for (k, v) in res {
+                        let e = sr.entry(k.clone()).or_insert_with(|| serde_json::json!({}));
+                        if let (Some(e), Some(v)) = (e.as_object_mut(), v.as_object()) {
+                            e.extend(v.clone());
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        self.publish(
+            ns,
+            TOPIC_CONTAINER_UPDATE,
+            &rec,
+            serde_json::json!({"action": "update"}),
+        );
+        Ok(())
+    }
+
+    // ---- recovery
+
+    /// At kapseld's start: reconnect to the shims of running containers, clean up after
+    /// dead ones, and start the containers their restart policy says to.
+    pub fn recover(&self) {
+        match crate::unpack::remove_interrupted_extractions(&*self.svc.snapshotter) {
+            Ok(v) if !v.is_empty() => {
+                tracing::info!(count = v.len(), "removed interrupted extractions")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("removing interrupted extractions: {e}"),
+        }
+        let all = match self.svc.db.all_containers() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("recovery: {e}");
+                return;
+            }
+        };
+        for (ns, rec) in all {
+            let key = (ns.clone(), rec.id.clone());
+            let was_running =
+                rec.state.status.has_task() || rec.state.status == ContainerStatus::Restarting;
+            let mut alive = false;
+            if rec.state.status.has_task() {
+                match pending::Shim::connect(&rec.state.shim_address) {
+                    Ok(shim) => {
+                        alive = true;
+                        let task = Arc::new(Task {
+                            shim,
+                            stdin: Mutex::new(self.reopen_stdin(&rec)),
+                            started: Instant::now(),
+                            execs: Mutex::new(HashMap::new()),
+                        });
+                        self.tasks
+                            .lock()
+                            .expect("tasks lock")
+                            .insert(key.clone(), task.clone());
+                        tracing::info!(
+                            id = rec.id.as_str(),
+                            name = rec.name.as_str(),
+                            "reconnected to the shim"
+                        );
+                        self.watch(key.clone(), task);
+                    }
+                    Err(e) => {
+                        let spec = ShimSpec {
+                            id: rec.id.clone(),
+                            namespace: ns.clone(),
+                            bundle: self.paths.bundle(&ns, &rec.id),
+                            runtime_binary: self.paths.runtime_binary.clone(),
+                            shim_binary: self.paths.shim_binary.clone(),
+                            daemon_address: self.paths.daemon_address.clone(),
+                        };
+                        let exit = pending::cleanup_dead_shim(&spec);
+                        let (code, why) = match exit {
+                            Ok(x) => (x.status as i32, format!("the shim of the task died while kapseld was down ({e})")),
+                            Err(ce) => (137, format!("the shim of the task died while kapseld was down ({e}); cleanup: {ce}")),
+                        };
+                        tracing::warn!(id = rec.id.as_str(), "{why}");
+                        let _ = self.set_state(&ns, &rec.id, |s| {
+                            s.status = ContainerStatus::Exited;
+                            s.exit_code = code;
+                            s.error = why;
+                            s.pid = 0;
+                            s.finished_at = now_nanos();
+                            s.shim_address.clear();
+                        });
+                    }
+                }
+            }
+            if alive {
+                continue;
+            }
+            let Ok(rec) = self.svc.db.get_container(&ns, &rec.id) else {
+                continue;
+            };
+            if options_of(&rec).auto_remove && rec.state.status == ContainerStatus::Exited {
+                let _ = self.remove_record(&ns, &rec);
+                continue;
+            }
+            if policy_of(&rec).start_with_daemon(was_running, rec.state.stopped_by_user) {
+                if let Err(e) = self.start_task(&ns, &rec) {
+                    tracing::warn!(id = rec.id.as_str(), "start by restart policy: {e}");
+                }
+            } else if rec.state.status == ContainerStatus::Restarting {
+                let _ = self.set_state(&ns, &rec.id, |s| s.status = ContainerStatus::Exited);
+            }
+        }
+    }
+
+    fn reopen_stdin(&self, rec: &ContainerRecord) -> Option<File> {
+        let p = self.paths.fifo_dir(&rec.id).join("stdin");
+        File::options().read(true).write(true).open(p).ok()
+    }
+}
+
+/// `kapsel run --log-opt max-size`, stored in the options' `log_opts` (default 10 MB, 5 files:
+/// a container's logs never fill the disk).
+fn opts_log_max_size(options: &serde_json::Value) -> u64 {
+    options
+        .pointer("/log_opts/max-size")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(10_000_000)
+}
+
+fn opts_log_max_file(options: &serde_json::Value) -> u64 {
+    options
+        .pointer("/log_opts/max-file")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(5)
+}
+
+/// Docker's exit codes for a container that could not start: 127 when the command does not
+/// exist, 126 when it cannot be run, 125 otherwise.
+pub fn exit_code_for_start_error(msg: &str) -> i32 {
+    let m = msg.to_ascii_lowercase();
+    if m.contains("executable file not found")
+        || m.contains("no such file or directory")
+        || m.contains("not found in $path")
+    {
+        127
+    } else if m.contains("permission denied") || m.contains("is a directory") {
+        126
+    } else {
+        125
+    }
+}
+
+/// An exec's `-u`: `uid[:gid]` numbers (names need the image's passwd: resolved by the spec
+/// code).
+fn exec_user(u: &str) -> Result<serde_json::Value> {
+    let (user, group) = match u.split_once(':') {
+        Some((a, b)) => (a, Some(b)),
+        None => (u, None),
+    };
+    let uid: u32 = user.parse().map_err(|_| {
+        Error::InvalidArgument(format!(
+            "exec -u {u:?}: only numeric uid[:gid] is supported for exec"
+        ))
+    })?;
+    let gid: u32 = match group {
+        Some(g) => g.parse().map_err(|_| {
+            Error::InvalidArgument(format!(
+                "exec -u {u:?}: only numeric uid[:gid] is supported for exec"
+            ))
+        })?,
+        None => uid,
+    };
+    Ok(serde_json::json!({"uid": uid, "gid": gid}))
+}
+
+/// `ps` output filtered to `pids` (its PID column).
+fn parse_ps(out: &str, pids: &[u32]) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let mut lines = out.lines();
+    let header = lines.next().unwrap_or("");
+    let titles: Vec<String> = header.split_whitespace().map(String::from).collect();
+    let pid_col = titles.iter().position(|t| t == "PID").ok_or_else(|| {
+        Error::InvalidArgument("ps output has no PID column: keep it in the ps options".into())
+    })?;
+    let mut rows = Vec::new();
+    for l in lines {
+        let cells: Vec<&str> = l.split_whitespace().collect();
+        if cells.len() < titles.len() {
+            continue;
+        }
+        let Ok(pid) = cells[pid_col].parse::<u32>() else {
+            continue;
+        };
+        if !pids.contains(&pid) {
+            continue;
+        }
+        // The last column takes the rest (the command with its arguments).
+        let mut row: Vec<String> = cells[..titles.len() - 1]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        row.push(cells[titles.len() - 1..].join(" "));
+        rows.push(row);
+    }
+    Ok((titles, rows))
+}
+
+/// Docker's `ps -f` filters: `name=`, `id=`, `status=`, `label=k[=v]`, `exited=`, `ancestor=`.
+fn matches_filter(rec: &ContainerRecord, f: &str) -> bool {
+    let (k, v) = f.split_once('=').unwrap_or((f, ""));
+    match k {
+        "name" => rec.name.contains(v),
+        "id" => rec.id.starts_with(v),
+        "status" => rec.state.status.as_str() == v,
+        "exited" => {
+            rec.state.status == ContainerStatus::Exited && v.parse() == Ok(rec.state.exit_code)
+        }
+        "label" => match v.split_once('=') {
+            Some((lk, lv)) => rec.labels.get(lk).is_some_and(|x| x == lv),
+            None => rec.labels.contains_key(v),
+        },
+        "ancestor" => rec.image == v || rec.image_name == v || rec.image_id.contains(v),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_errors_map_to_docker_exit_codes() {
+        assert_eq!(
+            exit_code_for_start_error("exec: \"nope\": executable file not found in $PATH"),
+            127
+        );
+        assert_eq!(
+            exit_code_for_start_error("exec /etc/passwd: permission denied"),
+            126
+        );
+        assert_eq!(exit_code_for_start_error("cgroup: invalid argument"), 125);
+    }
+
+    #[test]
+    fn ps_output_is_filtered_to_the_container() {
+        let out = "UID PID PPID C STIME TTY TIME CMD\nroot 1 0 0 10:00 ? 00:00:01 /sbin/init splash\nroot 42 1 0 10:01 ? 00:00:00 httpd -f -p 80\n";
+        let (t, rows) = parse_ps(out, &[42]).unwrap();
+        assert_eq!(t.len(), 8);
+        assert_eq!(
+            rows,
+            vec![vec![
+                "root",
+                "42",
+                "1",
+                "0",
+                "10:01",
+                "?",
+                "00:00:00",
+                "httpd -f -p 80"
+            ]]
+        );
+        assert!(parse_ps("UID CMD\n", &[1]).is_err());
+    }
+
+    #[test]
+    fn exec_users_are_numeric() {
+        assert_eq!(
+            exec_user("1000:50").unwrap(),
+            serde_json::json!({"uid": 1000, "gid": 50})
+        );
+        assert_eq!(
+            exec_user("7").unwrap(),
+            serde_json::json!({"uid": 7, "gid": 7})
+        );
+        assert!(exec_user("nobody").is_err());
+    }
+}
