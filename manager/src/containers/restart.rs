@@ -101,7 +101,8 @@ impl Policy {
         match self {
             Policy::No => false,
             Policy::OnFailure { .. } => was_running && !stopped_by_user,
-            Policy::Always => was_running || !stopped_by_user,
+            // Stopped by the user: it ran once (a container never started stays created).
+            Policy::Always => was_running || stopped_by_user,
             Policy::UnlessStopped => !stopped_by_user,
         }
     }
@@ -174,6 +175,7 @@ mod tests {
     #[test]
     fn daemon_start_follows_docker() {
         assert!(Policy::Always.start_with_daemon(false, true));
+        assert!(!Policy::Always.start_with_daemon(false, false));
         assert!(!Policy::UnlessStopped.start_with_daemon(true, true));
         assert!(Policy::UnlessStopped.start_with_daemon(true, false));
         assert!(!Policy::No.start_with_daemon(true, false));
