@@ -40,6 +40,7 @@ pub struct Conn {
     pub snapshots: kapsel_proto::snapshots_ttrpc::SnapshotsClient,
     pub events: kapsel_proto::events_ttrpc::EventsClient,
     pub system: kapsel_proto::system_ttrpc::SystemClient,
+    pub containers: kapsel_proto::containers_ttrpc::ContainersClient,
 }
 
 impl Conn {
@@ -59,7 +60,8 @@ impl Conn {
             transfer: kapsel_proto::transfer_ttrpc::TransferClient::new(c.clone()),
             snapshots: kapsel_proto::snapshots_ttrpc::SnapshotsClient::new(c.clone()),
             events: kapsel_proto::events_ttrpc::EventsClient::new(c.clone()),
-            system: kapsel_proto::system_ttrpc::SystemClient::new(c),
+            system: kapsel_proto::system_ttrpc::SystemClient::new(c.clone()),
+            containers: kapsel_proto::containers_ttrpc::ContainersClient::new(c),
         })
     }
 

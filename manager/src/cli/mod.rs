@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use kapsel_proto::{images as ipb, system as spb, transfer as tpb};
 
 pub mod client;
+pub mod containers;
 pub mod progress;
 pub mod table;
 
@@ -71,6 +72,16 @@ enum Cmd {
     Version(FormatArgs),
     /// Print events from kapseld as they happen.
     Events(EventsArgs),
+    #[command(flatten)]
+    Containers(containers::ContainerCmd),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(containers::ContainerGroup),
+    /// Manage kapsel.
+    #[command(subcommand)]
+    System(containers::SystemGroup),
+    /// Return low-level information on containers or images.
+    Inspect(InspectArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -220,6 +231,13 @@ struct EventsArgs {
 /// Runs the CLI; returns the exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    let connect = || Conn::connect(&cli.address, &cli.namespace);
+    match cli.cmd {
+        Cmd::Containers(c) => return containers::main(connect(), c),
+        Cmd::Container(c) => return containers::group_main(connect(), c),
+        Cmd::System(c) => return containers::system_main(connect(), c),
+        _ => {}
+    }
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
@@ -247,6 +265,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Info(a) => info(&connect()?, a),
         Cmd::Version(a) => version(&cli.address, &cli.namespace, a),
         Cmd::Events(a) => events(&connect()?, a),
+        Cmd::Inspect(a) => inspect_any(&connect()?, a),
+        Cmd::Containers(_) | Cmd::Container(_) | Cmd::System(_) => {
+            unreachable!("container commands are run by containers::main")
+        }
     }
 }
 
@@ -404,6 +426,54 @@ fn inspect(conn: &Conn, a: InspectArgs) -> Result<()> {
             }
             Err(e) => {
                 let e = conn.err(e);
+                eprintln!("kapsel: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::Value::Array(all)).expect("json")
+    );
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// `kapsel inspect`: containers first, then images, as docker does.
+fn inspect_any(conn: &Conn, a: InspectArgs) -> Result<()> {
+    let mut all: Vec<serde_json::Value> = Vec::new();
+    let mut first_err = None;
+    for r in &a.images {
+        match containers::inspect_container(conn, r) {
+            Ok(Some(v)) => {
+                all.push(v);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("kapsel: {e}");
+                first_err.get_or_insert(e);
+                continue;
+            }
+        }
+        let req = ipb::InspectImageRequest {
+            namespace: conn.namespace.clone(),
+            reference: r.clone(),
+            ..Default::default()
+        };
+        match conn.images.inspect(conn.ctx(), &req) {
+            Ok(resp) => {
+                if let Ok(serde_json::Value::Array(v)) = serde_json::from_str(&resp.json) {
+                    all.extend(v);
+                }
+            }
+            Err(_) => {
+                let e = Error::Daemon {
+                    code: 5,
+                    message: format!("no such object: {r}"),
+                };
                 eprintln!("kapsel: {e}");
                 first_err.get_or_insert(e);
             }

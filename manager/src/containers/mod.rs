@@ -28,7 +28,10 @@ pub mod restart;
 mod service;
 
 pub use pending::RunOptions;
-pub use service::{Containers, ExecOptions, LogsRequest, LogsResponse, Summary, WaitResult};
+pub use service::{
+    exit_code_for_start_error, Containers, ExecOptions, LogsRequest, LogsResponse, Summary,
+    WaitResult,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
