@@ -57,6 +57,9 @@ struct LeaseGuard<'a> {
     svc: &'a Service,
     ns: String,
     id: String,
+    /// The first resource the lease failed to record: the job must not make an image of
+    /// content the lease did not protect (GC could have taken it meanwhile).
+    failed: Mutex<Option<crate::metadata::Error>>,
 }
 
 impl<'a> LeaseGuard<'a> {
@@ -66,12 +69,27 @@ impl<'a> LeaseGuard<'a> {
             svc,
             ns: ns.to_string(),
             id: id.to_string(),
+            failed: Mutex::new(None),
         })
     }
 
+    /// Records `res` under the lease; a failure is kept for `check` (callers are progress
+    /// callbacks that cannot return one).
     fn hold(&self, res: &Resource) {
         if let Err(e) = self.svc.db.add_lease_resource(&self.ns, &self.id, res) {
             tracing::warn!(lease = self.id.as_str(), "{e}");
+            self.failed
+                .lock()
+                .expect("lease failure slot")
+                .get_or_insert(e);
+        }
+    }
+
+    /// Fails when any `hold` failed.
+    fn check(&self) -> Result<()> {
+        match self.failed.lock().expect("lease failure slot").take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
         }
     }
 }
@@ -399,6 +417,7 @@ impl Service {
             // checks the chain) without extracting anything twice.
             self.unpack(job, &lease, &name, &pulled.target, false)?;
         }
+        lease.check()?;
         let old = self.record(&ns, &name, &pulled.target)?;
         job.message(format!("Digest: {}", pulled.target.digest));
         let familiar = r.familiar();
@@ -487,6 +506,7 @@ impl Service {
             if !a.no_unpack {
                 self.unpack(job, &lease, &name, &img.target, true)?;
             }
+            lease.check()?;
             self.record(&ns, &name, &img.target)?;
             match &img.name {
                 Some(_) => {
