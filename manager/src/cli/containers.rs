@@ -585,6 +585,12 @@ pub fn parse_ram(flag: &str, s: &str) -> Result<i64> {
     Ok((v * mult as f64) as i64)
 }
 
+fn parse_network(s: &str) -> Result<crate::containers::NetworkMode> {
+    s.parse().map_err(
+        |e: <crate::containers::NetworkMode as std::str::FromStr>::Err| Error::Usage(e.to_string()),
+    )
+}
+
 fn parse_cpus(s: &str) -> Result<f64> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
@@ -653,7 +659,7 @@ fn run_options(a: &RunArgs) -> Result<RunOptions> {
         ));
     }
     Ok(RunOptions {
-        name: a.name.clone(),
+        name: a.name.clone().unwrap_or_default(),
         image: a.image.clone(),
         cmd: (!a.command.is_empty()).then(|| a.command.clone()),
         entrypoint: a.entrypoint.as_ref().map(|e| {
@@ -686,7 +692,7 @@ fn run_options(a: &RunArgs) -> Result<RunOptions> {
         restart: a.restart.clone(),
         runtime: a.runtime.clone(),
         init: a.init,
-        network: a.network.clone(),
+        network: parse_network(&a.network)?,
         binds: a.volume.clone(),
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
@@ -706,12 +712,6 @@ fn start_failure_code(e: &Error) -> i32 {
 
 fn run(conn: &Conn, a: RunArgs, create_only: bool) -> Result<i32> {
     let opts = run_options(&a)?;
-    if a.network != "none" && a.network != "host" {
-        return Err(Error::Usage(format!(
-            "network {:?} not found: kapsel supports --network none or host (bridge networking comes later)",
-            a.network
-        )));
-    }
     let req = cpb::CreateRequest {
         namespace: conn.namespace.clone(),
         options: serde_json::to_vec(&opts).expect("run options serialise"),

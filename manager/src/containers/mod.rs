@@ -27,7 +27,7 @@ mod pending;
 pub mod restart;
 mod service;
 
-pub use pending::RunOptions;
+pub use pending::options::{NetworkMode, RunOptions};
 pub use service::{
     exit_code_for_start_error, Containers, ExecOptions, LogsRequest, LogsResponse, Summary,
     WaitResult,
@@ -84,8 +84,6 @@ pub enum Error {
         what: &'static str,
         detail: String,
     },
-    #[error("{0}")]
-    Missing(#[from] pending::Missing),
 }
 
 impl Error {
@@ -104,7 +102,6 @@ impl Error {
             | Error::Paused(_)
             | Error::Restarting(_) => code::FAILED_PRECONDITION,
             Error::Image(e) => e.code(),
-            Error::Missing(_) => code::UNIMPLEMENTED,
             _ => code::INTERNAL,
         }
     }

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::pending::{self, RunOptions, Shim, ShimSpec};
+use super::pending::options::RunOptions;
+use super::pending::{logs, spec, tasks};
 use super::restart::{self, Policy};
 use super::{io_err, Error, Paths, Result};
 use crate::images::{self, namespace, Service};
 use crate::metadata::{now_nanos, ContainerRecord, ContainerState, ContainerStatus};
+use tasks::{Shim, ShimSpec};
 
 pub const TOPIC_CONTAINER_CREATE: &str = "/containers/create";
 pub const TOPIC_CONTAINER_UPDATE: &str = "/containers/update";
@@ -25,8 +27,6 @@ const MAX_WAIT: Duration = Duration::from_secs(10);
 const DEFAULT_STOP_TIMEOUT: i64 = 10;
 /// How long an exited container's logger may take to write its last lines.
 const LOGGER_DRAIN: Duration = Duration::from_secs(5);
-/// A log cursor nobody used for this long is dropped.
-const CURSOR_IDLE: Duration = Duration::from_secs(300);
 
 type Key = (String, String);
 
@@ -45,12 +45,6 @@ struct ExecState {
     exit: Option<i32>,
 }
 
-struct LogCursor {
-    key: Key,
-    cursor: pending::Cursor,
-    used: Instant,
-}
-
 /// The container service (one per kapseld).
 pub struct Containers {
     svc: Arc<Service>,
@@ -59,7 +53,8 @@ pub struct Containers {
     /// Bumped (under the mutex) whenever a container or exec changes state; Wait waits on it.
     generation: Mutex<u64>,
     changed: Condvar,
-    cursors: Mutex<HashMap<String, LogCursor>>,
+    /// The last CPU sample of each container (stats' CPU %).
+    cpu_samples: Mutex<HashMap<Key, (u64, Instant)>>,
     /// Restart delays by container.
     backoff: Mutex<HashMap<Key, Duration>>,
     me: Weak<Containers>,
@@ -120,11 +115,25 @@ fn policy_of(rec: &ContainerRecord) -> Policy {
     options_of(rec).restart.parse().unwrap_or_default()
 }
 
-fn task_err<'a>(id: &'a str, what: &'static str) -> impl FnOnce(pending::Missing) -> Error + 'a {
+fn task_err<'a>(id: &'a str, what: &'static str) -> impl FnOnce(tasks::Error) -> Error + 'a {
     move |e| Error::Task {
         id: id.to_string(),
         what,
         detail: e.to_string(),
+    }
+}
+
+fn shim_spec(paths: &Paths, ns: &str, id: &str, runtime: Option<&str>) -> ShimSpec {
+    ShimSpec {
+        id: id.to_string(),
+        namespace: ns.to_string(),
+        bundle: paths.bundle(ns, id),
+        runtime_binary: runtime
+            .filter(|r| !r.is_empty())
+            .map(Into::into)
+            .or_else(|| paths.runtime_binary.clone()),
+        shim_binary: paths.shim_binary.clone(),
+        daemon_address: paths.daemon_address.clone(),
     }
 }
 
@@ -140,7 +149,7 @@ impl Containers {
             tasks: Mutex::new(HashMap::new()),
             generation: Mutex::new(0),
             changed: Condvar::new(),
-            cursors: Mutex::new(HashMap::new()),
+            cpu_samples: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
@@ -245,13 +254,16 @@ impl Containers {
         let image = found[0].record.clone();
         let resolved = self.svc.resolve(&image.name, &image.target)?;
         let id = super::new_id();
-        let name = match &opts.name {
-            Some(n) if !n.is_empty() => {
-                let n = n.strip_prefix('/').unwrap_or(n).to_string();
-                super::validate_name(&n)?;
-                n
-            }
-            _ => super::generate_name(u64::from_str_radix(&id[..12], 16).unwrap_or(0)),
+        let name = if opts.name.is_empty() {
+            super::generate_name(u64::from_str_radix(&id[..12], 16).unwrap_or(0))
+        } else {
+            let n = opts
+                .name
+                .strip_prefix('/')
+                .unwrap_or(&opts.name)
+                .to_string();
+            super::validate_name(&n)?;
+            n
         };
         let mut labels: BTreeMap<String, String> = resolved
             .config
@@ -331,17 +343,9 @@ impl Containers {
         tracing::debug!(id = id.as_str(), parent = top.as_str(), "snapshot prepared");
         let cdir = self.paths.container_dir(id);
         std::fs::create_dir_all(&cdir).map_err(io_err("create directory", &cdir))?;
-        let hostname = opts
-            .hostname
-            .clone()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| short(id).to_string());
-        let network = if opts.network.is_empty() {
-            "none"
-        } else {
-            opts.network.as_str()
-        };
-        pending::prepare_container_dir(&cdir, &hostname, network)
+        let hostname =
+            spec::hostname(opts, id).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        spec::prepare_container_dir(&cdir, &hostname, opts.network)
             .map_err(io_err("prepare container directory", &cdir))?;
         let bundle = self.paths.bundle(ns, id);
         let rootfs = bundle.join("rootfs");
@@ -356,22 +360,31 @@ impl Containers {
             })?;
         // The spec resolves users against the image's /etc/passwd: mount the rootfs for it.
         let guard = crate::snapshots::MountGuard::mount(&mounts, &rootfs)?;
-        let ctx = pending::SpecContext {
-            id,
-            rootfs: &rootfs,
-            container_dir: &cdir,
+        let ctx = spec::SpecContext {
+            id: id.clone(),
+            rootfs: rootfs.clone(),
+            container_dir: cdir.clone(),
             init_binary: self.paths.init_binary.clone(),
         };
-        let spec = pending::generate(&resolved.config, opts, &ctx);
+        let generated = spec::generate(&resolved.config, opts, &ctx);
         guard.unmount()?;
-        let spec = spec.map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let generated = generated.map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.write_bundle(ns, id, &generated)?;
+        Ok(generated)
+    }
+
+    /// `<bundle>/config.json` and the `rootfs/` mount point (a shim cleaned up after its death
+    /// removes the bundle: every start writes it again).
+    fn write_bundle(&self, ns: &str, id: &str, spec: &serde_json::Value) -> Result<()> {
+        let bundle = self.paths.bundle(ns, id);
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(&rootfs).map_err(io_err("create directory", &rootfs))?;
         let config = bundle.join("config.json");
         std::fs::write(
             &config,
-            serde_json::to_vec_pretty(&spec).expect("spec serialises"),
+            serde_json::to_vec_pretty(spec).expect("spec serialises"),
         )
-        .map_err(io_err("write", &config))?;
-        Ok(spec)
+        .map_err(io_err("write", &config))
     }
 
     /// Removes the snapshot, the bundle, the FIFOs and the container dir (best effort).
@@ -435,28 +448,18 @@ impl Containers {
             );
             stdin_path = p.display().to_string();
         }
-        let log = self.paths.log_path(id);
-        let logger = format!(
-            "binary://{}?path={}&max-size={}&max-file={}",
-            self.paths.logger_binary.display(),
-            log.display(),
-            opts_log_max_size(&rec.options),
-            opts_log_max_file(&rec.options),
+        let logger = logs::logger_uri(
+            &self.paths.logger_binary,
+            &self.paths.log_path(id),
+            logs::WriterOptions {
+                max_size: Some(LOG_MAX_SIZE),
+                max_files: LOG_MAX_FILES,
+            },
+            opts.tty,
         );
-        let spec = ShimSpec {
-            id: id.to_string(),
-            namespace: ns.to_string(),
-            bundle: self.paths.bundle(ns, id),
-            runtime_binary: opts
-                .runtime
-                .clone()
-                .filter(|r| !r.is_empty())
-                .map(Into::into)
-                .or_else(|| self.paths.runtime_binary.clone()),
-            shim_binary: self.paths.shim_binary.clone(),
-            daemon_address: self.paths.daemon_address.clone(),
-        };
-        let shim = pending::start_shim(&spec).map_err(task_err(id, "starting the shim"))?;
+        self.write_bundle(ns, id, &rec.spec)?;
+        let spec = shim_spec(&self.paths, ns, id, opts.runtime.as_deref());
+        let shim = tasks::start_shim(&spec).map_err(task_err(id, "starting the shim"))?;
         let mounts = self
             .svc
             .snapshotter
@@ -470,15 +473,21 @@ impl Containers {
         } else {
             logger.clone()
         };
+        let stdio = tasks::Stdio {
+            stdin: stdin_path,
+            stdout: logger,
+            stderr,
+            terminal: opts.tty,
+        };
         let created = shim
-            .create(mounts, stdin_path, logger, stderr, opts.tty)
+            .create(mounts, &stdio)
             .map_err(task_err(id, "creating the task"))
-            .and_then(|_| shim.start("").map_err(task_err(id, "starting the task")));
+            .and_then(|_| shim.start(None).map_err(task_err(id, "starting the task")));
         let pid = match created {
             Ok(pid) => pid,
             Err(e) => {
-                let _ = shim.delete("");
-                let _ = shim.shutdown();
+                let _ = shim.delete(None);
+                let _ = shim.shutdown(true);
                 let msg = e.to_string();
                 let _ = self.set_state(ns, id, |s| {
                     s.status = ContainerStatus::Exited;
@@ -491,7 +500,7 @@ impl Containers {
                 return Err(e);
             }
         };
-        let address = shim.address();
+        let address = shim.address().to_string();
         let task = Arc::new(Task {
             shim,
             stdin: Mutex::new(stdin_hold),
@@ -529,9 +538,9 @@ impl Containers {
         let spawned = std::thread::Builder::new()
             .name(format!("wait-{}", short(&id)))
             .spawn(move || {
-                let exit = task.shim.wait("");
+                let exit = task.shim.wait(None);
                 if let Some(me) = me.upgrade() {
-                    me.on_exit(&key, &task, exit.map(|e| e.status as i32));
+                    me.on_exit(&key, &task, exit.map(|e| e.exit_status as i32));
                 }
             });
         if let Err(e) = spawned {
@@ -539,27 +548,22 @@ impl Containers {
         }
     }
 
-    fn on_exit(
-        &self,
-        key: &Key,
-        task: &Arc<Task>,
-        exit: std::result::Result<i32, pending::Missing>,
-    ) {
+    fn on_exit(&self, key: &Key, task: &Arc<Task>, exit: std::result::Result<i32, tasks::Error>) {
         let (ns, id) = (key.0.as_str(), key.1.as_str());
         let (code, error) = match exit {
             Ok(c) => (c, String::new()),
             Err(e) => (137, format!("lost the task: {e}")),
         };
-        if let Err(e) = task.shim.delete("") {
+        if let Err(e) = task.shim.delete(None) {
             tracing::warn!(id, "deleting the task: {e}");
         }
-        if let Err(e) = task.shim.shutdown() {
+        if let Err(e) = task.shim.shutdown(false) {
             tracing::debug!(id, "shim shutdown: {e}");
         }
         task.stdin.lock().expect("stdin lock").take();
         self.tasks.lock().expect("tasks lock").remove(key);
         // Every line on disk before anyone sees the container exited.
-        if !pending::wait_writer_done(&self.paths.log_path(id), LOGGER_DRAIN) {
+        if !logs::wait_writer_done(&self.paths.log_path(id), LOGGER_DRAIN) {
             tracing::warn!(id, "the logger did not finish within {LOGGER_DRAIN:?}");
         }
         let ran_for = task.started.elapsed();
@@ -648,19 +652,19 @@ impl Containers {
             .resolve(&rec.image_name, &rec.image_target)
             .map(|r| r.config)
             .unwrap_or_default();
-        let sig = pending::stop_signal(&img, &opts);
+        let sig = spec::stop_signal(&img, &opts);
         if rec.state.status == ContainerStatus::Paused {
             let _ = task.shim.resume();
         }
         if timeout > 0 || sig != Signal::SIGKILL {
-            if let Err(e) = task.shim.kill("", sig as u32, false) {
+            if let Err(e) = task.shim.kill(None, sig as u32, false) {
                 tracing::debug!(id = rec.id.as_str(), "stop signal: {e}");
             }
             if self.wait_exit(ns, &rec.id, Duration::from_secs(timeout.max(0) as u64)) {
                 return Ok(());
             }
         }
-        let _ = task.shim.kill("", Signal::SIGKILL as u32, true);
+        let _ = task.shim.kill(None, Signal::SIGKILL as u32, true);
         if !self.wait_exit(ns, &rec.id, Duration::from_secs(30)) {
             return Err(Error::Task {
                 id: rec.id,
@@ -710,7 +714,7 @@ impl Containers {
             self.set_state(ns, &rec.id, |s| s.stopped_by_user = true)?;
         }
         task.shim
-            .kill("", sig as u32, false)
+            .kill(None, sig as u32, false)
             .map_err(task_err(&rec.id, "kill"))
     }
 
@@ -730,7 +734,7 @@ impl Containers {
             }
             self.set_state(ns, &rec.id, |s| s.stopped_by_user = true)?;
             if let Some(task) = self.task(ns, &rec.id) {
-                let _ = task.shim.kill("", Signal::SIGKILL as u32, true);
+                let _ = task.shim.kill(None, Signal::SIGKILL as u32, true);
                 self.wait_exit(ns, &rec.id, Duration::from_secs(30));
             }
         }
@@ -837,7 +841,7 @@ impl Containers {
             "Platform": "linux",
             "HostConfig": {
                 "Binds": opts.binds,
-                "NetworkMode": if opts.network.is_empty() { "none" } else { opts.network.as_str() },
+                "NetworkMode": opts.network.to_string(),
                 "RestartPolicy": {"Name": policy_name, "MaximumRetryCount": max_retry},
                 "AutoRemove": opts.auto_remove,
                 "CapAdd": opts.cap_add,
@@ -1032,17 +1036,14 @@ impl Containers {
                 });
             }
         }
+        let stdio = tasks::Stdio {
+            stdin: paths[0].clone(),
+            stdout: paths[1].clone(),
+            stderr: paths[2].clone(),
+            terminal: o.tty,
+        };
         task.shim
-            .exec(
-                &exec_id,
-                pending::ExecProcess {
-                    spec: process,
-                    stdin: paths[0].clone(),
-                    stdout: paths[1].clone(),
-                    stderr: paths[2].clone(),
-                    terminal: o.tty,
-                },
-            )
+            .exec(&exec_id, &process, &stdio)
             .map_err(task_err(&rec.id, "exec"))?;
         task.execs
             .lock()
@@ -1066,9 +1067,9 @@ impl Containers {
                 exec: exec_id.to_string(),
             });
         }
-        if let Err(e) = task.shim.start(exec_id) {
+        if let Err(e) = task.shim.start(Some(exec_id)) {
             task.execs.lock().expect("execs lock").remove(exec_id);
-            let _ = task.shim.delete(exec_id);
+            let _ = task.shim.delete(Some(exec_id));
             return Err(task_err(&rec.id, "starting the exec")(e));
         }
         let me = self.me.clone();
@@ -1077,11 +1078,11 @@ impl Containers {
         let _ = std::thread::Builder::new()
             .name(format!("exec-{}", short(&rec.id)))
             .spawn(move || {
-                let code = match task.shim.wait(&exec_id) {
-                    Ok(e) => e.status as i32,
+                let code = match task.shim.wait(Some(&exec_id)) {
+                    Ok(e) => e.exit_status as i32,
                     Err(_) => 137,
                 };
-                let _ = task.shim.delete(&exec_id);
+                let _ = task.shim.delete(Some(&exec_id));
                 if let Some(st) = task.execs.lock().expect("execs lock").get_mut(&exec_id) {
                     st.exit = Some(code);
                 }
@@ -1108,7 +1109,7 @@ impl Containers {
         let rec = self.find(ns, reference)?;
         let task = self.running_task(ns, &rec)?;
         task.shim
-            .resize_pty(exec_id, w, h)
+            .resize_pty(Some(exec_id).filter(|e| !e.is_empty()), w, h)
             .map_err(task_err(&rec.id, "resize"))
     }
 
@@ -1120,7 +1121,7 @@ impl Containers {
             task.stdin.lock().expect("stdin lock").take();
         }
         task.shim
-            .close_io(exec_id)
+            .close_io(Some(exec_id).filter(|e| !e.is_empty()))
             .map_err(task_err(&rec.id, "close stdin"))
     }
 
@@ -1147,41 +1148,22 @@ impl Containers {
     pub fn logs(&self, ns: &str, reference: &str, req: LogsRequest) -> Result<LogsResponse> {
         let ns = namespace(ns);
         let rec = self.find(ns, reference)?;
-        let key = (ns.to_string(), rec.id.clone());
-        let mut cursors = self.cursors.lock().expect("cursors lock");
-        cursors.retain(|_, c| c.used.elapsed() < CURSOR_IDLE);
-        let cursor_id = if req.cursor.is_empty() {
-            let id = crate::unpack::random_hex();
-            let q = pending::LogQuery {
-                tail: req.tail,
-                since: req.since,
-                until: req.until,
-                timestamps: false,
-                follow: req.follow,
-                stdout: req.stdout,
-                stderr: req.stderr,
-            };
-            cursors.insert(
-                id.clone(),
-                LogCursor {
-                    key: key.clone(),
-                    cursor: pending::Cursor::new(&q),
-                    used: Instant::now(),
-                },
-            );
-            id
-        } else {
-            req.cursor.clone()
+        let logfile = self.paths.log_path(&rec.id);
+        let q = logs::LogQuery {
+            tail: req.tail,
+            since: req.since,
+            until: req.until,
+            timestamps: false,
+            follow: req.follow,
+            stdout: req.stdout,
+            stderr: req.stderr,
         };
-        let mut c = cursors.remove(&cursor_id).ok_or_else(|| {
-            Error::InvalidArgument(format!("log cursor {cursor_id:?} expired: start again"))
-        })?;
-        drop(cursors);
-        if c.key != key {
-            return Err(Error::InvalidArgument(
-                "log cursor of another container".into(),
-            ));
-        }
+        let bad_cursor = |e: &dyn std::fmt::Display| Error::InvalidArgument(e.to_string());
+        let mut cursor = if req.cursor.is_empty() {
+            logs::Cursor::seek(&logfile, &q).map_err(|e| bad_cursor(&e))?
+        } else {
+            logs::Cursor::from_token(&req.cursor).map_err(|e| bad_cursor(&e))?
+        };
         // Whether the container can still write: checked before reading, so lines written
         // before it exited are read in this call.
         let live = self.svc.db.get_container(ns, &rec.id).is_ok_and(|r| {
@@ -1193,28 +1175,30 @@ impl Containers {
             Duration::ZERO
         };
         let entries =
-            pending::read_chunk(&self.paths.log_path(&rec.id), &mut c.cursor, 1 << 20, wait)?;
-        let done = entries.is_empty() && (!req.follow || !live);
-        let out = LogsResponse {
-            entries: entries
-                .into_iter()
-                .map(|e| (e.stream, e.time, e.log))
-                .collect(),
-            cursor: if done {
-                String::new()
-            } else {
-                cursor_id.clone()
-            },
-            done,
-        };
-        if !done {
-            c.used = Instant::now();
-            self.cursors
-                .lock()
-                .expect("cursors lock")
-                .insert(cursor_id, c);
+            logs::read_chunk(&logfile, &mut cursor, 1 << 20, wait).map_err(|e| Error::Task {
+                id: rec.id.clone(),
+                what: "reading the log",
+                detail: e.to_string(),
+            })?;
+        let mut past_until = false;
+        let mut out = Vec::new();
+        for e in entries {
+            if q.past_until(&e) {
+                past_until = true;
+                break;
+            }
+            if q.matches(&e) {
+                out.push((e.stream.as_str().to_string(), e.time, e.log));
+            }
         }
-        Ok(out)
+        let read_nothing = out.is_empty() && !past_until;
+        // Not following, or the container is gone: done once a read finds nothing left.
+        let done = past_until || (read_nothing && (!req.follow || !live));
+        Ok(LogsResponse {
+            entries: out,
+            cursor: cursor.to_token(),
+            done,
+        })
     }
 
     // ---- stats, top, pause, rename, update
@@ -1223,12 +1207,43 @@ impl Containers {
         let ns = namespace(ns);
         let rec = self.find(ns, reference)?;
         let task = self.running_task(ns, &rec)?;
-        let mut v = task.shim.stats().map_err(task_err(&rec.id, "stats"))?;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("id".into(), rec.id.clone().into());
-            o.insert("name".into(), rec.name.clone().into());
-        }
-        Ok(v)
+        let key = (ns.to_string(), rec.id.clone());
+        let prev = self
+            .cpu_samples
+            .lock()
+            .expect("cpu lock")
+            .get(&key)
+            .copied();
+        let mut st = task.shim.stats().map_err(task_err(&rec.id, "stats"))?;
+        let mut at = Instant::now();
+        let prev = match prev {
+            Some(p) => p,
+            None => {
+                // A first look: two samples a moment apart, as docker stats --no-stream.
+                let first = (st.cpu_total_ns, at);
+                std::thread::sleep(Duration::from_millis(200));
+                st = task.shim.stats().map_err(task_err(&rec.id, "stats"))?;
+                at = Instant::now();
+                first
+            }
+        };
+        self.cpu_samples
+            .lock()
+            .expect("cpu lock")
+            .insert(key, (st.cpu_total_ns, at));
+        let wall = at.duration_since(prev.1).as_nanos().max(1) as f64;
+        let percent = st.cpu_total_ns.saturating_sub(prev.0) as f64 * 100.0 / wall;
+        Ok(serde_json::json!({
+            "id": rec.id,
+            "name": rec.name,
+            "cpu": {"total_ns": st.cpu_total_ns, "percent": percent},
+            "memory": {
+                "usage": st.memory_usage.saturating_sub(st.memory_inactive_file),
+                "limit": st.memory_limit,
+            },
+            "pids": {"current": st.pids_current, "limit": st.pids_limit},
+            "blkio": {"read": st.block_read_bytes, "write": st.block_write_bytes},
+        }))
     }
 
     /// `ps` of the host filtered to the container's processes, as Docker does.
@@ -1367,7 +1382,7 @@ impl Containers {
         if !res.is_empty() {
             if let Some(task) = self.task(ns, &rec.id) {
                 task.shim
-                    .update(serde_json::Value::Object(res.clone()))
+                    .update(&serde_json::Value::Object(res.clone()))
                     .map_err(task_err(&rec.id, "update"))?;
             }
         }
@@ -1419,7 +1434,8 @@ impl Containers {
                 rec.state.status.has_task() || rec.state.status == ContainerStatus::Restarting;
             let mut alive = false;
             if rec.state.status.has_task() {
-                match pending::Shim::connect(&rec.state.shim_address) {
+                let spec = shim_spec(&self.paths, &ns, &rec.id, None);
+                match Shim::connect(&spec) {
                     Ok(shim) => {
                         alive = true;
                         let task = Arc::new(Task {
@@ -1440,17 +1456,9 @@ impl Containers {
                         self.watch(key.clone(), task);
                     }
                     Err(e) => {
-                        let spec = ShimSpec {
-                            id: rec.id.clone(),
-                            namespace: ns.clone(),
-                            bundle: self.paths.bundle(&ns, &rec.id),
-                            runtime_binary: self.paths.runtime_binary.clone(),
-                            shim_binary: self.paths.shim_binary.clone(),
-                            daemon_address: self.paths.daemon_address.clone(),
-                        };
-                        let exit = pending::cleanup_dead_shim(&spec);
+                        let exit = tasks::cleanup_dead_shim(&spec);
                         let (code, why) = match exit {
-                            Ok(x) => (x.status as i32, format!("the shim of the task died while kapseld was down ({e})")),
+                            Ok(x) => (x.exit_status as i32, format!("the shim of the task died while kapseld was down ({e})")),
                             Err(ce) => (137, format!("the shim of the task died while kapseld was down ({e}); cleanup: {ce}")),
                         };
                         tracing::warn!(id = rec.id.as_str(), "{why}");
@@ -1491,21 +1499,10 @@ impl Containers {
     }
 }
 
-/// `kapsel run --log-opt max-size`, stored in the options' `log_opts` (default 10 MB, 5 files:
-/// a container's logs never fill the disk).
-fn opts_log_max_size(options: &serde_json::Value) -> u64 {
-    options
-        .pointer("/log_opts/max-size")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(10_000_000)
-}
-
-fn opts_log_max_file(options: &serde_json::Value) -> u64 {
-    options
-        .pointer("/log_opts/max-file")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(5)
-}
+/// Log rotation of every container: 10 MB, 5 files (a container's logs never fill the disk;
+/// Docker's json-file default has no limit).
+const LOG_MAX_SIZE: u64 = 10_000_000;
+const LOG_MAX_FILES: u32 = 5;
 
 /// Docker's exit codes for a container that could not start: 127 when the command does not
 /// exist, 126 when it cannot be run, 125 otherwise.
