@@ -279,3 +279,480 @@ fn docker_save_loads_into_kapsel_and_kapsel_save_loads_into_docker_podman_and_co
     ctrd.stop();
     let _ = std::fs::remove_dir_all(&work);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. A multi-layer image made here, round-tripped through the registry, save and load
+
+/// A layer blob in an OCI layout being built: (digest, size, media type, diff id).
+struct Layer {
+    digest: String,
+    size: u64,
+    media_type: &'static str,
+    diff_id: String,
+}
+
+/// Tars `tree` with GNU tar (owners numeric, xattrs kept, names sorted), gzips it when asked,
+/// and moves the blob into `layout`.
+fn tar_layer(layout: &Path, tree: &Path, gzip: bool) -> Layer {
+    let tar = tree.with_extension("tar");
+    Cmd::new("tar")
+        .args([
+            "--sort=name",
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--format=pax",
+            "-cf",
+        ])
+        .arg(&tar)
+        .arg("-C")
+        .arg(tree)
+        .arg(".")
+        .timeout(Duration::from_secs(120))
+        .ok();
+    let diff_id = digest_of(&std::fs::read(&tar).unwrap());
+    let (blob, media_type) = if gzip {
+        Cmd::new("gzip").args(["-n", "-6"]).arg(&tar).ok();
+        (
+            tar.with_extension("tar.gz"),
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        )
+    } else {
+        (tar, "application/vnd.oci.image.layer.v1.tar")
+    };
+    let (digest, size) = add_blob(layout, &blob);
+    Layer {
+        digest,
+        size,
+        media_type,
+        diff_id,
+    }
+}
+
+/// The fixture's busybox layer (gzip) copied into `layout`.
+fn busybox_layer(layout: &Path) -> Layer {
+    let digest = fixture_env("LAYER_DIGEST");
+    let src = Fixtures::get()
+        .dir()
+        .join("busybox-oci/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let dst = layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    std::fs::copy(&src, &dst).unwrap();
+    Layer {
+        size: std::fs::metadata(&dst).unwrap().len(),
+        digest,
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip",
+        diff_id: fixture_env("DIFF_ID"),
+    }
+}
+
+/// Writes config, manifest, index.json and oci-layout for `layers`; the index names the
+/// image `name` (`io.containerd.image.name`). Returns (manifest digest, config digest).
+fn write_image(layout: &Path, layers: &[Layer], name: &str) -> (String, String) {
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-02T03:04:05Z",
+        "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>()},
+        "history": layers.iter().enumerate().map(|(i, _)| serde_json::json!({
+            "created": "2026-01-02T03:04:05Z", "created_by": format!("kcli layer {i}"),
+        })).collect::<Vec<_>>(),
+    });
+    let path = layout.join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let (cd, cs) = add_blob(layout, &path);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": layers.iter().map(|l| serde_json::json!({
+            "mediaType": l.media_type, "digest": l.digest, "size": l.size,
+        })).collect::<Vec<_>>(),
+    });
+    let path = layout.join("manifest.json");
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let (md, ms) = add_blob(layout, &path);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap(),
+            },
+        }],
+    });
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    (md, cd)
+}
+
+/// An OCI archive of `layout`.
+fn oci_archive(layout: &Path, out: &Path) {
+    Cmd::new("tar")
+        .arg("-cf")
+        .arg(out)
+        .arg("-C")
+        .arg(layout)
+        .args(["oci-layout", "index.json", "blobs"])
+        .timeout(Duration::from_secs(120))
+        .ok();
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: p and n are NUL-terminated and value is a valid buffer of its length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setxattr {name} on {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The xattrs of `path` (not following a symlink), sorted.
+fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut names = vec![0u8; 4096];
+    // SAFETY: p is NUL-terminated; names is a writable buffer of the given length.
+    let n = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(n >= 0, "listxattr {}", path.display());
+    let mut out = Vec::new();
+    for name in names[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        let c = std::ffi::CString::new(name).unwrap();
+        let mut value = vec![0u8; 65536];
+        // SAFETY: p and c are NUL-terminated; value is a writable buffer of its length.
+        let len = unsafe {
+            libc::lgetxattr(
+                p.as_ptr(),
+                c.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        assert!(len >= 0, "getxattr {}", path.display());
+        value.truncate(len as usize);
+        out.push((String::from_utf8_lossy(name).into_owned(), value));
+    }
+    out.sort();
+    out
+}
+
+/// What the comparison of two unpacked trees looks at, for one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    /// st_mode: file type and permission bits (setuid, setgid, sticky included).
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    /// Regular files: size and sha256 of the content.
+    size: u64,
+    sha256: String,
+    /// Symlinks: the target.
+    link: String,
+    /// Devices.
+    rdev: u64,
+    mtime: i64,
+    xattrs: Vec<(String, Vec<u8>)>,
+    /// The first path (in name order) of the same inode, for a file with several links.
+    same_as: Option<String>,
+}
+
+/// Every entry below `root` by relative path.
+fn tree(root: &Path) -> BTreeMap<String, Entry> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut BTreeMap<String, Entry>,
+        inodes: &mut BTreeMap<(u64, u64), String>,
+    ) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for p in names {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let ft = m.file_type();
+            let mut e = Entry {
+                mode: m.mode(),
+                uid: m.uid(),
+                gid: m.gid(),
+                size: 0,
+                sha256: String::new(),
+                link: String::new(),
+                rdev: 0,
+                mtime: m.mtime(),
+                xattrs: xattrs(&p),
+                same_as: None,
+            };
+            if ft.is_file() {
+                e.size = m.len();
+                e.sha256 = digest_of(&std::fs::read(&p).unwrap());
+                if m.nlink() > 1 {
+                    let first = inodes
+                        .entry((m.dev(), m.ino()))
+                        .or_insert_with(|| rel.clone());
+                    e.same_as = Some(first.clone());
+                }
+            } else if ft.is_symlink() {
+                e.link = std::fs::read_link(&p).unwrap().display().to_string();
+            } else if ft.is_char_device() || ft.is_block_device() {
+                e.rdev = m.rdev();
+            }
+            out.insert(rel, e);
+            if ft.is_dir() {
+                walk(root, &p, out, inodes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out, &mut BTreeMap::new());
+    assert!(!out.is_empty(), "{} is empty", root.display());
+    out
+}
+
+/// The `fs` directory of the native snapshot named `chain` in `d`'s store.
+fn native_snapshot(d: &Daemon, chain: &str) -> PathBuf {
+    let dir = d.root().join("snapshots/native/snapshots");
+    for id in list(&dir) {
+        let Ok(meta) = std::fs::read_to_string(dir.join(&id).join("meta.json")) else {
+            continue;
+        };
+        if json(&meta)["name"] == chain {
+            return dir.join(id).join("fs");
+        }
+    }
+    panic!("no native snapshot named {chain} in {}", dir.display());
+}
+
+fn unpacked_tree(d: &Daemon, name: &str) -> BTreeMap<String, Entry> {
+    let v = json(&d.ok(&["image", "inspect", name]).stdout);
+    let chain = v[0]["Kapsel"]["ChainID"].as_str().unwrap().to_string();
+    tree(&native_snapshot(d, &chain))
+}
+
+/// Differences between two trees, one line each (empty when identical).
+fn diff_trees(a: &BTreeMap<String, Entry>, b: &BTreeMap<String, Entry>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => out.push(format!("only in the first: {k}")),
+            Some(w) if w != v => out.push(format!("{k}: {v:?} != {w:?}")),
+            _ => {}
+        }
+    }
+    for k in b.keys().filter(|k| !a.contains_key(*k)) {
+        out.push(format!("only in the second: {k}"));
+    }
+    out
+}
+
+/// busybox (the fixture's gzip layer) and three layers made here: (manifest, config digest).
+fn multi_layer_image(work: &Path, layout: &Path, name: &str) -> (String, String) {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let mut layers = vec![busybox_layer(layout)];
+    let scripts = [
+        // 1: owners, modes, hard links, symlinks, a device node, a fifo, xattrs (below), mtimes.
+        r#"set -e
+mkdir -p etc/app/data usr/lib/k dev srv/tmp2 "srv/odd name é"
+printf 'v1\n' > etc/app/conf; chmod 0640 etc/app/conf; chown 1000:1001 etc/app/conf
+printf a > etc/app/data/a; printf b > etc/app/data/b; chown -R 33:33 etc/app/data; chmod 0750 etc/app/data
+head -c 3000000 /dev/urandom > usr/lib/k/one; ln usr/lib/k/one usr/lib/k/two; ln usr/lib/k/one srv/three
+ln -s one usr/lib/k/rel; ln -s /etc/passwd usr/lib/k/abs; ln -s /nowhere usr/lib/k/dangling
+printf '#!/bin/sh\n' > usr/lib/k/suid; chmod 4755 usr/lib/k/suid
+printf 'g\n' > usr/lib/k/sgid; chmod 2711 usr/lib/k/sgid
+chmod 1777 srv/tmp2
+mknod dev/kcli-null c 1 3
+mkfifo srv/fifo
+printf x > "srv/odd name é/f"
+touch -d @1000000000 usr/lib/k/one
+touch -h -d @1234567890 usr/lib/k/rel
+"#,
+        // 2: deletions: files, a symlink, one of two hard links, a busybox applet, a fifo; an
+        // opaque directory; a symlink replaced by a directory.
+        r#"set -e
+mkdir -p etc/app/data usr/lib/k/rel bin srv
+touch etc/app/.wh.conf
+touch etc/app/data/.wh..wh..opq; printf c > etc/app/data/c
+touch usr/lib/k/.wh.two usr/lib/k/.wh.abs bin/.wh.vi srv/.wh.fifo
+printf in > usr/lib/k/rel/inside
+"#,
+        // 3: a file re-created after its whiteout, a directory deleted whole, new hard links and
+        // a relative symlink.
+        r#"set -e
+mkdir -p etc/app srv/newdir
+printf 'v3\n' > etc/app/conf; chmod 0600 etc/app/conf
+touch "srv/.wh.odd name é"
+printf h > srv/h1; ln srv/h1 srv/h2; chmod 0604 srv/h1
+ln -s ../../etc/app/conf srv/newdir/conf-link
+"#,
+    ];
+    for (i, script) in scripts.iter().enumerate() {
+        let t = work.join(format!("layer{}", i + 1));
+        std::fs::create_dir_all(&t).unwrap();
+        Cmd::new("sh").args(["-c", script]).current_dir(&t).ok();
+        if i == 0 {
+            set_xattr(&t.join("usr/lib/k/one"), "user.kcli", b"hello");
+            set_xattr(&t.join("etc/app"), "user.kcli.dir", b"1");
+            set_xattr(&t.join("usr/lib/k/suid"), "trusted.kcli", b"\x00\x01bin");
+        }
+        layers.push(tar_layer(layout, &t, i != 1));
+    }
+    write_image(layout, &layers, name)
+}
+
+/// What the layers above must have made of the tree.
+fn check_multi_layer_tree(t: &BTreeMap<String, Entry>) {
+    let get = |p: &str| {
+        t.get(p)
+            .unwrap_or_else(|| panic!("{p} is missing from the unpacked tree"))
+    };
+    for gone in [
+        "usr/lib/k/two",
+        "usr/lib/k/abs",
+        "bin/vi",
+        "srv/fifo",
+        "etc/app/data/a",
+        "etc/app/data/b",
+        "srv/odd name é",
+        "srv/odd name é/f",
+        "usr/lib/k/rel/.wh.two",
+    ] {
+        assert!(!t.contains_key(gone), "{gone} should have been deleted");
+    }
+    assert!(
+        !t.keys().any(|k| k.contains(".wh.")),
+        "a whiteout file is in the tree"
+    );
+    assert!(t.contains_key("bin/sh") && t.contains_key("bin/busybox"));
+    let conf = get("etc/app/conf");
+    assert_eq!(conf.sha256, digest_of(b"v3\n"));
+    assert_eq!(conf.mode, 0o100600);
+    assert_eq!(
+        t.range("etc/app/data/".to_string()..)
+            .take_while(|(k, _)| k.starts_with("etc/app/data/"))
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>(),
+        ["etc/app/data/c"]
+    );
+    let one = get("usr/lib/k/one");
+    assert_eq!(one.size, 3_000_000);
+    assert_eq!(one.mtime, 1_000_000_000);
+    assert_eq!(one.xattrs, [("user.kcli".to_string(), b"hello".to_vec())]);
+    assert_eq!(get("srv/three").same_as.as_deref(), Some("srv/three"));
+    assert_eq!(one.same_as.as_deref(), Some("srv/three"));
+    assert_eq!(get("srv/h2").same_as.as_deref(), Some("srv/h1"));
+    assert_eq!(get("srv/h2").mode, 0o100604);
+    assert_eq!(get("usr/lib/k/dangling").link, "/nowhere");
+    assert_eq!(get("srv/newdir/conf-link").link, "../../etc/app/conf");
+    assert_eq!(get("usr/lib/k/rel").mode & 0o170000, 0o040000);
+    assert!(t.contains_key("usr/lib/k/rel/inside"));
+    assert_eq!(get("usr/lib/k/suid").mode, 0o104755);
+    assert_eq!(
+        get("usr/lib/k/suid").xattrs,
+        [("trusted.kcli".to_string(), b"\x00\x01bin".to_vec())]
+    );
+    assert_eq!(get("usr/lib/k/sgid").mode, 0o102711);
+    assert_eq!(get("srv/tmp2").mode, 0o041777);
+    let null = get("dev/kcli-null");
+    assert_eq!(null.mode & 0o170000, 0o020000);
+    assert_eq!(null.rdev, libc::makedev(1, 3));
+    assert_eq!(
+        get("etc/app").xattrs,
+        [("user.kcli.dir".to_string(), b"1".to_vec())]
+    );
+}
+
+#[test]
+fn a_multi_layer_image_round_trips_through_registry_save_and_load_with_identical_trees() {
+    require_program("skopeo", "skopeo");
+    let work = scratch("kcli-multi");
+    let layout = work.join("layout");
+    let (manifest, config) = multi_layer_image(&work, &layout, "docker.io/kcli/multi:1");
+    let archive = work.join("multi-oci.tar");
+    oci_archive(&layout, &archive);
+
+    // Loaded from the OCI archive made here.
+    let d1 = Daemon::start("native");
+    let out = d1.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(out.stdout, "Loaded image: kcli/multi:1\n");
+    let (id, m, layers) = kinspect(&d1, "kcli/multi:1");
+    assert_eq!((id.as_str(), m.as_str()), (config.as_str(), manifest.as_str()));
+    assert_eq!(layers.len(), 4);
+    let t1 = unpacked_tree(&d1, "kcli/multi:1");
+    check_multi_layer_tree(&t1);
+
+    // Pushed by kapsel to the registry, pulled by kapsel into a fresh root.
+    let reg = Registry::start(5211);
+    let name = format!("{}/kcli/multi:1", reg.host());
+    d1.ok(&["tag", "kcli/multi:1", &name]);
+    let out = d1.ok(&["push", &name]);
+    assert!(
+        out.stdout.contains(&format!("1: digest: {manifest} size: ")),
+        "{out}"
+    );
+    assert_eq!(reg.digest("kcli/multi:1"), manifest);
+    let d2 = Daemon::start("native");
+    let out = d2.ok(&["pull", &name]);
+    assert!(
+        out.stdout.contains(&format!("Digest: {manifest}\n")),
+        "{out}"
+    );
+    assert_eq!(kinspect(&d2, &name), (config.clone(), manifest.clone(), layers.clone()));
+    let t2 = unpacked_tree(&d2, &name);
+    assert_eq!(diff_trees(&t1, &t2), Vec::<String>::new(), "loaded vs pulled");
+
+    // Saved by kapsel in both formats, loaded into fresh roots.
+    for (format, fresh_manifest) in [("docker", false), ("oci", true)] {
+        let saved = work.join(format!("saved-{format}.tar"));
+        d2.ok(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            saved.to_str().unwrap(),
+            &name,
+        ]);
+        let d3 = Daemon::start("native");
+        let out = d3.ok(&["load", "-i", saved.to_str().unwrap()]);
+        assert_eq!(out.stdout, format!("Loaded image: {name}\n"), "{format}");
+        let (id, m, l) = kinspect(&d3, &name);
+        assert_eq!(id, config, "{format}");
+        assert_eq!(l, layers, "{format}");
+        if fresh_manifest {
+            assert_eq!(m, manifest, "{format}");
+        }
+        let t3 = unpacked_tree(&d3, &name);
+        assert_eq!(
+            diff_trees(&t1, &t3),
+            Vec::<String>::new(),
+            "loaded vs saved as {format} and loaded again"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
