@@ -87,7 +87,9 @@ fn docker_save_loads_into_kapsel_and_kapsel_save_loads_into_docker_podman_and_co
     // A second image in dockerd, offline: busybox plus a file, committed from a created container.
     let ctr = unique("kcli-c");
     std::fs::write(work.join("note.txt"), "from-docker-through-kapsel\n").unwrap();
-    docker.docker(&["create", "--name", &ctr, "busybox:latest"]).ok();
+    docker
+        .docker(&["create", "--name", &ctr, "busybox:latest"])
+        .ok();
     docker
         .docker(&[
             "cp",
@@ -171,9 +173,7 @@ fn docker_save_loads_into_kapsel_and_kapsel_save_loads_into_docker_podman_and_co
         .docker(&["rmi", "busybox:latest", "kcli/other:2"])
         .ok();
     assert_eq!(docker.docker(&["images", "-q"]).ok().stdout.trim(), "");
-    let out = docker
-        .docker(&["load", "-i", ksave.to_str().unwrap()])
-        .ok();
+    let out = docker.docker(&["load", "-i", ksave.to_str().unwrap()]).ok();
     for name in ["busybox:latest", "kcli/other:2", "kcli/third:3"] {
         assert!(
             out.stdout.contains(&format!("Loaded image: {name}")),
@@ -247,10 +247,7 @@ fn docker_save_loads_into_kapsel_and_kapsel_save_loads_into_docker_podman_and_co
             .unwrap()
             .to_string();
         let raw = ctrd.ctr(&["content", "get", &manifest]).ok().stdout;
-        let config = json(&raw)["config"]["digest"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let config = json(&raw)["config"]["digest"].as_str().unwrap().to_string();
         (manifest, config)
     };
     for (archive, oci) in [(&ksave, false), (&kso_all, true)] {
@@ -274,7 +271,8 @@ fn docker_save_loads_into_kapsel_and_kapsel_save_loads_into_docker_podman_and_co
             "docker.io/kcli/other:2",
         ])
         .output();
-        ctrd.ctr(&["image", "rm", "docker.io/kcli/third:3"]).output();
+        ctrd.ctr(&["image", "rm", "docker.io/kcli/third:3"])
+            .output();
     }
     ctrd.stop();
     let _ = std::fs::remove_dir_all(&work);
@@ -550,6 +548,37 @@ fn native_snapshot(d: &Daemon, chain: &str) -> PathBuf {
     panic!("no native snapshot named {chain} in {}", dir.display());
 }
 
+/// The `fs` directories of the overlayfs snapshots of `name`'s layers, top first, joined with
+/// `:` for a `lowerdir=` mount option.
+fn overlay_lowerdirs(d: &Daemon, name: &str) -> String {
+    let v = json(&d.ok(&["image", "inspect", name]).stdout);
+    let dir = d.root().join("snapshots/overlayfs/snapshots");
+    let mut by_name = BTreeMap::new();
+    for id in list(&dir) {
+        if let Ok(meta) = std::fs::read_to_string(dir.join(&id).join("meta.json")) {
+            let m = json(&meta);
+            by_name.insert(
+                m["name"].as_str().unwrap().to_string(),
+                (
+                    dir.join(&id).join("fs"),
+                    m["parent"].as_str().map(String::from),
+                ),
+            );
+        }
+    }
+    let mut chain = v[0]["Kapsel"]["ChainID"].as_str().map(String::from);
+    let mut dirs = Vec::new();
+    while let Some(c) = chain {
+        let (fs, parent) = by_name
+            .get(&c)
+            .unwrap_or_else(|| panic!("no overlayfs snapshot named {c}"));
+        dirs.push(fs.display().to_string());
+        chain = parent.clone();
+    }
+    assert_eq!(dirs.len(), 4, "{dirs:?}");
+    dirs.join(":")
+}
+
 fn unpacked_tree(d: &Daemon, name: &str) -> BTreeMap<String, Entry> {
     let v = json(&d.ok(&["image", "inspect", name]).stdout);
     let chain = v[0]["Kapsel"]["ChainID"].as_str().unwrap().to_string();
@@ -619,6 +648,7 @@ ln -s ../../etc/app/conf srv/newdir/conf-link
         if i == 0 {
             set_xattr(&t.join("usr/lib/k/one"), "user.kcli", b"hello");
             set_xattr(&t.join("etc/app"), "user.kcli.dir", b"1");
+            set_xattr(&t.join("dev"), "user.kcli.dir", b"2");
             set_xattr(&t.join("usr/lib/k/suid"), "trusted.kcli", b"\x00\x01bin");
         }
         layers.push(tar_layer(layout, &t, i != 1));
@@ -682,9 +712,12 @@ fn check_multi_layer_tree(t: &BTreeMap<String, Entry>) {
     let null = get("dev/kcli-null");
     assert_eq!(null.mode & 0o170000, 0o020000);
     assert_eq!(null.rdev, libc::makedev(1, 3));
+    // A directory's entry in a later layer is its whole metadata: layer 3's etc/app has no
+    // xattrs (as overlayfs shows it), dev is in no later layer.
+    assert_eq!(get("etc/app").xattrs, []);
     assert_eq!(
-        get("etc/app").xattrs,
-        [("user.kcli.dir".to_string(), b"1".to_vec())]
+        get("dev").xattrs,
+        [("user.kcli.dir".to_string(), b"2".to_vec())]
     );
 }
 
@@ -702,7 +735,10 @@ fn a_multi_layer_image_round_trips_through_registry_save_and_load_with_identical
     let out = d1.ok(&["load", "-i", archive.to_str().unwrap()]);
     assert_eq!(out.stdout, "Loaded image: kcli/multi:1\n");
     let (id, m, layers) = kinspect(&d1, "kcli/multi:1");
-    assert_eq!((id.as_str(), m.as_str()), (config.as_str(), manifest.as_str()));
+    assert_eq!(
+        (id.as_str(), m.as_str()),
+        (config.as_str(), manifest.as_str())
+    );
     assert_eq!(layers.len(), 4);
     let t1 = unpacked_tree(&d1, "kcli/multi:1");
     check_multi_layer_tree(&t1);
@@ -713,7 +749,8 @@ fn a_multi_layer_image_round_trips_through_registry_save_and_load_with_identical
     d1.ok(&["tag", "kcli/multi:1", &name]);
     let out = d1.ok(&["push", &name]);
     assert!(
-        out.stdout.contains(&format!("1: digest: {manifest} size: ")),
+        out.stdout
+            .contains(&format!("1: digest: {manifest} size: ")),
         "{out}"
     );
     assert_eq!(reg.digest("kcli/multi:1"), manifest);
@@ -723,9 +760,35 @@ fn a_multi_layer_image_round_trips_through_registry_save_and_load_with_identical
         out.stdout.contains(&format!("Digest: {manifest}\n")),
         "{out}"
     );
-    assert_eq!(kinspect(&d2, &name), (config.clone(), manifest.clone(), layers.clone()));
+    assert_eq!(
+        kinspect(&d2, &name),
+        (config.clone(), manifest.clone(), layers.clone())
+    );
     let t2 = unpacked_tree(&d2, &name);
-    assert_eq!(diff_trees(&t1, &t2), Vec::<String>::new(), "loaded vs pulled");
+    assert_eq!(
+        diff_trees(&t1, &t2),
+        Vec::<String>::new(),
+        "loaded vs pulled"
+    );
+
+    // The overlayfs snapshotter's layers, stacked by the kernel, show the same tree.
+    let d4 = Daemon::start("overlayfs");
+    d4.ok(&["pull", &name]);
+    let merged = work.join("merged");
+    std::fs::create_dir_all(&merged).unwrap();
+    let lower = overlay_lowerdirs(&d4, &name);
+    Cmd::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!("ro,lowerdir={lower}"))
+        .arg(&merged)
+        .ok();
+    let t4 = tree(&merged);
+    Cmd::new("umount").arg(&merged).ok();
+    assert_eq!(
+        diff_trees(&t1, &t4),
+        Vec::<String>::new(),
+        "native vs overlayfs layers"
+    );
 
     // Saved by kapsel in both formats, loaded into fresh roots.
     for (format, fresh_manifest) in [("docker", false), ("oci", true)] {
