@@ -469,7 +469,12 @@ impl Service {
         let progress = |p: crate::archive::Progress| {
             job.item(&p.entry, "file", "loading", p.bytes, 0);
         };
-        let images = crate::archive::import(&*self.store, file, &progress)?;
+        let images = crate::archive::import(&*self.store, file, &progress).map_err(|source| {
+            Error::Load {
+                path: a.path.clone(),
+                source,
+            }
+        })?;
         if images.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "{}: the archive holds no image",
