@@ -819,3 +819,326 @@ fn a_multi_layer_image_round_trips_through_registry_save_and_load_with_identical
     }
     let _ = std::fs::remove_dir_all(&work);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. Bad input
+
+/// What the fake registry does when asked for the layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LayerMode {
+    /// Serve it (with Range support).
+    Good,
+    /// Answer 500 with a registry error body.
+    Fail500,
+    /// Send the headers and half of the bytes, then close the connection.
+    Drop,
+    /// Send as many bytes as expected, one of them changed.
+    WrongBytes,
+}
+
+/// A registry that misbehaves on purpose, written here with std's TcpListener: Debian's
+/// docker-registry cannot be made to fail a blob with a 500, drop a connection in the middle
+/// of one, or serve bytes that do not match their digest. It serves the busybox fixture
+/// (manifest, config, layer) under every repository name, one request per connection.
+struct FakeRegistry {
+    port: u16,
+    mode: Arc<std::sync::Mutex<LayerMode>>,
+    requests: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeRegistry {
+    fn start() -> FakeRegistry {
+        let f = Fixtures::get();
+        let blobs = f.dir().join("busybox-oci/blobs/sha256");
+        let read = |key: &str| {
+            let d = fixture_env(key);
+            (
+                d.clone(),
+                std::fs::read(blobs.join(d.trim_start_matches("sha256:"))).unwrap(),
+            )
+        };
+        let (manifest, config, layer) = (
+            read("MANIFEST_DIGEST"),
+            read("CONFIG_DIGEST"),
+            read("LAYER_DIGEST"),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let r = FakeRegistry {
+            port,
+            mode: Arc::new(std::sync::Mutex::new(LayerMode::Good)),
+            requests: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (mode, requests, stop) = (r.mode.clone(), r.requests.clone(), r.stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        let m = *mode.lock().unwrap();
+                        if let Some(line) = serve(s, m, &manifest, &config, &layer) {
+                            requests.lock().unwrap().push(line);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        r
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn set(&self, m: LayerMode) {
+        *self.mode.lock().unwrap() = m;
+    }
+}
+
+impl Drop for FakeRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Answers one request; returns its first line and Range header.
+fn serve(
+    s: TcpStream,
+    mode: LayerMode,
+    manifest: &(String, Vec<u8>),
+    config: &(String, Vec<u8>),
+    layer: &(String, Vec<u8>),
+) -> Option<String> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut r = BufReader::new(s.try_clone().ok()?);
+    let mut first = String::new();
+    r.read_line(&mut first).ok()?;
+    let mut range: Option<u64> = None;
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).ok()? == 0 || l == "\r\n" {
+            break;
+        }
+        if let Some(v) = l.to_ascii_lowercase().strip_prefix("range: bytes=") {
+            range = v.trim().trim_end_matches('-').parse().ok();
+        }
+    }
+    let mut w = s;
+    let parts: Vec<&str> = first.split_whitespace().collect();
+    let (method, path) = (parts.first()?.to_string(), parts.get(1)?.to_string());
+    let head = method == "HEAD";
+    let send = |w: &mut TcpStream, status: &str, ctype: &str, extra: &str, body: &[u8]| {
+        let _ = write!(
+            w,
+            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+            body.len()
+        );
+        if !head {
+            let _ = w.write_all(body);
+        }
+    };
+    let line = format!("{} {path} range={range:?}", method);
+    if path == "/v2/" {
+        send(&mut w, "200 OK", "application/json", "", b"{}");
+    } else if path.contains("/manifests/") {
+        send(
+            &mut w,
+            "200 OK",
+            "application/vnd.oci.image.manifest.v1+json",
+            &format!("Docker-Content-Digest: {}\r\n", manifest.0),
+            &manifest.1,
+        );
+    } else if path.ends_with(&format!("/blobs/{}", config.0)) {
+        send(&mut w, "200 OK", "application/octet-stream", "", &config.1);
+    } else if path.ends_with(&format!("/blobs/{}", layer.0)) {
+        let from = range.unwrap_or(0) as usize;
+        let body = &layer.1[from..];
+        let (status, extra) = if from > 0 {
+            (
+                "206 Partial Content",
+                format!(
+                    "Content-Range: bytes {from}-{}/{}\r\n",
+                    layer.1.len() - 1,
+                    layer.1.len()
+                ),
+            )
+        } else {
+            ("200 OK", String::new())
+        };
+        match mode {
+            LayerMode::Good => send(&mut w, status, "application/octet-stream", &extra, body),
+            LayerMode::Fail500 => send(
+                &mut w,
+                "500 Internal Server Error",
+                "application/json",
+                "",
+                br#"{"errors":[{"code":"UNKNOWN","message":"kcli: the disk is on fire"}]}"#,
+            ),
+            LayerMode::Drop => {
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{extra}\r\n",
+                    body.len()
+                );
+                let _ = w.write_all(&body[..body.len() / 2]);
+                let _ = w.flush();
+                let _ = w.shutdown(std::net::Shutdown::Both);
+            }
+            LayerMode::WrongBytes => {
+                let mut bad = body.to_vec();
+                let mid = bad.len() / 2;
+                bad[mid] ^= 0x55;
+                send(&mut w, status, "application/octet-stream", &extra, &bad);
+            }
+        }
+    } else {
+        send(
+            &mut w,
+            "404 Not Found",
+            "application/json",
+            "",
+            br#"{"errors":[{"code":"NAME_UNKNOWN","message":"no such thing"}]}"#,
+        );
+    }
+    Some(line)
+}
+
+#[test]
+fn a_registry_failing_a_blob_is_a_clear_error_and_leaves_nothing_half_written() {
+    let reg = FakeRegistry::start();
+    let d = Daemon::start("overlayfs");
+    let layer = fixture_env("LAYER_DIGEST");
+    for (mode, repo, expect) in [
+        (LayerMode::Fail500, "kcli/e500", "500"),
+        (
+            LayerMode::WrongBytes,
+            "kcli/mismatch",
+            "verification failed",
+        ),
+        (LayerMode::Drop, "kcli/drop", ""),
+    ] {
+        reg.set(mode);
+        let name = format!("{}/{repo}:1", reg.host());
+        let out = d.kapsel(&["pull", &name]).fails();
+        assert_eq!(out.exit_code(), 1, "{mode:?}: {out}");
+        let err = out.stderr.trim();
+        assert!(err.starts_with("kapsel: "), "{mode:?}: {out}");
+        assert!(err.contains(repo), "{mode:?}: the image is named: {out}");
+        assert!(err.contains(&layer), "{mode:?}: the blob is named: {out}");
+        assert!(err.contains(expect), "{mode:?}: says {expect:?}: {out}");
+        assert_eq!(err.lines().count(), 1, "{mode:?}: {out}");
+        if mode != LayerMode::Drop {
+            assert_store_clean(&d, &[&layer]);
+        }
+    }
+    // A dropped connection (after the client's own resumed retries) leaves what arrived in
+    // one ingest, kept on purpose for the next pull to resume, as containerd does: it is not a
+    // blob, and no image refers to it.
+    let ingests = list(&d.root().join("content/ingest"));
+    assert_eq!(ingests.len(), 1, "{ingests:?}");
+    assert_eq!(d.ok(&["images", "-q"]).stdout, "");
+    assert!(!d.blobs().contains(&layer["sha256:".len()..].to_string()));
+
+    // The same image from a registry that behaves: the pull resumes the kept bytes and
+    // completes; no ingest stays behind.
+    reg.set(LayerMode::Good);
+    reg.requests.lock().unwrap().clear();
+    let name = format!("{}/kcli/drop:1", reg.host());
+    let out = d.ok(&["pull", &name]);
+    assert!(
+        out.stdout
+            .contains(&format!("Digest: {}\n", fixture_env("MANIFEST_DIGEST"))),
+        "{out}"
+    );
+    let (id, _, _) = kinspect(&d, &name);
+    assert_eq!(id, fixture_env("CONFIG_DIGEST"));
+    assert!(list(&d.root().join("content/ingest")).is_empty());
+    let reqs = reg.requests.lock().unwrap().clone();
+    let layer_reqs: Vec<&String> = reqs.iter().filter(|r| r.contains(&layer)).collect();
+    assert_eq!(layer_reqs.len(), 1, "{reqs:#?}");
+    assert!(
+        layer_reqs[0].contains("range=Some(") && !layer_reqs[0].contains("range=Some(0)"),
+        "the layer is resumed: {reqs:#?}"
+    );
+}
+
+/// The byte offset and size of the member of `tar` whose name ends with `suffix`.
+fn tar_member(tar: &[u8], suffix: &str) -> (usize, usize) {
+    let mut off = 0;
+    while off + 512 <= tar.len() && tar[off] != 0 {
+        let h = &tar[off..off + 512];
+        let name = String::from_utf8_lossy(&h[..100])
+            .trim_end_matches('\0')
+            .to_string();
+        let size_field = String::from_utf8_lossy(&h[124..136]);
+        let size =
+            usize::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+                .unwrap();
+        if name.ends_with(suffix) {
+            return (off + 512, size);
+        }
+        off += 512 + size.div_ceil(512) * 512;
+    }
+    panic!("no member ending with {suffix}");
+}
+
+#[test]
+fn a_truncated_or_corrupt_archive_is_a_clear_error_and_leaves_nothing_half_written() {
+    let f = Fixtures::get();
+    let work = scratch("kcli-badarchive");
+    let d = Daemon::start("overlayfs");
+    let layer = fixture_env("LAYER_DIGEST");
+    let docker = std::fs::read(f.docker_archive()).unwrap();
+    let oci = std::fs::read(f.oci_archive()).unwrap();
+
+    // Cut in the middle of the layer.
+    let truncated = work.join("truncated.tar");
+    std::fs::write(&truncated, &docker[..docker.len() * 6 / 10]).unwrap();
+    // One byte of the layer changed: its digest no longer matches.
+    let corrupt = work.join("corrupt.tar");
+    let (start, size) = tar_member(&oci, layer.trim_start_matches("sha256:"));
+    let mut bytes = oci.clone();
+    bytes[start + size / 2] ^= 0x55;
+    std::fs::write(&corrupt, &bytes).unwrap();
+    // Not an archive at all.
+    let garbage = work.join("garbage.tar");
+    std::fs::write(
+        &garbage,
+        b"this is not a tar archive, just some text\n".repeat(100),
+    )
+    .unwrap();
+
+    for (file, expect) in [
+        (&truncated, "truncated"),
+        (&corrupt, layer.as_str()),
+        (&garbage, "not a tar archive"),
+    ] {
+        let out = d.kapsel(&["load", "-i", file.to_str().unwrap()]).fails();
+        assert_eq!(out.exit_code(), 1, "{out}");
+        let err = out.stderr.trim();
+        assert!(
+            err.contains(file.to_str().unwrap()),
+            "the file is named: {out}"
+        );
+        assert!(err.contains(expect), "{expect}: {out}");
+        assert_eq!(err.lines().count(), 1, "{out}");
+        assert_eq!(out.stdout, "", "{out}");
+        assert_store_clean(&d, &[&layer]);
+        // Through stdin too: the same error without a file name to give.
+        let out = d
+            .kapsel(&["load"])
+            .stdin(std::fs::read(file).unwrap())
+            .fails();
+        assert_eq!(out.exit_code(), 1, "{out}");
+        assert!(out.stderr.contains(expect), "{expect}: {out}");
+        assert_store_clean(&d, &[&layer]);
+    }
+    // A good archive loads afterwards.
+    d.ok(&["load", "-i", f.docker_archive().to_str().unwrap()]);
+    assert_eq!(kinspect(&d, "busybox").0, fixture_env("CONFIG_DIGEST"));
+    let _ = std::fs::remove_dir_all(&work);
+}
