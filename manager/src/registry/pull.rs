@@ -344,11 +344,11 @@ impl<'a> Puller<'a> {
                         continue;
                     }
                     Err(e) => {
-                        // Bytes cut off by the network (or by another blob's failure) are
-                        // kept for the next pull to resume; an ingest that holds nothing, or
-                        // whatever a registry error left, goes.
-                        let resumable =
-                            matches!(e, Error::Connection { .. }) || stop.load(Ordering::Relaxed);
+                        // Bytes cut off by the network are kept for the next pull to resume;
+                        // an ingest that holds nothing, what a registry or disk error left, and
+                        // a download stopped by another blob's failure (the disk may be full)
+                        // go.
+                        let resumable = matches!(e, Error::Connection { .. });
                         let held = w.offset();
                         drop(w);
                         if !(resumable && held > 0) {
