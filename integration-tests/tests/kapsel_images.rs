@@ -1142,3 +1142,106 @@ fn a_truncated_or_corrupt_archive_is_a_clear_error_and_leaves_nothing_half_writt
     assert_eq!(kinspect(&d, "busybox").0, fixture_env("CONFIG_DIGEST"));
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// kapseld's root on an 8 MiB tmpfs: loading and pulling an image with a 16 MiB layer fail
+/// with "no space left" naming the blob and leave the store empty; on the same root grown to
+/// 128 MiB the pull and the load then work.
+#[test]
+fn a_full_disk_is_a_clear_error_and_a_bigger_disk_then_works() {
+    require_program("skopeo", "skopeo");
+    let work = scratch("kcli-full");
+    let layout = work.join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let tree = work.join("big");
+    std::fs::create_dir_all(&tree).unwrap();
+    Cmd::new("sh")
+        .args(["-c", "head -c 16777216 /dev/urandom > big"])
+        .current_dir(&tree)
+        .ok();
+    let layers = vec![busybox_layer(&layout), tar_layer(&layout, &tree, false)];
+    let big = layers[1].digest.clone();
+    let (manifest, config) = write_image(&layout, &layers, "docker.io/kcli/big:1");
+    let archive = work.join("big-oci.tar");
+    oci_archive(&layout, &archive);
+    let reg = Registry::start(5212);
+    let name = format!("{}/kcli/big:1", reg.host());
+    Cmd::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("docker://{name}"))
+        .timeout(Duration::from_secs(120))
+        .ok();
+
+    let mut d = Daemon::prepare("kcli-full");
+    std::fs::create_dir_all(d.root()).unwrap();
+    Cmd::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m,mode=0700", "kcli-full"])
+        .arg(d.root())
+        .ok();
+    d.spawn("overlayfs");
+
+    let out = d.kapsel(&["load", "-i", archive.to_str().unwrap()]).fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    let err = out.stderr.to_lowercase();
+    assert!(err.contains("no space left on device"), "{out}");
+    assert!(
+        err.contains(big.trim_start_matches("sha256:")),
+        "the blob is named: {out}"
+    );
+    assert!(
+        err.contains(archive.to_str().unwrap()),
+        "the file is named: {out}"
+    );
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out}");
+    assert_store_clean(&d);
+
+    let out = d.kapsel(&["pull", &name]).fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    let err = out.stderr.to_lowercase();
+    assert!(err.contains("no space left on device"), "{out}");
+    // Layers download and unpack in parallel: the disk fills up under whichever writes first.
+    // (skopeo compressed the plain tar layer on the way in: the registry has its own digests.)
+    let raw = Cmd::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!("docker://{name}"))
+        .ok()
+        .stdout;
+    let pushed: Vec<String> = json(&raw)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        pushed.iter().any(|l| err.contains(l.as_str())),
+        "a layer blob is named: {out}"
+    );
+    assert!(err.contains("kcli/big"), "the image is named: {out}");
+    assert_store_clean(&d);
+
+    Cmd::new("mount")
+        .args(["-o", "remount,size=128m"])
+        .arg(d.root())
+        .ok();
+    let out = d.ok(&["pull", &name]);
+    // skopeo compressed the plain tar layer on the way in: the registry's manifest is its own.
+    assert!(
+        out.stdout
+            .contains(&format!("Digest: {}\n", digest_of(raw.as_bytes()))),
+        "{out}"
+    );
+    assert_eq!(kinspect(&d, &name).0, config);
+    let out = d.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(out.stdout, "Loaded image: kcli/big:1\n");
+    assert_eq!(
+        kinspect(&d, "kcli/big:1"),
+        (
+            config,
+            manifest,
+            layers.iter().map(|l| l.diff_id.clone()).collect()
+        )
+    );
+    assert!(list(&d.root().join("content/ingest")).is_empty());
+    d.stop();
+    let _ = std::fs::remove_dir_all(&work);
+}
