@@ -282,3 +282,97 @@ pub fn add_blob(layout: &Path, file: &Path) -> (String, u64) {
     .unwrap();
     (d, size)
 }
+
+/// A layer blob in an OCI layout being built: (digest, size, media type, diff id).
+pub struct Layer {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: &'static str,
+    pub diff_id: String,
+}
+
+/// Tars `tree` with GNU tar (owners numeric, xattrs kept, names sorted), gzips it when asked,
+/// and moves the blob into `layout`.
+pub fn tar_layer(layout: &Path, tree: &Path, gzip: bool) -> Layer {
+    let tar = tree.with_extension("tar");
+    Cmd::new("tar")
+        .args([
+            "--sort=name",
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--format=pax",
+            "-cf",
+        ])
+        .arg(&tar)
+        .arg("-C")
+        .arg(tree)
+        .arg(".")
+        .timeout(Duration::from_secs(120))
+        .ok();
+    let diff_id = sha256_file(&tar);
+    let (blob, media_type) = if gzip {
+        Cmd::new("gzip").args(["-n", "-6"]).arg(&tar).ok();
+        (
+            tar.with_extension("tar.gz"),
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        )
+    } else {
+        (tar, "application/vnd.oci.image.layer.v1.tar")
+    };
+    let (digest, size) = add_blob(layout, &blob);
+    Layer {
+        digest,
+        size,
+        media_type,
+        diff_id,
+    }
+}
+
+/// Writes config, manifest, index.json and oci-layout for `layers`; the index names the
+/// image `name` (`io.containerd.image.name`). Returns (manifest digest, config digest).
+pub fn write_image(layout: &Path, layers: &[Layer], name: &str) -> (String, String) {
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-02T03:04:05Z",
+        "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>()},
+        "history": layers.iter().enumerate().map(|(i, _)| serde_json::json!({
+            "created": "2026-01-02T03:04:05Z", "created_by": format!("kcli layer {i}"),
+        })).collect::<Vec<_>>(),
+    });
+    let path = layout.join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let (cd, cs) = add_blob(layout, &path);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": layers.iter().map(|l| serde_json::json!({
+            "mediaType": l.media_type, "digest": l.digest, "size": l.size,
+        })).collect::<Vec<_>>(),
+    });
+    let path = layout.join("manifest.json");
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let (md, ms) = add_blob(layout, &path);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap(),
+            },
+        }],
+    });
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    (md, cd)
+}

@@ -8,7 +8,7 @@
 //! Every daemon has a private root under `/tmp/kcli-*`; registries use ports 5211-5219.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kapsel_integration_tests::clients::{Containerd, Dockerd, Podman};
-use kapsel_integration_tests::kapseld::{add_blob, fixture_env, list, Daemon, Registry};
+use kapsel_integration_tests::kapseld::{
+    fixture_env, list, tar_layer, write_image, Daemon, Layer, Registry,
+};
 use kapsel_integration_tests::{require_program, unique, Cmd, Fixtures};
 use sha2::{Digest as _, Sha256};
 
@@ -281,52 +283,6 @@ fn docker_save_loads_into_kapsel_and_kapsel_save_loads_into_docker_podman_and_co
 // ---------------------------------------------------------------------------------------------
 // 2. A multi-layer image made here, round-tripped through the registry, save and load
 
-/// A layer blob in an OCI layout being built: (digest, size, media type, diff id).
-struct Layer {
-    digest: String,
-    size: u64,
-    media_type: &'static str,
-    diff_id: String,
-}
-
-/// Tars `tree` with GNU tar (owners numeric, xattrs kept, names sorted), gzips it when asked,
-/// and moves the blob into `layout`.
-fn tar_layer(layout: &Path, tree: &Path, gzip: bool) -> Layer {
-    let tar = tree.with_extension("tar");
-    Cmd::new("tar")
-        .args([
-            "--sort=name",
-            "--numeric-owner",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--format=pax",
-            "-cf",
-        ])
-        .arg(&tar)
-        .arg("-C")
-        .arg(tree)
-        .arg(".")
-        .timeout(Duration::from_secs(120))
-        .ok();
-    let diff_id = digest_of(&std::fs::read(&tar).unwrap());
-    let (blob, media_type) = if gzip {
-        Cmd::new("gzip").args(["-n", "-6"]).arg(&tar).ok();
-        (
-            tar.with_extension("tar.gz"),
-            "application/vnd.oci.image.layer.v1.tar+gzip",
-        )
-    } else {
-        (tar, "application/vnd.oci.image.layer.v1.tar")
-    };
-    let (digest, size) = add_blob(layout, &blob);
-    Layer {
-        digest,
-        size,
-        media_type,
-        diff_id,
-    }
-}
-
 /// The fixture's busybox layer (gzip) copied into `layout`.
 fn busybox_layer(layout: &Path) -> Layer {
     let digest = fixture_env("LAYER_DIGEST");
@@ -344,54 +300,6 @@ fn busybox_layer(layout: &Path) -> Layer {
         media_type: "application/vnd.oci.image.layer.v1.tar+gzip",
         diff_id: fixture_env("DIFF_ID"),
     }
-}
-
-/// Writes config, manifest, index.json and oci-layout for `layers`; the index names the
-/// image `name` (`io.containerd.image.name`). Returns (manifest digest, config digest).
-fn write_image(layout: &Path, layers: &[Layer], name: &str) -> (String, String) {
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux", "created": "2026-01-02T03:04:05Z",
-        "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>()},
-        "history": layers.iter().enumerate().map(|(i, _)| serde_json::json!({
-            "created": "2026-01-02T03:04:05Z", "created_by": format!("kcli layer {i}"),
-        })).collect::<Vec<_>>(),
-    });
-    let path = layout.join("config.json");
-    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
-    let (cd, cs) = add_blob(layout, &path);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-        "layers": layers.iter().map(|l| serde_json::json!({
-            "mediaType": l.media_type, "digest": l.digest, "size": l.size,
-        })).collect::<Vec<_>>(),
-    });
-    let path = layout.join("manifest.json");
-    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
-    let (md, ms) = add_blob(layout, &path);
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-            "annotations": {
-                "io.containerd.image.name": name,
-                "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap(),
-            },
-        }],
-    });
-    std::fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        layout.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    (md, cd)
 }
 
 /// An OCI archive of `layout`.

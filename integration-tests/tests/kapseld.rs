@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kapsel_integration_tests::kapseld::{
-    add_blob, bin, fixture_env, list, sha256_file, wait_for, Daemon, Registry,
+    bin, fixture_env, list, sha256_file, tar_layer, wait_for, write_image, Daemon, Registry,
 };
 use kapsel_integration_tests::{require_program, unique, Cmd, Fixtures};
 
@@ -324,61 +324,10 @@ fn three_layer_image(dir: &Path) -> (PathBuf, String) {
         let tree = dir.join(format!("tree{i}"));
         std::fs::create_dir_all(&tree).unwrap();
         Cmd::new("sh").args(["-c", script]).current_dir(&tree).ok();
-        let tar = dir.join(format!("layer{i}.tar"));
-        Cmd::new("tar")
-            .args([
-                "--sort=name",
-                "--owner=0",
-                "--group=0",
-                "--numeric-owner",
-                "--mtime=@0",
-                "-cf",
-            ])
-            .arg(&tar)
-            .args(["-C"])
-            .arg(&tree)
-            .arg(".")
-            .timeout(Duration::from_secs(120))
-            .ok();
-        layers.push(add_blob(&layout, &tar));
+        layers.push(tar_layer(&layout, &tree, false));
     }
     let big = sha256_file(&dir.join("tree0/big"));
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
-        "config": {"Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.0).collect::<Vec<_>>()},
-    });
-    let cfg_path = dir.join("config.json");
-    std::fs::write(&cfg_path, serde_json::to_vec(&config).unwrap()).unwrap();
-    let (cd, cs) = add_blob(&layout, &cfg_path);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-        "layers": layers.iter().map(|(d, s)| serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s,
-        })).collect::<Vec<_>>(),
-    });
-    let m_path = dir.join("manifest.json");
-    std::fs::write(&m_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
-    let (md, ms) = add_blob(&layout, &m_path);
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-            "annotations": {"org.opencontainers.image.ref.name": "latest"},
-        }],
-    });
-    std::fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        layout.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
+    write_image(&layout, &layers, "docker.io/kcore/big:latest");
     (layout, big)
 }
 
