@@ -1012,6 +1012,16 @@ fn a_truncated_or_corrupt_archive_is_a_clear_error_and_leaves_nothing_half_writt
     let mut bytes = oci.clone();
     bytes[start + size / 2] ^= 0x55;
     std::fs::write(&corrupt, &bytes).unwrap();
+    // docker-archive layers are not named by digest: one changed byte of busybox's data is
+    // found when the unpacked layer's digest is not the config's diff id.
+    let corrupt_docker = work.join("corrupt-docker.tar");
+    let diff_id = fixture_env("DIFF_ID");
+    let (start, size) = tar_member(&docker, "layer.tar");
+    let mut bytes = docker.clone();
+    let inner = &bytes[start..start + size];
+    let (bb, bb_size) = tar_member(inner, "bin/busybox");
+    bytes[start + bb + bb_size / 2] ^= 0x55;
+    std::fs::write(&corrupt_docker, &bytes).unwrap();
     // Not an archive at all.
     let garbage = work.join("garbage.tar");
     std::fs::write(
@@ -1023,6 +1033,7 @@ fn a_truncated_or_corrupt_archive_is_a_clear_error_and_leaves_nothing_half_writt
     for (file, expect) in [
         (&truncated, "truncated"),
         (&corrupt, layer.as_str()),
+        (&corrupt_docker, diff_id.as_str()),
         (&garbage, "not a tar archive"),
     ] {
         let out = d.kapsel(&["load", "-i", file.to_str().unwrap()]).fails();
