@@ -298,29 +298,8 @@ fn mounted(path: &Path) -> bool {
         .any(|l| l.split_whitespace().nth(4) == Some(p.as_str()))
 }
 
-fn exec_process(args: &[&str]) -> serde_json::Value {
-    serde_json::json!({
-        "args": args,
-        "cwd": "/",
-        "env": ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],
-        "user": {"uid": 0, "gid": 0},
-        "terminal": false,
-    })
-}
-
 fn memory_limit_of(pid: u32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let path = text
-        .lines()
-        .find_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-            ctrls.split(',').any(|c| c == "memory").then_some(path)
-        })
-        .expect("memory cgroup");
-    let file = Path::new("/sys/fs/cgroup/memory")
-        .join(path.trim_start_matches('/'))
-        .join("memory.limit_in_bytes");
+    let file = host::memory_cgroup_of(pid as i32).join("memory.limit_in_bytes");
     std::fs::read_to_string(file)
         .unwrap()
         .trim()
@@ -380,7 +359,7 @@ fn task_lifecycle_through_the_shim_with_events_in_kapseld() {
     };
     shim.exec(
         "e1",
-        &exec_process(&["sh", "-c", "cat /layers/1 /layers/130; exit 3"]),
+        &host::exec_process(&["sh", "-c", "cat /layers/1 /layers/130; exit 3"]),
         &stdio,
     )
     .unwrap();
