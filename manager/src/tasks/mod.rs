@@ -396,18 +396,23 @@ impl Shim {
         }
     }
 
+    /// One task API call with the usual deadline, its failure named after `call`.
+    fn call<R>(
+        &self,
+        call: &'static str,
+        exec: &str,
+        f: impl FnOnce(&TaskClient, ttrpc::context::Context) -> ttrpc::Result<R>,
+    ) -> Result<R> {
+        f(&self.client, ctx(Some(CALL_TIMEOUT))).map_err(|e| self.fail(call, exec, e))
+    }
+
     /// The shim's pid and the task's (0 before create).
     pub fn connect_info(&self) -> Result<(u32, u32)> {
-        let r = self
-            .client
-            .connect(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::ConnectRequest {
-                    id: self.id.clone(),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("connect", "", e))?;
+        let req = api::ConnectRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        let r = self.call("connect", "", |c, x| c.connect(x, &req))?;
         Ok((r.shim_pid, r.task_pid))
     }
 
@@ -450,43 +455,31 @@ impl Shim {
             options: MessageField::from_option(options),
             ..Default::default()
         };
-        let r = self
-            .client
-            .create(ctx(Some(CALL_TIMEOUT)), &req)
-            .map_err(|e| self.fail("create", "", e))?;
-        Ok(r.pid)
+        Ok(self.call("create", "", |c, x| c.create(x, &req))?.pid)
     }
 
     /// Starts the init process (`exec` None) or an exec; returns its pid.
     pub fn start(&self, exec: Option<&str>) -> Result<u32> {
         let exec = exec.unwrap_or_default();
-        let r = self
-            .client
-            .start(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::StartRequest {
-                    id: self.id.clone(),
-                    exec_id: exec.to_string(),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("start", exec, e))?;
-        Ok(r.pid)
+        let req = api::StartRequest {
+            id: self.id.clone(),
+            exec_id: exec.to_string(),
+            ..Default::default()
+        };
+        Ok(self.call("start", exec, |c, x| c.start(x, &req))?.pid)
     }
 
-    /// Blocks until the process exits (at once if it has).
+    /// Blocks until the process exits (at once if it has): no deadline.
     pub fn wait(&self, exec: Option<&str>) -> Result<ExitInfo> {
         let exec = exec.unwrap_or_default();
+        let req = api::WaitRequest {
+            id: self.id.clone(),
+            exec_id: exec.to_string(),
+            ..Default::default()
+        };
         let r = self
             .client
-            .wait(
-                ctx(None),
-                &api::WaitRequest {
-                    id: self.id.clone(),
-                    exec_id: exec.to_string(),
-                    ..Default::default()
-                },
-            )
+            .wait(ctx(None), &req)
             .map_err(|e| self.fail("wait", exec, e))?;
         Ok(ExitInfo {
             pid: 0,
@@ -498,35 +491,26 @@ impl Shim {
     /// Sends `signal`; with `all`, to every process of the task's cgroup.
     pub fn kill(&self, exec: Option<&str>, signal: u32, all: bool) -> Result<()> {
         let exec = exec.unwrap_or_default();
-        self.client
-            .kill(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::KillRequest {
-                    id: self.id.clone(),
-                    exec_id: exec.to_string(),
-                    signal,
-                    all,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("kill", exec, e))?;
+        let req = api::KillRequest {
+            id: self.id.clone(),
+            exec_id: exec.to_string(),
+            signal,
+            all,
+            ..Default::default()
+        };
+        self.call("kill", exec, |c, x| c.kill(x, &req))?;
         Ok(())
     }
 
     /// Deletes a stopped (or created) process; the init process's delete unmounts the rootfs.
     pub fn delete(&self, exec: Option<&str>) -> Result<ExitInfo> {
         let exec = exec.unwrap_or_default();
-        let r = self
-            .client
-            .delete(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::DeleteRequest {
-                    id: self.id.clone(),
-                    exec_id: exec.to_string(),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("delete", exec, e))?;
+        let req = api::DeleteRequest {
+            id: self.id.clone(),
+            exec_id: exec.to_string(),
+            ..Default::default()
+        };
+        let r = self.call("delete", exec, |c, x| c.delete(x, &req))?;
         Ok(ExitInfo {
             pid: r.pid,
             exit_status: r.exit_status,
@@ -537,96 +521,71 @@ impl Shim {
     /// Adds an exec process (`process` is an OCI runtime-spec Process); start it with
     /// [`Shim::start`].
     pub fn exec(&self, exec_id: &str, process: &serde_json::Value, stdio: &Stdio) -> Result<()> {
-        self.client
-            .exec(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::ExecProcessRequest {
-                    id: self.id.clone(),
-                    exec_id: exec_id.to_string(),
-                    terminal: stdio.terminal,
-                    stdin: stdio.stdin.clone(),
-                    stdout: stdio.stdout.clone(),
-                    stderr: stdio.stderr.clone(),
-                    spec: MessageField::some(json_any(PROCESS_TYPE, process)),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("exec", exec_id, e))?;
+        let req = api::ExecProcessRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            terminal: stdio.terminal,
+            stdin: stdio.stdin.clone(),
+            stdout: stdio.stdout.clone(),
+            stderr: stdio.stderr.clone(),
+            spec: MessageField::some(json_any(PROCESS_TYPE, process)),
+            ..Default::default()
+        };
+        self.call("exec", exec_id, |c, x| c.exec(x, &req))?;
         Ok(())
     }
 
     pub fn resize_pty(&self, exec: Option<&str>, width: u32, height: u32) -> Result<()> {
         let exec = exec.unwrap_or_default();
-        self.client
-            .resize_pty(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::ResizePtyRequest {
-                    id: self.id.clone(),
-                    exec_id: exec.to_string(),
-                    width,
-                    height,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("resize pty", exec, e))?;
+        let req = api::ResizePtyRequest {
+            id: self.id.clone(),
+            exec_id: exec.to_string(),
+            width,
+            height,
+            ..Default::default()
+        };
+        self.call("resize pty", exec, |c, x| c.resize_pty(x, &req))?;
         Ok(())
     }
 
     /// Closes the process's stdin (EOF once what was written is forwarded).
     pub fn close_io(&self, exec: Option<&str>) -> Result<()> {
         let exec = exec.unwrap_or_default();
-        self.client
-            .close_io(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::CloseIORequest {
-                    id: self.id.clone(),
-                    exec_id: exec.to_string(),
-                    stdin: true,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("close io", exec, e))?;
+        let req = api::CloseIORequest {
+            id: self.id.clone(),
+            exec_id: exec.to_string(),
+            stdin: true,
+            ..Default::default()
+        };
+        self.call("close io", exec, |c, x| c.close_io(x, &req))?;
         Ok(())
     }
 
     pub fn pause(&self) -> Result<()> {
-        self.client
-            .pause(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::PauseRequest {
-                    id: self.id.clone(),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("pause", "", e))?;
+        let req = api::PauseRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        self.call("pause", "", |c, x| c.pause(x, &req))?;
         Ok(())
     }
 
     pub fn resume(&self) -> Result<()> {
-        self.client
-            .resume(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::ResumeRequest {
-                    id: self.id.clone(),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("resume", "", e))?;
+        let req = api::ResumeRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        self.call("resume", "", |c, x| c.resume(x, &req))?;
         Ok(())
     }
 
     /// The task's cgroup figures (cgroup v1 or v2 metrics, decoded).
     pub fn stats(&self) -> Result<Stats> {
-        let r = self
-            .client
-            .stats(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::StatsRequest {
-                    id: self.id.clone(),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("stats", "", e))?;
+        let req = api::StatsRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        let r = self.call("stats", "", |c, x| c.stats(x, &req))?;
         let any = r.stats.into_option().unwrap_or_default();
         Stats::decode(&any).map_err(|message| Error::Encoding {
             what: "decode stats",
@@ -637,47 +596,33 @@ impl Shim {
 
     /// Changes the task's resources (`resources` is an OCI runtime-spec LinuxResources).
     pub fn update(&self, resources: &serde_json::Value) -> Result<()> {
-        self.client
-            .update(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::UpdateTaskRequest {
-                    id: self.id.clone(),
-                    resources: MessageField::some(json_any(RESOURCES_TYPE, resources)),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("update", "", e))?;
+        let req = api::UpdateTaskRequest {
+            id: self.id.clone(),
+            resources: MessageField::some(json_any(RESOURCES_TYPE, resources)),
+            ..Default::default()
+        };
+        self.call("update", "", |c, x| c.update(x, &req))?;
         Ok(())
     }
 
     /// The pids of every process of the task.
     pub fn pids(&self) -> Result<Vec<u32>> {
-        let r = self
-            .client
-            .pids(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::PidsRequest {
-                    id: self.id.clone(),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("pids", "", e))?;
+        let req = api::PidsRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        let r = self.call("pids", "", |c, x| c.pids(x, &req))?;
         Ok(r.processes.iter().map(|p| p.pid).collect())
     }
 
     pub fn state(&self, exec: Option<&str>) -> Result<State> {
         let exec = exec.unwrap_or_default();
-        let r = self
-            .client
-            .state(
-                ctx(Some(CALL_TIMEOUT)),
-                &api::StateRequest {
-                    id: self.id.clone(),
-                    exec_id: exec.to_string(),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| self.fail("state", exec, e))?;
+        let req = api::StateRequest {
+            id: self.id.clone(),
+            exec_id: exec.to_string(),
+            ..Default::default()
+        };
+        let r = self.call("state", exec, |c, x| c.state(x, &req))?;
         let status = match r.status.enum_value() {
             Ok(PbStatus::CREATED) => Status::Created,
             Ok(PbStatus::RUNNING) => Status::Running,
@@ -705,24 +650,19 @@ impl Shim {
 
     /// Asks the shim to exit: when no task is left, or at once with `now`.
     pub fn shutdown(&self, now: bool) -> Result<()> {
-        let r = self.client.shutdown(
-            ctx(Some(CALL_TIMEOUT)),
-            &api::ShutdownRequest {
-                id: self.id.clone(),
-                now,
-                ..Default::default()
-            },
-        );
-        match r {
-            Ok(_) => Ok(()),
+        let req = api::ShutdownRequest {
+            id: self.id.clone(),
+            now,
+            ..Default::default()
+        };
+        match self.call("shutdown", "", |c, x| c.shutdown(x, &req)) {
             // The shim may exit before its answer is read: it did what was asked.
-            Err(e) => match self.fail("shutdown", "", e) {
-                Error::Call {
-                    kind: ErrorKind::Unavailable,
-                    ..
-                } => Ok(()),
-                other => Err(other),
-            },
+            Ok(_)
+            | Err(Error::Call {
+                kind: ErrorKind::Unavailable,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }
