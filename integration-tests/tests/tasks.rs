@@ -338,11 +338,16 @@ fn task_lifecycle_through_the_shim_with_events_in_kapseld() {
     let id = unique("ktasks-life");
     let spec = s.bundle(&id, &["sleep", "1000"]);
     let mounts = s.snapshot(&id);
+    let t0 = Instant::now();
     let (shim, shim_pid) = s.start_shim(&spec);
+    let t_shim = t0.elapsed();
     let out_dir = s.dir.path().join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
 
+    let t0 = Instant::now();
     let pid = shim.create(mounts, &Stdio::default()).expect("create");
+    let t_create = t0.elapsed();
+    eprintln!("start_shim {t_shim:?}, create ({LAYERS}-layer overlay) {t_create:?}");
     assert!(mounted(&spec.bundle.join("rootfs")), "rootfs not mounted");
     assert_eq!(shim.state(None).unwrap().status, Status::Created);
     assert_eq!(shim.start(None).unwrap(), pid);
