@@ -561,10 +561,11 @@ fn generate_on(
 
     let user_spec = opts.user.clone().or(cfg.user.clone()).unwrap_or_default();
     let user = user::resolve(&ctx.rootfs, &user_spec)?;
-    let mut user_json = json!({ "uid": user.uid, "gid": user.gid });
-    if !user.additional_gids.is_empty() {
-        user_json["additionalGids"] = json!(user.additional_gids);
-    }
+    let user_json = json!({
+        "uid": user.uid,
+        "gid": user.gid,
+        "additionalGids": user.additional_gids,
+    });
 
     let cwd = opts
         .workdir

@@ -7,6 +7,9 @@
 //! - `user:group`: the group (name or gid) is the primary gid and there are no supplementary
 //!   groups. A group name missing from /etc/group is an error, a missing gid is taken as it is.
 //! - empty: root (uid 0, gid 0) with root's supplementary groups.
+//!
+//! The primary gid is always the first of the supplementary groups too, as Docker has done
+//! since 20.10.18 (CVE-2022-36109: otherwise the groups of the runtime's caller could remain).
 
 use std::path::Path;
 
@@ -137,8 +140,10 @@ pub fn resolve_in(
                 (None, Some(gid)) => gid,
                 (None, None) => return Err(UserError::NoGroup(g.to_string())),
             };
+            out.additional_gids.push(out.gid);
         }
         _ => {
+            out.additional_gids.push(out.gid);
             if let Some(name) = &out.name {
                 for e in group_entries(group) {
                     if e.members.contains(&name.as_str()) && !out.additional_gids.contains(&e.gid) {
@@ -217,27 +222,27 @@ mod tests {
 
     #[test]
     fn names_and_uids_take_passwd_and_group_membership() {
-        assert_eq!(ids(r("").unwrap()), (0, 0, vec![10]));
-        assert_eq!(ids(r("app").unwrap()), (1000, 1000, vec![10, 29]));
-        assert_eq!(ids(r("1000").unwrap()), (1000, 1000, vec![10, 29]));
+        assert_eq!(ids(r("").unwrap()), (0, 0, vec![0, 10]));
+        assert_eq!(ids(r("app").unwrap()), (1000, 1000, vec![1000, 10, 29]));
+        assert_eq!(ids(r("1000").unwrap()), (1000, 1000, vec![1000, 10, 29]));
         assert_eq!(r("1000").unwrap().name.as_deref(), Some("app"));
-        assert_eq!(ids(r("nobody").unwrap()), (65534, 65534, vec![]));
+        assert_eq!(ids(r("nobody").unwrap()), (65534, 65534, vec![65534]));
     }
 
     #[test]
     fn unknown_uid_is_taken_as_is_with_gid_0() {
-        assert_eq!(ids(r("4242").unwrap()), (4242, 0, vec![]));
+        assert_eq!(ids(r("4242").unwrap()), (4242, 0, vec![0]));
         assert_eq!(r("4242").unwrap().name, None);
     }
 
     #[test]
     fn explicit_group_replaces_primary_and_drops_supplementary() {
-        assert_eq!(ids(r("app:staff").unwrap()), (1000, 50, vec![]));
-        assert_eq!(ids(r("app:50").unwrap()), (1000, 50, vec![]));
-        assert_eq!(ids(r("1000:4242").unwrap()), (1000, 4242, vec![]));
-        assert_eq!(ids(r("4242:4343").unwrap()), (4242, 4343, vec![]));
+        assert_eq!(ids(r("app:staff").unwrap()), (1000, 50, vec![50]));
+        assert_eq!(ids(r("app:50").unwrap()), (1000, 50, vec![50]));
+        assert_eq!(ids(r("1000:4242").unwrap()), (1000, 4242, vec![4242]));
+        assert_eq!(ids(r("4242:4343").unwrap()), (4242, 4343, vec![4343]));
         // `user:` is `user`.
-        assert_eq!(ids(r("app:").unwrap()), (1000, 1000, vec![10, 29]));
+        assert_eq!(ids(r("app:").unwrap()), (1000, 1000, vec![1000, 10, 29]));
     }
 
     #[test]
@@ -262,8 +267,8 @@ mod tests {
 
     #[test]
     fn without_files_numeric_ids_still_work() {
-        assert_eq!(ids(resolve_in("", None, None).unwrap()), (0, 0, vec![]));
-        assert_eq!(ids(resolve_in("5:6", None, None).unwrap()), (5, 6, vec![]));
+        assert_eq!(ids(resolve_in("", None, None).unwrap()), (0, 0, vec![0]));
+        assert_eq!(ids(resolve_in("5:6", None, None).unwrap()), (5, 6, vec![6]));
     }
 
     #[test]
@@ -279,6 +284,6 @@ mod tests {
         std::fs::write(dir.path().join("group"), "evil:x:10:app\n").unwrap();
         std::os::unix::fs::symlink("../../group", root.join("etc/group")).unwrap();
         let u = resolve(&root, "app").unwrap();
-        assert_eq!(ids(u), (1000, 1000, vec![]));
+        assert_eq!(ids(u), (1000, 1000, vec![1000]));
     }
 }

@@ -111,7 +111,7 @@ fn default_container_is_dockers() {
     assert_eq!(s["process"]["terminal"], false);
     assert_eq!(
         s["process"]["user"],
-        json!({"uid": 0, "gid": 0, "additionalGids": [10]})
+        json!({"uid": 0, "gid": 0, "additionalGids": [0, 10]})
     );
     assert_eq!(
         strs(&s["process"]["env"]),
@@ -272,7 +272,7 @@ fn user_workdir_and_hostname() {
     let s = gen(&img, &opts());
     assert_eq!(
         s["process"]["user"],
-        json!({"uid": 1000, "gid": 1001, "additionalGids": [10]})
+        json!({"uid": 1000, "gid": 1001, "additionalGids": [1001, 10]})
     );
     assert_eq!(s["process"]["cwd"], "/srv");
     let s = gen(
@@ -284,7 +284,10 @@ fn user_workdir_and_hostname() {
             ..opts()
         },
     );
-    assert_eq!(s["process"]["user"], json!({"uid": 0, "gid": 10}));
+    assert_eq!(
+        s["process"]["user"],
+        json!({"uid": 0, "gid": 10, "additionalGids": [10]})
+    );
     assert_eq!(s["process"]["cwd"], "/tmp");
     assert_eq!(s["hostname"], "web");
     assert!(strs(&s["process"]["env"]).contains(&"HOSTNAME=web".into()));
