@@ -578,59 +578,11 @@ pub const DEFAULT_CAPS: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
-/// Every capability, in bit order (CAP_CHOWN is 0).
-pub const ALL_CAPS: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
 /// Every capability the running kernel knows (up to /proc/sys/kernel/cap_last_cap), as
 /// Docker's `--privileged` asks for. The runtime leaves out those outside its bounding set.
 pub fn all_capabilities() -> Vec<String> {
-    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok())
-        .unwrap_or(ALL_CAPS.len() - 1);
-    ALL_CAPS
+    let last = kapsel_runtime::init::caps::last_cap() as usize;
+    kapsel_runtime::init::caps::NAMES
         .iter()
         .take(last + 1)
         .map(|c| c.to_string())
@@ -642,20 +594,12 @@ fn normalize_caps(names: &[String]) -> Result<Vec<String>, OptionsError> {
     names
         .iter()
         .map(|n| {
-            let up = n.trim().to_ascii_uppercase();
-            if up == "ALL" {
-                return Ok(up);
+            if n.trim().eq_ignore_ascii_case("ALL") {
+                return Ok("ALL".to_string());
             }
-            let full = if up.starts_with("CAP_") {
-                up
-            } else {
-                format!("CAP_{up}")
-            };
-            if ALL_CAPS.contains(&full.as_str()) {
-                Ok(full)
-            } else {
-                Err(OptionsError::Capability(n.clone()))
-            }
+            kapsel_runtime::init::caps::parse(n.trim())
+                .map(|i| kapsel_runtime::init::caps::NAMES[i as usize].to_string())
+                .ok_or_else(|| OptionsError::Capability(n.clone()))
         })
         .collect()
 }

@@ -89,6 +89,10 @@ pub enum SpecError {
     SeccompJson(#[source] serde_json::Error),
     #[error("--security-opt seccomp: {0}")]
     SeccompProfile(#[from] ProfileError),
+    #[error("--security-opt seccomp: the profile is not valid linux.seccomp: {0}")]
+    SeccompShape(#[source] serde_json::Error),
+    #[error("--security-opt seccomp: {0}")]
+    SeccompCompile(#[source] kapsel_runtime::seccomp::SeccompError),
     #[error(
         "--ulimit {name}: hard limit {hard} is above kapseld's own hard limit {max}, and \
          kapseld lacks CAP_SYS_RESOURCE to raise it; ask for at most {max}"
@@ -485,7 +489,13 @@ fn seccomp(opts: &RunOptions, caps: &[String]) -> Result<Option<Value>, SpecErro
         }
     };
     let profile: Value = serde_json::from_str(&text).map_err(SpecError::SeccompJson)?;
-    Ok(Some(seccomp_default::from_docker_format(&profile, caps)?))
+    let profile = seccomp_default::from_docker_format(&profile, caps)?;
+    // Compiled once here, with the runtime's own compiler, so that a bad profile fails
+    // `kapsel run` with its reason instead of the container's start.
+    let typed: kapsel_runtime::spec::Seccomp =
+        serde_json::from_value(profile.clone()).map_err(SpecError::SeccompShape)?;
+    kapsel_runtime::seccomp::compile(&typed).map_err(SpecError::SeccompCompile)?;
+    Ok(Some(profile))
 }
 
 fn resources(opts: &RunOptions, host: Host) -> Value {

@@ -600,6 +600,30 @@ fn security_options_network_and_labels() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("/no/such/profile.json"), "{err}");
+    for (bad, why) in [
+        (
+            r#"{"defaultAction":"SCMP_ACT_SOMETIMES"}"#,
+            "not valid linux.seccomp",
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{"index":9,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+            "argument index 9",
+        ),
+        ("{not json", "not JSON"),
+    ] {
+        let err = generate_on(
+            &busybox(),
+            &RunOptions {
+                security_opt: vec![format!("seccomp={bad}")],
+                ..opts()
+            },
+            &f.ctx,
+            V1,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(why), "{bad}: {err}");
+    }
 }
 
 #[test]
