@@ -27,24 +27,9 @@ use std::sync::OnceLock;
 
 const PROFILE: &str = "/usr/share/containers/seccomp.json";
 
-/// docker's default capabilities (moby `oci/caps/defaults.go`), which podman's defaults
+/// docker's default capabilities (kapseld's copy of moby's list), which podman's defaults
 /// are a subset of.
-const DOCKER_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const DOCKER_CAPS: &[&str] = &kapsel_manager::containers::options::DEFAULT_CAPS;
 
 // x86_64 syscall numbers.
 const SYS_PERSONALITY: &str = "135";
