@@ -132,6 +132,7 @@ impl Container {
         let hostname = spec["hostname"].as_str().unwrap().to_string();
         containers::prepare_container_dir(&self.ctx.container_dir, &hostname, opts.network)
             .expect("prepare the container dir");
+        containers::create_workdir(self.rootfs(), &spec).expect("make the working directory");
         std::fs::write(
             self.bundle.path().join("config.json"),
             serde_json::to_vec_pretty(&spec).unwrap(),
@@ -229,6 +230,18 @@ fn users_groups_and_workdir() {
             "echo id=$(id); echo pwd=$(pwd); echo home=$HOME",
         )
     };
+    let out = c.run_ok(
+        RunOptions {
+            workdir: Some("/new/work".into()),
+            ..opts()
+        },
+        "echo pwd=$(pwd)",
+    );
+    assert_eq!(
+        field(&out, "pwd"),
+        "/new/work",
+        "a missing workdir is made, as Docker does"
+    );
     let out = id("app");
     assert_eq!(
         field(&out, "id"),

@@ -7,4 +7,6 @@ pub mod spec;
 pub mod user;
 
 pub use options::{NetworkMode, RestartPolicy, RunOptions};
-pub use spec::{generate, prepare_container_dir, stop_signal, SpecContext, SpecError};
+pub use spec::{
+    create_workdir, generate, prepare_container_dir, stop_signal, SpecContext, SpecError,
+};

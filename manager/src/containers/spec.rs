@@ -691,6 +691,22 @@ fn generate_on(
     Ok(spec)
 }
 
+/// Makes the container's working directory (`process.cwd` of `spec`) in `rootfs` when it is
+/// missing, as Docker does at create: directories 0755, owned by kapseld (root), symlinks
+/// resolved inside the rootfs. Call it on the container's writable rootfs before starting it.
+pub fn create_workdir(rootfs: &Path, spec: &Value) -> io::Result<()> {
+    let cwd = spec["process"]["cwd"].as_str().unwrap_or("/");
+    let dir = user::resolve_in_rootfs(rootfs, Path::new(cwd), true)?;
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("working directory {cwd}: not a directory in the image"),
+        ))
+    }
+}
+
 /// The localhost lines of a container's /etc/hosts.
 const HOSTS_LOCALHOST: &str = "127.0.0.1\tlocalhost\n\
     ::1\tlocalhost ip6-localhost ip6-loopback\n\

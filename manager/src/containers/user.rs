@@ -11,7 +11,9 @@
 //! The primary gid is always the first of the supplementary groups too, as Docker has done
 //! since 20.10.18 (CVE-2022-36109: otherwise the groups of the runtime's caller could remain).
 
-use std::path::Path;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 
 /// The identity the container's process gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,35 +166,67 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Result<ResolvedUser, UserError> {
     resolve_in(spec, passwd.as_deref(), group.as_deref())
 }
 
-/// A small file of the rootfs, read without following a symlink out of it: an image's
-/// /etc/passwd that is a symlink is resolved inside the rootfs (at most 8 links deep).
+/// A small file of the rootfs, read as the container would see it (symlinks stay inside).
 fn read_in_rootfs(rootfs: &Path, rel: &str) -> Option<String> {
-    let mut path = rootfs.join(rel);
-    for _ in 0..8 {
-        let meta = std::fs::symlink_metadata(&path).ok()?;
-        if !meta.file_type().is_symlink() {
-            return std::fs::read_to_string(&path).ok();
+    let path = resolve_in_rootfs(rootfs, &Path::new("/").join(rel), false).ok()?;
+    std::fs::read_to_string(path).ok()
+}
+
+/// `path` (a path in the container) as a host path inside `rootfs`, resolved the way the
+/// container would see it: symlinks are followed component by component, absolute targets
+/// from the rootfs, and `..` never climbs above it. With `create`, missing directories are made
+/// (mode 0755). At most 40 symlinks, as the kernel allows.
+pub fn resolve_in_rootfs(rootfs: &Path, path: &Path, create: bool) -> io::Result<PathBuf> {
+    use std::ffi::OsString;
+    use std::path::Component;
+    let parts = |p: &Path| -> Vec<OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some(OsString::from("..")),
+                _ => None,
+            })
+            .rev()
+            .collect()
+    };
+    let mut pending = parts(path);
+    let mut cur = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            cur.pop();
+            continue;
         }
-        let target = std::fs::read_link(&path).ok()?;
-        let inside = if target.is_absolute() {
-            rootfs.join(target.strip_prefix("/").ok()?)
-        } else {
-            path.parent()?.join(target)
-        };
-        // `..` may not climb above the rootfs.
-        let mut clean = std::path::PathBuf::new();
-        for c in inside.strip_prefix(rootfs).ok()?.components() {
-            match c {
-                std::path::Component::ParentDir => {
-                    clean.pop();
+        let next = cur.join(&part);
+        let full = rootfs.join(&next);
+        match std::fs::symlink_metadata(&full) {
+            Ok(md) if md.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{}: too many levels of symbolic links", path.display()),
+                    ));
                 }
-                std::path::Component::Normal(n) => clean.push(n),
-                _ => {}
+                let target = std::fs::read_link(&full)?;
+                if target.is_absolute() {
+                    cur = PathBuf::new();
+                }
+                pending.extend(parts(&target));
             }
+            Ok(_) => cur = next,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                std::fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&full)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", full.display())))?;
+                cur = next;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => cur = next,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", full.display()))),
         }
-        path = rootfs.join(clean);
     }
-    None
+    Ok(rootfs.join(cur))
 }
 
 #[cfg(test)]
@@ -285,5 +319,34 @@ mod tests {
         std::os::unix::fs::symlink("../../group", root.join("etc/group")).unwrap();
         let u = resolve(&root, "app").unwrap();
         assert_eq!(ids(u), (1000, 1000, vec![1000]));
+    }
+
+    #[test]
+    fn paths_resolve_and_are_made_inside_the_rootfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir_all(root.join("real/etc")).unwrap();
+        std::os::unix::fs::symlink("/real/etc", root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../../../..", root.join("real/up")).unwrap();
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        let r = |p: &str, create| resolve_in_rootfs(&root, Path::new(p), create);
+        assert_eq!(
+            r("/etc/passwd", false).unwrap(),
+            root.join("real/etc/passwd")
+        );
+        assert_eq!(r("/real/up/etc", false).unwrap(), root.join("real/etc"));
+        assert_eq!(r("/../../x", false).unwrap(), root.join("x"));
+        // Made through the link, inside the rootfs.
+        assert_eq!(
+            r("/etc/app/data", true).unwrap(),
+            root.join("real/etc/app/data")
+        );
+        assert!(root.join("real/etc/app/data").is_dir());
+        assert_eq!(r("/real/up/made", true).unwrap(), root.join("made"));
+        assert!(root.join("made").is_dir() && !dir.path().join("made").exists());
+        assert!(r("/loop/x", false)
+            .unwrap_err()
+            .to_string()
+            .contains("symbolic links"));
     }
 }

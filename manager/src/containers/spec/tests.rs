@@ -670,3 +670,14 @@ fn container_dir_files() {
         "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
     );
 }
+
+#[test]
+fn workdir_is_made_when_missing() {
+    let f = fixture();
+    let spec = |cwd: &str| json!({ "process": { "cwd": cwd } });
+    create_workdir(&f.ctx.rootfs, &spec("/srv/app")).unwrap();
+    assert!(f.ctx.rootfs.join("srv/app").is_dir());
+    let err = create_workdir(&f.ctx.rootfs, &spec("/etc/passwd")).unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert!(create_workdir(&f.ctx.rootfs, &spec("/etc/passwd/x")).is_err());
+}
