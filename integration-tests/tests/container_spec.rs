@@ -485,6 +485,37 @@ fn seccomp_blocks_namespaces_and_mounts_unless_allowed() {
 }
 
 #[test]
+fn seccomp_filters_clone_flags_and_answers_enosys_for_clone3() {
+    let c = container("kspec-clone");
+    std::fs::copy(
+        kapsel_integration_tests::sysprobe(),
+        c.rootfs().join("bin/sysprobe"),
+    )
+    .expect("copy sysprobe");
+    // CLONE_NEWUSER needs no capability: only the profile refuses it. clone3 is NR 435.
+    let script = "echo plain=$(sysprobe clone 0); echo newuser=$(sysprobe clone 0x10000000); \
+                  echo clone3=$(sysprobe call 435 0 0)";
+    let out = c.run_ok(opts(), script);
+    assert!(field(&out, "plain").starts_with("ok "), "{out}");
+    assert_eq!(field(&out, "newuser"), "errno 1", "{out}");
+    assert_eq!(
+        field(&out, "clone3"),
+        "errno 38",
+        "ENOSYS, so libc falls back to clone"
+    );
+
+    let out = c.run_ok(
+        RunOptions {
+            security_opt: vec!["seccomp=unconfined".into()],
+            ..opts()
+        },
+        script,
+    );
+    assert!(field(&out, "newuser").starts_with("ok "), "{out}");
+    assert_ne!(field(&out, "clone3"), "errno 38", "{out}");
+}
+
+#[test]
 fn privileged_sees_host_devices_and_writes_sys() {
     let c = container("kspec-priv");
     let script = "echo loop=$(ls /dev/loop0 2>/dev/null); echo seccomp=$(grep Seccomp: /proc/self/status | tr -d '\\t'); \

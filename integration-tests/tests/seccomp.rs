@@ -20,10 +20,8 @@
 //! The small per-action profiles are in process.rs; the compiler's semantics (operators,
 //! architectures, ENOSYS for newer syscalls) in the runtime's unit tests.
 
-use kapsel_integration_tests::{require_program, Bundle, Cmd, CmdOutput, Runtime};
+use kapsel_integration_tests::{sysprobe, Bundle, CmdOutput, Runtime};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 const PROFILE: &str = "/usr/share/containers/seccomp.json";
 
@@ -106,23 +104,6 @@ fn profile_for(v: &Value, caps: &[&str]) -> Value {
         "defaultErrnoRet": v["defaultErrnoRet"],
         "architectures": arches,
         "syscalls": rules,
-    })
-}
-
-/// `sysprobe`, built once per test process.
-fn sysprobe() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        require_program("gcc", "gcc libc6-dev");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/sysprobe.c");
-        let out =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sysprobe-{}", std::process::id()));
-        Cmd::new("gcc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .ok();
-        out
     })
 }
 
