@@ -8,5 +8,6 @@ pub mod user;
 
 pub use options::{NetworkMode, RestartPolicy, RunOptions};
 pub use spec::{
-    create_workdir, generate, prepare_container_dir, stop_signal, SpecContext, SpecError,
+    create_workdir, find_init_binary, generate, prepare_container_dir, stop_signal, SpecContext,
+    SpecError,
 };

@@ -68,8 +68,8 @@ pub enum SpecError {
     )]
     NoCommand,
     #[error(
-        "--init: kapseld has no kapsel-init binary (it looks next to kapseld; build it with \
-         scripts/build-release.sh)"
+        "--init: kapseld found no kapsel-init binary: install it next to kapseld \
+         (scripts/build-release.sh builds it, static)"
     )]
     NoInitBinary,
     #[error("invalid -v {bind}: bind source path does not exist: {path}")]
@@ -121,6 +121,13 @@ impl Host {
             swap_accounting,
         }
     }
+}
+
+/// The `kapsel-init` installed next to the running binary (kapseld), for
+/// [`SpecContext::init_binary`].
+pub fn find_init_binary() -> Option<PathBuf> {
+    let path = std::env::current_exe().ok()?.with_file_name("kapsel-init");
+    path.is_file().then_some(path)
 }
 
 /// The container's hostname: `--hostname`, the host's with `--network host`, else the first 12
