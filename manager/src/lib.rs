@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod cli;
 pub mod config;
+pub mod containers;
 pub mod content;
 pub mod daemon;
 pub mod events;
