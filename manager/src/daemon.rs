@@ -175,11 +175,10 @@ pub fn run(cfg: Config) -> Result<(), Error> {
                 .unwrap_or_else(|| crate::containers::sibling_binary("containerd-shim-kapsel-v2")),
             runtime_binary: cfg.runtime_binary.clone(),
             logger_binary: crate::containers::sibling_binary("kapsel-logger"),
-            init_binary: Some(crate::containers::sibling_binary("kapsel-init"))
-                .filter(|p| p.is_absolute()),
+            init_binary: crate::containers::find_init_binary(),
         },
     );
-    for m in services::methods(svc.clone(), ctrs.clone(), info) {
+    for m in services::methods(svc.clone(), ctrs.clone(), info, Some(ctrs.event_sink())) {
         server = server.register_service(m);
     }
     std::fs::set_permissions(&cfg.address, std::fs::Permissions::from_mode(0o660))

@@ -711,7 +711,13 @@ fn start_failure_code(e: &Error) -> i32 {
 }
 
 fn run(conn: &Conn, a: RunArgs, create_only: bool) -> Result<i32> {
-    let opts = run_options(&a)?;
+    let mut opts = run_options(&a)?;
+    // Attached: the client removes the container after it has read all its output (the
+    // daemon removing it at exit could race the last log read); detached: the daemon does.
+    let client_removes = a.rm && !a.detach && !create_only;
+    if client_removes {
+        opts.auto_remove = false;
+    }
     let req = cpb::CreateRequest {
         namespace: conn.namespace.clone(),
         options: serde_json::to_vec(&opts).expect("run options serialise"),
@@ -753,7 +759,19 @@ fn run(conn: &Conn, a: RunArgs, create_only: bool) -> Result<i32> {
         println!("{id}");
         return Ok(0);
     }
-    attach_session(conn, &id, a.interactive, a.tty)
+    let code = attach_session(conn, &id, a.interactive, a.tty);
+    if client_removes {
+        let req = cpb::RemoveRequest {
+            namespace: conn.namespace.clone(),
+            container: id,
+            force: true,
+            ..Default::default()
+        };
+        if let Err(e) = conn.containers.remove(conn.ctx(), &req) {
+            eprintln!("kapsel: removing the container: {}", conn.err(e));
+        }
+    }
+    code
 }
 
 fn start(conn: &Conn, a: StartArgs) -> Result<i32> {
@@ -829,7 +847,7 @@ fn attach_session(conn: &Conn, container: &str, stdin: bool, tty: bool) -> Resul
             });
         }
     }
-    follow_output(conn, container, 0, false)?;
+    follow_output(conn, container, -1, false)?;
     wait_exit(conn, container, "")
 }
 
@@ -1030,50 +1048,71 @@ fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
     if let Some(fifo) = stdin {
         std::thread::spawn(move || pump_stdin(fifo, false));
     }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let copiers: Vec<_> = [(stdout, false), (stderr, true)]
         .into_iter()
         .filter_map(|(f, is_err)| f.map(|f| (f, is_err)))
-        .map(|(f, is_err)| std::thread::spawn(move || copy_fifo(f, is_err)))
+        .map(|(f, is_err)| {
+            let done = done.clone();
+            std::thread::spawn(move || copy_fifo(f, is_err, &done))
+        })
         .collect();
+    let code = wait_exit(conn, &a.container, &r.exec_id);
+    done.store(true, std::sync::atomic::Ordering::Release);
     for c in copiers {
         let _ = c.join();
     }
-    wait_exit(conn, &a.container, &r.exec_id)
+    code
 }
 
-/// Copies a FIFO opened non-blocking to our stdout/stderr until its writer closes it.
-fn copy_fifo(f: std::fs::File, to_stderr: bool) {
+/// Copies a FIFO opened non-blocking to our stdout/stderr until its writer (the shim) closes
+/// it, or, once `done` is set (the process exited), until it is drained.
+fn copy_fifo(mut f: std::fs::File, to_stderr: bool, done: &std::sync::atomic::AtomicBool) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
-    // Blocking from here on: the shim has opened its write end by the time data or EOF come,
-    // but until it has, a read returns EOF at once; so wait for the first byte with poll.
-    let _ = nix::fcntl::fcntl(
-        f.as_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
-    );
-    let mut f = f;
+    use std::sync::atomic::Ordering;
     let mut buf = [0u8; 16384];
-    let mut seen_writer = false;
+    let emit = |data: &[u8]| {
+        if to_stderr {
+            let _ = std::io::stderr().write_all(data);
+        } else {
+            let mut o = std::io::stdout();
+            let _ = o.write_all(data);
+            let _ = o.flush();
+        }
+    };
     loop {
-        match f.read(&mut buf) {
-            Ok(0) => {
-                if seen_writer {
-                    return;
-                }
-                // No writer yet: the shim opens the FIFO when the process starts.
-                std::thread::sleep(Duration::from_millis(10));
+        let finishing = done.load(Ordering::Acquire);
+        let revents = {
+            let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(100u16)) {
+                Ok(_) => fds[0].revents().unwrap_or(PollFlags::empty()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
             }
-            Ok(n) => {
-                seen_writer = true;
-                if to_stderr {
-                    let _ = std::io::stderr().write_all(&buf[..n]);
-                } else {
-                    let mut o = std::io::stdout();
-                    let _ = o.write_all(&buf[..n]);
-                    let _ = o.flush();
+        };
+        if revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) || finishing {
+            // Drain what is there (non-blocking): EOF or EAGAIN ends the drain.
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) => {
+                        // A writer came and went (POLLHUP), or the process is over.
+                        if revents.contains(PollFlags::POLLHUP) || finishing {
+                            return;
+                        }
+                        break;
+                    }
+                    Ok(n) => emit(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if finishing {
+                            return;
+                        }
+                        break;
+                    }
+                    Err(_) => return,
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return,
         }
     }
 }

@@ -23,14 +23,22 @@ use crate::images::{self, code};
 use crate::metadata::{self, ContainerRecord, ContainerStatus};
 use crate::snapshots;
 
+pub mod options;
 mod pending;
 pub mod restart;
+pub mod seccomp_default;
 mod service;
+pub mod spec;
+pub mod user;
 
-pub use pending::options::{NetworkMode, RunOptions};
+pub use options::{NetworkMode, RestartPolicy, RunOptions};
 pub use service::{
     exit_code_for_start_error, Containers, ExecOptions, LogsRequest, LogsResponse, Summary,
     WaitResult,
+};
+pub use spec::{
+    create_workdir, find_init_binary, generate, prepare_container_dir, stop_signal, SpecContext,
+    SpecError,
 };
 
 #[derive(Debug, thiserror::Error)]

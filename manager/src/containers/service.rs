@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::pending::options::RunOptions;
-use super::pending::{logs, spec, tasks};
+use super::pending::logs;
 use super::restart::{self, Policy};
 use super::{io_err, Error, Paths, Result};
+use super::{spec, RunOptions};
 use crate::images::{self, namespace, Service};
 use crate::metadata::{now_nanos, ContainerRecord, ContainerState, ContainerStatus};
-use tasks::{Shim, ShimSpec};
+use crate::tasks;
+use crate::tasks::{Shim, ShimSpec};
 
 pub const TOPIC_CONTAINER_CREATE: &str = "/containers/create";
 pub const TOPIC_CONTAINER_UPDATE: &str = "/containers/update";
@@ -157,6 +158,19 @@ impl Containers {
 
     pub fn paths(&self) -> &Paths {
         &self.paths
+    }
+
+    /// What kapseld does with the task events shims forward: an OOM kill is recorded on the
+    /// container (exits are taken from `Shim::wait`, which also covers a kapseld restart).
+    pub fn event_sink(&self) -> tasks::EventSink {
+        let me = self.me.clone();
+        Arc::new(move |ns: &str, ev: tasks::TaskEvent| {
+            if let tasks::TaskEvent::Oom { container_id } = ev {
+                if let Some(me) = me.upgrade() {
+                    let _ = me.set_state(namespace(ns), &container_id, |s| s.oom_killed = true);
+                }
+            }
+        })
     }
 
     fn notify(&self) {
@@ -367,8 +381,17 @@ impl Containers {
             init_binary: self.paths.init_binary.clone(),
         };
         let generated = spec::generate(&resolved.config, opts, &ctx);
+        // A missing working directory is made at create, as Docker does.
+        let workdir = generated
+            .as_ref()
+            .ok()
+            .map(|g| spec::create_workdir(&rootfs, g));
         guard.unmount()?;
         let generated = generated.map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if let Some(Err(e)) = workdir {
+            let cwd = generated["process"]["cwd"].as_str().unwrap_or("/");
+            return Err(io_err("create the working directory", Path::new(cwd))(e));
+        }
         self.write_bundle(ns, id, &generated)?;
         Ok(generated)
     }
@@ -562,10 +585,12 @@ impl Containers {
         }
         task.stdin.lock().expect("stdin lock").take();
         self.tasks.lock().expect("tasks lock").remove(key);
+        tracing::debug!(id, "task deleted, shim told to stop");
         // Every line on disk before anyone sees the container exited.
         if !logs::wait_writer_done(&self.paths.log_path(id), LOGGER_DRAIN) {
             tracing::warn!(id, "the logger did not finish within {LOGGER_DRAIN:?}");
         }
+        tracing::debug!(id, "logger done");
         let ran_for = task.started.elapsed();
         let rec = match self.set_state(ns, id, |s| {
             s.status = ContainerStatus::Exited;
@@ -1164,22 +1189,34 @@ impl Containers {
         } else {
             logs::Cursor::from_token(&req.cursor).map_err(|e| bad_cursor(&e))?
         };
-        // Whether the container can still write: checked before reading, so lines written
-        // before it exited are read in this call.
-        let live = self.svc.db.get_container(ns, &rec.id).is_ok_and(|r| {
-            r.state.status.has_task() || r.state.status == ContainerStatus::Restarting
-        });
-        let wait = if req.follow && live {
-            req.wait.min(MAX_WAIT)
-        } else {
-            Duration::ZERO
+        // Whether the container can still write: checked before each read, so lines written
+        // before it exited (its state changes once its logger is done) are read.
+        let is_live = || {
+            self.svc.db.get_container(ns, &rec.id).is_ok_and(|r| {
+                r.state.status.has_task() || r.state.status == ContainerStatus::Restarting
+            })
         };
-        let entries =
-            logs::read_chunk(&logfile, &mut cursor, 1 << 20, wait).map_err(|e| Error::Task {
-                id: rec.id.clone(),
-                what: "reading the log",
-                detail: e.to_string(),
+        let deadline = Instant::now() + req.wait.min(MAX_WAIT);
+        let (entries, live) = loop {
+            let live = is_live();
+            let slice = if req.follow && live {
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100))
+            } else {
+                Duration::ZERO
+            };
+            let entries = logs::read_chunk(&logfile, &mut cursor, 1 << 20, slice).map_err(|e| {
+                Error::Task {
+                    id: rec.id.clone(),
+                    what: "reading the log",
+                    detail: e.to_string(),
+                }
             })?;
+            if !entries.is_empty() || !req.follow || !live || Instant::now() >= deadline {
+                break (entries, live);
+            }
+        };
         let mut past_until = false;
         let mut out = Vec::new();
         for e in entries {

@@ -128,13 +128,28 @@ fn state_name(s: ProgressState, push: bool) -> &'static str {
 }
 
 impl Service {
+    /// After a failed pull or load (its lease released), collects what it committed before
+    /// failing: no image refers to it, and the store is left as it was. Bytes kept in an ingest
+    /// for a resume are not blobs and stay.
+    fn collect_if_failed(&self, r: &Result<()>) {
+        if r.is_err() {
+            if let Err(e) = self.collect() {
+                tracing::warn!("after a failed transfer: {e}");
+            }
+        }
+    }
+
     pub fn start_pull(self: &Arc<Self>, args: PullArgs) -> Result<Arc<Job>> {
         Reference::parse(&args.reference)?;
         if let Some(p) = &args.platform {
             registry::parse_platform(p)?;
         }
         let svc = self.clone();
-        Ok(self.jobs.start("pull", move |job| svc.pull(job, args)))
+        Ok(self.jobs.start("pull", move |job| {
+            let r = svc.pull(job, args);
+            svc.collect_if_failed(&r);
+            r
+        }))
     }
 
     pub fn start_push(self: &Arc<Self>, args: PushArgs) -> Result<Arc<Job>> {
@@ -152,7 +167,11 @@ impl Service {
 
     pub fn start_import(self: &Arc<Self>, args: ImportArgs) -> Result<Arc<Job>> {
         let svc = self.clone();
-        Ok(self.jobs.start("import", move |job| svc.import(job, args)))
+        Ok(self.jobs.start("import", move |job| {
+            let r = svc.import(job, args);
+            svc.collect_if_failed(&r);
+            r
+        }))
     }
 
     pub fn start_export(self: &Arc<Self>, args: ExportArgs) -> Result<Arc<Job>> {
@@ -488,7 +507,12 @@ impl Service {
         let progress = |p: crate::archive::Progress| {
             job.item(&p.entry, "file", "loading", p.bytes, 0);
         };
-        let images = crate::archive::import(&*self.store, file, &progress)?;
+        let images = crate::archive::import(&*self.store, file, &progress).map_err(|source| {
+            Error::Load {
+                path: a.path.clone(),
+                source,
+            }
+        })?;
         if images.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "{}: the archive holds no image",

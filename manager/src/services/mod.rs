@@ -14,19 +14,28 @@ mod containers;
 mod content;
 mod events;
 mod images_svc;
+mod shim_events;
 mod snapshots;
 mod system;
 mod transfer;
 
 pub use system::DaemonInfo;
 
-/// Every service's method table, for `ttrpc::Server::register_service`.
+/// Every service's method table, for `ttrpc::Server::register_service`. `task_events` gets
+/// the task events shims forward (they are republished on the event stream either way).
 pub fn methods(
     svc: Arc<Service>,
     ctrs: Arc<crate::containers::Containers>,
     info: Arc<DaemonInfo>,
+    task_events: Option<crate::tasks::EventSink>,
 ) -> Vec<HashMap<String, Box<dyn ttrpc::MethodHandler + Send + Sync>>> {
     vec![
+        containerd_shim_protos::shim::events_ttrpc::create_events(Arc::new(
+            shim_events::ShimEvents {
+                svc: svc.clone(),
+                sink: task_events,
+            },
+        )),
         kapsel_proto::containers_ttrpc::create_containers(Arc::new(containers::Containers(ctrs))),
         kapsel_proto::images_ttrpc::create_images(Arc::new(images_svc::Images(svc.clone()))),
         kapsel_proto::content_ttrpc::create_content(Arc::new(content::Content(svc.clone()))),
