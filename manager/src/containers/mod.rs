@@ -168,21 +168,11 @@ pub fn sibling_binary(name: &str) -> PathBuf {
 
 /// `SIGTERM`, `TERM`, `term`, `15`.
 pub fn parse_signal(s: &str) -> Result<Signal> {
-    let bad = || {
+    options::parse_signal(s).ok_or_else(|| {
         Error::InvalidArgument(format!(
             "invalid signal {s:?}: use a name like SIGTERM or a number"
         ))
-    };
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| bad());
-    }
-    let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
-    };
-    name.parse::<Signal>().map_err(|_| bad())
+    })
 }
 
 /// Docker's rule for container names.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::pending::logs;
-use super::restart::{self, Policy};
+use super::restart;
+use super::RestartPolicy as Policy;
 use super::{io_err, Error, Paths, Result};
 use super::{spec, RunOptions};
 use crate::images::{self, namespace, Service};
@@ -113,7 +114,7 @@ fn options_of(rec: &ContainerRecord) -> RunOptions {
 }
 
 fn policy_of(rec: &ContainerRecord) -> Policy {
-    options_of(rec).restart.parse().unwrap_or_default()
+    options_of(rec).restart_policy().unwrap_or(Policy::No)
 }
 
 fn task_err<'a>(id: &'a str, what: &'static str) -> impl FnOnce(tasks::Error) -> Error + 'a {
@@ -248,10 +249,9 @@ impl Containers {
         let ns = namespace(ns);
         opts.validate()
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let policy: Policy = opts
-            .restart
-            .parse()
-            .map_err(|e: restart::PolicyError| Error::InvalidArgument(e.to_string()))?;
+        let policy = opts
+            .restart_policy()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         if opts.auto_remove && policy != Policy::No {
             return Err(Error::InvalidArgument(
                 "conflicting options: cannot specify both --restart and --rm".into(),
@@ -1372,7 +1372,7 @@ impl Containers {
         if let Some(r) = obj.get("restart").and_then(|v| v.as_str()) {
             let p: Policy = r
                 .parse()
-                .map_err(|e: restart::PolicyError| Error::InvalidArgument(e.to_string()))?;
+                .map_err(|e: super::options::OptionsError| Error::InvalidArgument(e.to_string()))?;
             if opts.auto_remove && p != Policy::No {
                 return Err(Error::InvalidArgument(
                     "restart policy cannot be updated because AutoRemove is enabled for the container".into(),
