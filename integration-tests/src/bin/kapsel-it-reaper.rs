@@ -8,6 +8,10 @@
 //!
 //! The integration tests run a `create` that must fail through it: a failed
 //! create must not leave a process behind.
+//!
+//! `kapsel-it-reaper --hold -- PROGRAM [ARGS...]`: reap PROGRAM's orphans as they exit
+//! (kapseld's shims, which outlive a SIGKILLed kapseld), and after PROGRAM exits keep doing so,
+//! without killing anything, until no descendant is left.
 
 use std::fs;
 use std::process::{Command, ExitCode};
@@ -16,6 +20,9 @@ use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() >= 4 && args[1] == "--hold" && args[2] == "--" {
+        return hold(&args[3], &args[4..]);
+    }
     if args.len() < 4 || args[2] != "--" {
         eprintln!("usage: kapsel-it-reaper REPORT -- PROGRAM [ARGS...]");
         return ExitCode::from(2);
@@ -78,6 +85,44 @@ fn main() -> ExitCode {
         _ => 2,
     };
     ExitCode::from(code as u8)
+}
+
+/// `--hold`: run the program, reap everything that exits under us, return when no child is
+/// left, with the program's status.
+fn hold(program: &str, args: &[String]) -> ExitCode {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only sets a flag on this process.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        eprintln!(
+            "prctl(PR_SET_CHILD_SUBREAPER): {}",
+            std::io::Error::last_os_error()
+        );
+        return ExitCode::from(2);
+    }
+    let child = match Command::new(program).args(args).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot run {program}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let main = child.id() as i32;
+    let mut code = 2;
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid out pointer; waitpid blocks until a child changes state.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid < 0 {
+            // ECHILD: nothing left under us.
+            return ExitCode::from(code as u8);
+        }
+        if pid == main {
+            code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+        }
+    }
 }
 
 /// Live (non-zombie) children of this process.

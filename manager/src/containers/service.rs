@@ -59,6 +59,10 @@ pub struct Containers {
     cpu_samples: Mutex<HashMap<Key, (u64, Instant)>>,
     /// Restart delays by container.
     backoff: Mutex<HashMap<Key, Duration>>,
+    /// False until [`Containers::recover`] has gone through the records: requests wait for
+    /// it, so nobody sees a container as running whose shim is gone.
+    recovered: Mutex<bool>,
+    recovered_cv: Condvar,
     me: Weak<Containers>,
 }
 
@@ -153,6 +157,8 @@ impl Containers {
             changed: Condvar::new(),
             cpu_samples: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
+            recovered: Mutex::new(false),
+            recovered_cv: Condvar::new(),
             me: me.clone(),
         })
     }
@@ -189,6 +195,7 @@ impl Containers {
 
     /// The record a reference (id, unique id prefix, name) names.
     pub fn find(&self, ns: &str, reference: &str) -> Result<ContainerRecord> {
+        self.wait_recovered();
         let ns = namespace(ns);
         let reference = reference.strip_prefix('/').unwrap_or(reference);
         if reference.is_empty() {
@@ -246,6 +253,7 @@ impl Containers {
 
     /// Creates a container from `opts` (a JSON `RunOptions`); returns (id, name, warnings).
     pub fn create(&self, ns: &str, opts: RunOptions) -> Result<(String, String, Vec<String>)> {
+        self.wait_recovered();
         let ns = namespace(ns);
         opts.validate()
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -799,6 +807,7 @@ impl Containers {
     // ---- queries
 
     pub fn list(&self, ns: &str, all: bool, filters: &[String]) -> Result<Vec<Summary>> {
+        self.wait_recovered();
         let ns = namespace(ns);
         let now = now_nanos();
         let mut out = Vec::new();
@@ -1448,9 +1457,22 @@ impl Containers {
 
     // ---- recovery
 
+    fn wait_recovered(&self) {
+        let mut done = self.recovered.lock().expect("recovered lock");
+        while !*done {
+            done = self.recovered_cv.wait(done).expect("recovered lock");
+        }
+    }
+
     /// At kapseld's start: reconnect to the shims of running containers, clean up after
-    /// dead ones, and start the containers their restart policy says to.
+    /// dead ones, and start the containers their restart policy says to; then serve requests.
     pub fn recover(&self) {
+        self.recover_records();
+        *self.recovered.lock().expect("recovered lock") = true;
+        self.recovered_cv.notify_all();
+    }
+
+    fn recover_records(&self) {
         match crate::unpack::remove_interrupted_extractions(&*self.svc.snapshotter) {
             Ok(v) if !v.is_empty() => {
                 tracing::info!(count = v.len(), "removed interrupted extractions")

@@ -1,0 +1,415 @@
+//! Containers through kapseld, `containerd-shim-kapsel-v2` and kapsel-runtime, driven by the
+//! `kapsel` CLI only: run/ps/logs/exec/stop/rm with Docker's exit codes, limits seen in the
+//! container's cgroup, restart policies, and kapseld SIGKILLed and started again while
+//! containers run (one of them losing its shim meanwhile).
+//!
+//! kapseld runs under `kapsel-it-reaper --hold` (this machine's PID 1 does not reap): the shims
+//! it starts outlive it, as they must, and are reaped there. Binaries: kapseld, kapsel and
+//! kapsel-logger from `KAPSEL_MANAGER_BIN_DIR` (else target/release, then target/debug), the
+//! shim from `KAPSEL_SHIM` (else target/release, then target/debug), the runtime as the other
+//! tests pick it (`KAPSEL_RUNTIME`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kapsel_integration_tests::env::{repo_root, runtime_binary};
+use kapsel_integration_tests::kapseld::{bin, wait_for};
+use kapsel_integration_tests::{require_root, unique, Cmd, CmdOutput, Fixtures};
+
+fn shim_binary() -> PathBuf {
+    if let Some(v) = std::env::var_os("KAPSEL_SHIM") {
+        let p = PathBuf::from(v);
+        return if p.is_relative() {
+            repo_root().join(p)
+        } else {
+            p
+        };
+    }
+    for profile in ["release", "debug"] {
+        let p = repo_root()
+            .join("target")
+            .join(profile)
+            .join("containerd-shim-kapsel-v2");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("containerd-shim-kapsel-v2 is not built: cargo build --release -p containerd-shim-kapsel-v2");
+}
+
+/// A kapseld (under a holding reaper) on a private root.
+struct Kapseld {
+    dir: PathBuf,
+    sock: PathBuf,
+    reaper: Option<std::process::Child>,
+}
+
+impl Kapseld {
+    fn start() -> Kapseld {
+        require_root();
+        let dir = PathBuf::from(format!("/tmp/{}", unique("kctr")));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut k = Kapseld {
+            sock: dir.join("kapseld.sock"),
+            dir,
+            reaper: None,
+        };
+        k.spawn();
+        k
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("kapseld.log"))
+            .unwrap();
+        let _ = std::fs::remove_file(self.pid_file());
+        let child = std::process::Command::new(bin("kapsel-it-reaper"))
+            .args(["--hold", "--"])
+            .arg(bin("kapseld"))
+            .args(["--root", &self.dir.join("root").display().to_string()])
+            .args(["--state", &self.dir.join("state").display().to_string()])
+            .args(["--address", &self.sock.display().to_string()])
+            .args(["--log-level", "debug"])
+            .arg("--shim")
+            .arg(shim_binary())
+            .arg("--runtime")
+            .arg(runtime_binary())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start kapseld");
+        // An earlier reaper keeps reaping the shims of an earlier kapseld: let it be.
+        if let Some(mut old) = self.reaper.replace(child) {
+            std::thread::spawn(move || old.wait());
+        }
+        let sock = self.sock.clone();
+        let pid = self.pid_file();
+        wait_for("kapseld's socket", Duration::from_secs(30), || {
+            pid.exists() && std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("state/kapseld.pid")
+    }
+
+    fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.pid_file())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid kapseld wrote for itself.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    fn kapsel(&self, args: &[&str]) -> Cmd {
+        Cmd::new(bin("kapsel"))
+            .arg("--address")
+            .arg(&self.sock)
+            .args(args)
+            .timeout(Duration::from_secs(60))
+    }
+
+    fn ok(&self, args: &[&str]) -> CmdOutput {
+        self.kapsel(args).ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kapseld.log")).unwrap_or_default()
+    }
+
+    fn load_busybox(&self) {
+        let f = Fixtures::get();
+        self.ok(&["load", "-i", &f.docker_archive().display().to_string()]);
+    }
+
+    fn inspect(&self, c: &str) -> serde_json::Value {
+        let out = self.ok(&["inspect", c]);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v[0].clone()
+    }
+}
+
+impl Drop for Kapseld {
+    fn drop(&mut self) {
+        // Containers first (their shims exit), then the daemon.
+        let _ = self
+            .kapsel(&["rm", "-f"])
+            .args(
+                self.kapsel(&["ps", "-aq", "--no-trunc"])
+                    .output()
+                    .stdout
+                    .split_whitespace(),
+            )
+            .output();
+        if self.pid_file().exists() {
+            self.signal(libc::SIGTERM);
+        }
+        if let Some(mut r) = self.reaper.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while r.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("---- kapseld log ({})\n{}", self.dir.display(), self.log());
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_string()))
+        .is_some_and(|r| !r.starts_with('Z'))
+}
+
+/// The memory cgroup (v1) file of a process.
+fn memory_limit_of(pid: i64) -> u64 {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cg
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            (ctrl.split(',').any(|c| c == "memory")).then(|| path.to_string())
+        })
+        .expect("a memory cgroup");
+    let file = Path::new("/sys/fs/cgroup/memory")
+        .join(path.trim_start_matches('/'))
+        .join("memory.limit_in_bytes");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn run_ps_logs_exec_stop_rm_as_docker_does() {
+    let k = Kapseld::start();
+    k.load_busybox();
+
+    // Attached runs: output, the container's exit status, Docker's codes for what cannot run.
+    let out = k.ok(&["run", "--rm", "busybox", "echo", "hello"]);
+    assert_eq!(out.stdout, "hello\n", "{out}");
+    let out = k
+        .kapsel(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ])
+        .fails();
+    assert_eq!(out.exit_code(), 3, "{out}");
+    assert_eq!(out.stdout, "out\n");
+    assert!(out.stderr.contains("err\n"), "{out}");
+    let out = k.kapsel(&["run", "--rm", "busybox", "nosuchcmd"]).fails();
+    assert_eq!(out.exit_code(), 127, "{out}");
+    assert!(out.stderr.contains("nosuchcmd"), "{out}");
+    let out = k.kapsel(&["run", "--rm", "busybox", "/etc/passwd"]).fails();
+    assert_eq!(out.exit_code(), 126, "{out}");
+    let out = k.kapsel(&["run", "--rm", "nosuchimage", "true"]).fails();
+    assert_eq!(out.exit_code(), 125, "{out}");
+    assert!(out.stderr.contains("no such image: nosuchimage"), "{out}");
+    let out = k.kapsel(&["run", "-m", "lots", "busybox", "true"]).fails();
+    assert_eq!(out.exit_code(), 125, "{out}");
+    assert!(out.stderr.contains("invalid --memory \"lots\""), "{out}");
+    let out = k
+        .kapsel(&["run", "-v", "/nonexistent-kctr:/x", "busybox", "true"])
+        .fails();
+    assert_eq!(out.exit_code(), 125, "{out}");
+    assert!(out.stderr.contains("/nonexistent-kctr"), "{out}");
+    // Nothing of those is left.
+    assert_eq!(k.ok(&["ps", "-aq"]).stdout, "");
+
+    // A detached container with a memory limit.
+    let id = k
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-m",
+            "64m",
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; exec sleep 1000",
+        ])
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let ps = k.ok(&["ps"]);
+    let lines: Vec<&str> = ps.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{ps}");
+    assert!(
+        lines[0].starts_with("CONTAINER ID   IMAGE     COMMAND"),
+        "{ps}"
+    );
+    assert!(lines[1].starts_with(&id[..12]), "{ps}");
+    assert!(lines[1].contains("Up "), "{ps}");
+    assert!(lines[1].ends_with("web"), "{ps}");
+    let out = k
+        .kapsel(&["run", "-d", "--name", "web", "busybox", "true"])
+        .fails();
+    assert_eq!(out.exit_code(), 125, "{out}");
+    assert!(out.stderr.contains("\"/web\" is already in use"), "{out}");
+
+    let info = k.inspect("web");
+    assert_eq!(info["State"]["Status"], "running");
+    assert_eq!(info["HostConfig"]["Memory"], 64 << 20);
+    assert_eq!(
+        info["Kapsel"]["Spec"]["linux"]["resources"]["memory"]["limit"],
+        64 << 20
+    );
+    let pid = info["State"]["Pid"].as_i64().unwrap();
+    assert_eq!(memory_limit_of(pid), 64 << 20);
+
+    wait_for("the first log line", Duration::from_secs(10), || {
+        k.ok(&["logs", "web"]).stdout == "started\n"
+    });
+    assert_eq!(k.ok(&["exec", "web", "echo", "hi"]).stdout, "hi\n");
+    let out = k.kapsel(&["exec", "web", "sh", "-c", "exit 7"]).fails();
+    assert_eq!(out.exit_code(), 7, "{out}");
+    let out = k.kapsel(&["exec", "web", "nosuchcmd"]).fails();
+    assert_eq!(out.exit_code(), 127, "{out}");
+    let top = k.ok(&["top", "web"]);
+    assert!(top.stdout.contains("sleep 1000"), "{top}");
+
+    let out = k.kapsel(&["rm", "web"]).fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    assert!(out.stderr.contains("stop the container"), "{out}");
+    // sleep as PID 1 ignores SIGTERM: SIGKILL after the timeout.
+    let t = Instant::now();
+    k.ok(&["stop", "-t", "1", "web"]);
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert!(!alive(pid as i32));
+    let ps = k.ok(&["ps", "-a"]);
+    assert!(ps.stdout.contains("Exited (137)"), "{ps}");
+    let out = k.kapsel(&["exec", "web", "true"]).fails();
+    assert!(out.stderr.contains("is not running"), "{out}");
+    // Logs outlive the process.
+    assert_eq!(k.ok(&["logs", "web"]).stdout, "started\n");
+    k.ok(&["rm", "web"]);
+    assert_eq!(k.ok(&["ps", "-aq"]).stdout, "");
+    // Nothing left: container dir, bundle, the snapshot.
+    let root = k.dir.join("root");
+    assert!(!root.join("containers").join(&id).exists());
+    assert!(!k.dir.join("state/tasks/default").join(&id).exists());
+    assert!(
+        !root.join("snapshots/overlayfs").exists() || {
+            let meta = std::fs::read_dir(root.join("snapshots/overlayfs/snapshots"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            meta == 1
+        }
+    );
+    let out = k.kapsel(&["logs", "web"]).fails();
+    assert!(out.stderr.contains("no such container: web"), "{out}");
+}
+
+#[test]
+fn restart_policies_and_a_sigkilled_kapseld() {
+    let mut k = Kapseld::start();
+    k.load_busybox();
+
+    // on-failure:2: two restarts, then it stays exited.
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    wait_for("two restarts", Duration::from_secs(20), || {
+        let i = k.inspect("flaky");
+        i["State"]["Status"] == "exited" && i["RestartCount"] == 2
+    });
+    assert_eq!(k.ok(&["logs", "flaky"]).stdout, "run\nrun\nrun\n");
+    let out = k.kapsel(&["wait", "flaky"]).ok();
+    assert_eq!(out.stdout, "1\n");
+
+    // Two running containers; kapseld is SIGKILLed; one of them loses its shim meanwhile.
+    k.ok(&["run", "-d", "--name", "keep", "busybox", "sleep", "1000"]);
+    k.ok(&["run", "-d", "--name", "orphan", "busybox", "sleep", "1000"]);
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "always",
+        "--restart",
+        "always",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let keep_pid = k.inspect("keep")["State"]["Pid"].as_i64().unwrap() as i32;
+    let orphan = k.inspect("orphan");
+    let orphan_id = orphan["Id"].as_str().unwrap().to_string();
+    k.signal(libc::SIGKILL);
+    wait_for("kapseld gone", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&k.sock).is_err()
+    });
+    let shim_pid: i32 = std::fs::read_to_string(
+        k.dir
+            .join("state/tasks/default")
+            .join(&orphan_id)
+            .join("shim.pid"),
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    // SAFETY: kill(2) on the shim's pid, read from its own pid file.
+    unsafe { libc::kill(shim_pid, libc::SIGKILL) };
+    wait_for("the orphan's shim gone", Duration::from_secs(10), || {
+        !alive(shim_pid)
+    });
+    assert!(alive(keep_pid), "containers outlive kapseld");
+
+    k.spawn();
+    let ps = k.ok(&["ps"]);
+    assert!(
+        ps.stdout.contains(" keep\n") || ps.stdout.ends_with(" keep\n"),
+        "{ps}"
+    );
+    assert!(ps.stdout.contains("always"), "{ps}");
+    assert!(!ps.stdout.contains("orphan"), "{ps}");
+    assert_eq!(
+        k.ok(&["exec", "keep", "echo", "still here"]).stdout,
+        "still here\n"
+    );
+    let o = k.inspect("orphan");
+    assert_eq!(o["State"]["Status"], "exited", "{o}");
+    assert_eq!(o["State"]["ExitCode"], 137, "{o}");
+    assert!(
+        o["State"]["Error"].as_str().unwrap().contains("shim"),
+        "{o}"
+    );
+    // The daemon still watches the reconnected one: its exit is seen.
+    k.ok(&["kill", "keep"]);
+    wait_for("keep exited", Duration::from_secs(10), || {
+        k.inspect("keep")["State"]["Status"] == "exited"
+    });
+    assert!(!alive(keep_pid));
+    k.ok(&["rm", "-f", "keep", "orphan", "always", "flaky"]);
+    assert_eq!(k.ok(&["ps", "-aq"]).stdout, "");
+    assert!(!k.log().contains("panicked"));
+}
