@@ -52,10 +52,16 @@ struct Daemon {
     dir: PathBuf,
     sock: PathBuf,
     child: Option<std::process::Child>,
+    /// Flags added to every start (`--certs-dir`, `--insecure-registry`).
+    flags: Vec<String>,
 }
 
 impl Daemon {
     fn start(snapshotter: &str) -> Daemon {
+        Daemon::start_with(snapshotter, &[])
+    }
+
+    fn start_with(snapshotter: &str, flags: &[&str]) -> Daemon {
         require_root();
         let dir = PathBuf::from(format!("/tmp/{}", unique("kcore")));
         let _ = std::fs::remove_dir_all(&dir);
@@ -64,6 +70,7 @@ impl Daemon {
             sock: dir.join("kapseld.sock"),
             dir,
             child: None,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         d.spawn(snapshotter);
         d
@@ -80,6 +87,7 @@ impl Daemon {
             .args(["--state", &self.dir.join("state").display().to_string()])
             .args(["--address", &self.sock.display().to_string()])
             .args(["--snapshotter", snapshotter, "--log-level", "debug"])
+            .args(&self.flags)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -178,11 +186,17 @@ struct Registry {
 
 impl Registry {
     fn start(port: u16) -> Registry {
-        Registry::start_with(port, None)
+        Registry::start_with(port, None, None)
     }
 
-    /// With `user` set, the registry wants basic auth (htpasswd, bcrypt) for that user.
-    fn start_with(port: u16, user: Option<(&str, &str)>) -> Registry {
+    /// With `user` set, the registry wants basic auth (htpasswd, bcrypt) for that user; with
+    /// `tls` set, it serves HTTPS only with that certificate and key, and with `tls.1` it also
+    /// wants a client certificate signed by the certificate's CA.
+    fn start_with(
+        port: u16,
+        user: Option<(&str, &str)>,
+        tls: Option<(&ServerCert, bool)>,
+    ) -> Registry {
         require_program("docker-registry", "docker-registry");
         let dir = PathBuf::from(format!("/tmp/{}", unique("kcore-registry")));
         let _ = std::fs::remove_dir_all(&dir);
@@ -203,6 +217,20 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: kcore\n    path: {}\n",
                 file.display()
             ));
+        }
+        if let Some((t, client_certs)) = tls {
+            let mut tls = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                t.cert.display(),
+                t.key.display()
+            );
+            if client_certs {
+                tls.push_str(&format!("    clientcas: [{}]\n", t.ca.display()));
+            }
+            config = config.replace(
+                &format!("  addr: 127.0.0.1:{port}\n"),
+                &format!("  addr: 127.0.0.1:{port}\n{tls}"),
+            );
         }
         std::fs::write(dir.join("config.yml"), config).unwrap();
         let log = std::fs::File::create(dir.join("registry.log")).unwrap();
@@ -739,7 +767,7 @@ fn kapseld_killed_mid_pull_restarts_and_the_pull_completes() {
 
 #[test]
 fn login_push_pull_and_logout_with_a_password_protected_registry() {
-    let reg = Registry::start_with(5203, Some(("kcore", "s3cret-pw")));
+    let reg = Registry::start_with(5203, Some(("kcore", "s3cret-pw")), None);
     let d = Daemon::start("native");
     let f = Fixtures::get();
     d.ok(&["load", "-i", &f.docker_archive().display().to_string()]);
@@ -830,4 +858,296 @@ fn events_report_image_changes_as_they_happen() {
         lines[1].contains(" default /images/delete {\"name\":\"docker.io/kcore/events:1\"}"),
         "{out}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTPS registries: Debian's docker-registry serving TLS with a certificate made here by the
+// `openssl` command, trusted through a certs.d directory given to kapseld with --certs-dir.
+
+/// A CA, a server certificate for 127.0.0.1 (IP SAN only) it signed, and a client
+/// certificate it signed.
+struct ServerCert {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl ServerCert {
+    fn make(dir: &Path) -> ServerCert {
+        require_program("openssl", "openssl");
+        std::fs::create_dir_all(dir).unwrap();
+        let p = |n: &str| dir.join(n);
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        Cmd::new("openssl")
+            .args(["req", "-x509", "-days", "2", "-subj", "/CN=kcore-tls-ca"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(p("ca.crt"))
+            .ok();
+        for (name, cn, ext) in [
+            (
+                "server",
+                "127.0.0.1",
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            ),
+            (
+                "client",
+                "kcore-client",
+                "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+            ),
+        ] {
+            std::fs::write(p(&format!("{name}.ext")), ext).unwrap();
+            Cmd::new("openssl")
+                .args(["req", "-subj", &format!("/CN={cn}")])
+                .args(ec)
+                .arg("-keyout")
+                .arg(p(&format!("{name}.key")))
+                .arg("-out")
+                .arg(p(&format!("{name}.csr")))
+                .ok();
+            Cmd::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-set_serial", "7"])
+                .arg("-in")
+                .arg(p(&format!("{name}.csr")))
+                .arg("-CA")
+                .arg(p("ca.crt"))
+                .arg("-CAkey")
+                .arg(p("ca.key"))
+                .arg("-extfile")
+                .arg(p(&format!("{name}.ext")))
+                .arg("-out")
+                .arg(p(&format!("{name}.crt")))
+                .ok();
+        }
+        ServerCert {
+            ca: p("ca.crt"),
+            cert: p("server.crt"),
+            key: p("server.key"),
+            client_cert: p("client.crt"),
+            client_key: p("client.key"),
+        }
+    }
+
+    /// `<root>/<host>/ca.crt`, as Docker's certs.d has it; returns the host's directory.
+    fn install_ca(&self, root: &Path, host: &str) -> PathBuf {
+        let d = root.join(host);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(&self.ca, d.join("ca.crt")).unwrap();
+        d
+    }
+}
+
+/// The sha256 digest of a file's bytes.
+fn file_digest(path: &Path) -> String {
+    let d = sha256(&std::fs::read(path).unwrap());
+    let mut s = String::from("sha256:");
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// What `kapsel push` says the pushed manifest's digest is.
+fn pushed_digest(out: &CmdOutput) -> String {
+    out.stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest in the push output: {out}"))
+        .to_string()
+}
+
+/// `skopeo copy` of `image` from the TLS registry into a `dir:` copy (manifest kept byte for
+/// byte), trusting the CA (and presenting the client certificate) in `cert_dir`; returns the
+/// copied manifest's digest.
+fn skopeo_pull_digest(image: &str, cert_dir: &Path, creds: Option<&str>, out: &Path) -> String {
+    require_program("skopeo", "skopeo");
+    let mut c = Cmd::new("skopeo")
+        .args(["--insecure-policy", "copy", "--src-cert-dir"])
+        .arg(cert_dir);
+    if let Some(cr) = creds {
+        c = c.args(["--src-creds", cr]);
+    }
+    c.arg(format!("docker://{image}"))
+        .arg(format!("dir:{}", out.display()))
+        .timeout(Duration::from_secs(120))
+        .ok();
+    file_digest(&out.join("manifest.json"))
+}
+
+#[test]
+fn https_registry_trusted_through_certs_dir_with_refusals_explained() {
+    require_program("skopeo", "skopeo");
+    let tmp = PathBuf::from(format!("/tmp/{}", unique("kcore-tls")));
+    let _cleanup = RemoveOnDrop(tmp.clone());
+    let cert = ServerCert::make(&tmp.join("pki"));
+    let reg = Registry::start_with(5471, None, Some((&cert, false)));
+    let host = reg.host();
+    let certs = tmp.join("certs.d");
+    let host_dir = cert.install_ca(&certs, &host);
+    // The same CA for the name the certificate does not list.
+    cert.install_ca(&certs, "localhost:5471");
+
+    // skopeo, trusting the same directory, puts the fixture in.
+    let f = Fixtures::get();
+    Cmd::new("skopeo")
+        .args(["--insecure-policy", "copy", "--dest-cert-dir"])
+        .arg(&host_dir)
+        .arg(format!(
+            "oci:{}:latest",
+            f.dir().join("busybox-oci").display()
+        ))
+        .arg(format!("docker://{host}/kcore/busybox:1"))
+        .timeout(Duration::from_secs(120))
+        .ok();
+    let manifest = fixture_env("MANIFEST_DIGEST");
+
+    let certs_flag = certs.display().to_string();
+    let d = Daemon::start_with("native", &["--certs-dir", &certs_flag]);
+    let info: serde_json::Value =
+        serde_json::from_str(&d.ok(&["info", "--format", "json"]).stdout).unwrap();
+    assert_eq!(info["CertsDirs"], serde_json::json!([certs_flag]));
+    let name = format!("{host}/kcore/busybox:1");
+    let out = d.ok(&["pull", &name]);
+    assert!(
+        out.stdout.contains(&format!("Digest: {manifest}\n")),
+        "{out}"
+    );
+
+    // Push under another name; skopeo reads back the same manifest, byte for byte.
+    let pushed = format!("{host}/kcore/pushed:2");
+    d.ok(&["tag", &name, &pushed]);
+    let out = d.ok(&["push", &pushed]);
+    assert_eq!(pushed_digest(&out), manifest, "{out}");
+    assert_eq!(
+        skopeo_pull_digest(&pushed, &host_dir, None, &tmp.join("skopeo-copy")),
+        manifest
+    );
+
+    // The certificate names 127.0.0.1 only: reached as localhost it is refused as such.
+    let out = d
+        .kapsel(&["pull", "localhost:5471/kcore/busybox:1"])
+        .fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("the certificate of registry localhost:5471 is not valid for localhost"),
+        "{out}"
+    );
+    drop(d);
+
+    // Without the CA: refused, naming the registry and where its CA goes.
+    let empty = tmp.join("empty-certs.d");
+    let empty_flag = empty.display().to_string();
+    let d = Daemon::start_with("native", &["--certs-dir", &empty_flag]);
+    let out = d.kapsel(&["pull", &name]).fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the certificate of registry {host} is signed by an unknown authority"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "put the registry's CA certificate in {empty_flag}/{host}/ca.crt"
+        )),
+        "{out}"
+    );
+    assert!(d.blobs().is_empty(), "nothing stored: {:?}", d.blobs());
+    drop(d);
+
+    // Listed as insecure: HTTPS with verification skipped, as Docker does.
+    let d = Daemon::start_with(
+        "native",
+        &["--certs-dir", &empty_flag, "--insecure-registry", &host],
+    );
+    let out = d.ok(&["pull", &name]);
+    assert!(
+        out.stdout.contains(&format!("Digest: {manifest}\n")),
+        "{out}"
+    );
+}
+
+#[test]
+fn https_registry_with_basic_auth_and_client_certificates() {
+    require_program("skopeo", "skopeo");
+    let tmp = PathBuf::from(format!("/tmp/{}", unique("kcore-tls")));
+    let _cleanup = RemoveOnDrop(tmp.clone());
+    let cert = ServerCert::make(&tmp.join("pki"));
+    // The registry also wants a client certificate signed by the CA.
+    let reg = Registry::start_with(5472, Some(("kcore", "tls-pw")), Some((&cert, true)));
+    let host = reg.host();
+    let certs = tmp.join("certs.d");
+    let host_dir = cert.install_ca(&certs, &host);
+    let certs_flag = certs.display().to_string();
+    let d = Daemon::start_with("native", &["--certs-dir", &certs_flag]);
+    let f = Fixtures::get();
+    d.ok(&["load", "-i", &f.docker_archive().display().to_string()]);
+    let name = format!("{host}/kcore/private:1");
+    d.ok(&["tag", "busybox", &name]);
+
+    // No client certificate yet: the registry ends the handshake.
+    let out = d
+        .kapsel(&["login", "-u", "kcore", "--password-stdin", &host])
+        .stdin(b"tls-pw\n".to_vec())
+        .fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    assert!(out.stderr.contains("certificate required"), "{out}");
+
+    // A .cert without its .key is an error that says so.
+    std::fs::copy(&cert.client_cert, host_dir.join("client.cert")).unwrap();
+    let out = d.kapsel(&["pull", &name]).fails();
+    assert!(
+        out.stderr.contains("the client certificate has no key"),
+        "{out}"
+    );
+    std::fs::copy(&cert.client_key, host_dir.join("client.key")).unwrap();
+
+    // Anonymous push: refused with what to do.
+    let out = d.kapsel(&["push", &name]).fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!("kapsel login {host}")),
+        "{out}"
+    );
+    let out = d
+        .kapsel(&["login", "-u", "kcore", "--password-stdin", &host])
+        .stdin(b"wrong\n".to_vec())
+        .fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    let out = d
+        .kapsel(&["login", "-u", "kcore", "--password-stdin", &host])
+        .stdin(b"tls-pw\n".to_vec())
+        .ok();
+    assert_eq!(out.stdout, "Login Succeeded\n");
+
+    let out = d.ok(&["push", &name]);
+    let digest = pushed_digest(&out);
+    assert_eq!(
+        skopeo_pull_digest(&name, &host_dir, Some("kcore:tls-pw"), &tmp.join("copy")),
+        digest
+    );
+    d.ok(&["rmi", &name]);
+    let out = d.ok(&["pull", &name]);
+    assert!(out.stdout.contains(&format!("Digest: {digest}\n")), "{out}");
+}
+
+/// Removes a directory when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

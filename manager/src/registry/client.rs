@@ -1,12 +1,16 @@
-//! One registry repository as the distribution API sees it: requests with authentication
-//! (anonymous, basic, bearer tokens cached per scope) and the registry's errors decoded.
+//! One registry repository as the distribution API sees it: the transport chosen in Docker's
+//! order (HTTPS first; plain HTTP only for loopback and insecure registries), requests with
+//! authentication (anonymous, basic, bearer tokens cached per scope) and the registry's errors
+//! decoded.
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::auth::{parse_challenge, Challenge, Credentials};
 use super::http::{self, Body, Response, Scheme, Url};
+use super::tls::{Tls, TlsError};
 use super::{Error, Reference};
 use crate::content::Store;
 use crate::oci::Digest;
@@ -95,17 +99,48 @@ pub(crate) fn is_loopback(host: &str) -> bool {
             .is_ok_and(|a| a.is_loopback())
 }
 
-/// Whether `host` is spoken to in plain HTTP: loopback, or listed as insecure (`host:port`, or
-/// `host` for every port).
-pub(crate) fn plain_http(host: &str, insecure: &[String]) -> bool {
-    if is_loopback(host) {
-        return true;
-    }
+/// Whether `host` is listed as insecure (`host:port`, or `host` for every port).
+fn listed_insecure(host: &str, insecure: &[String]) -> bool {
     let bare = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
     insecure
         .iter()
-        .map(|i| i.trim().trim_start_matches("http://").trim_end_matches('/'))
+        .map(|i| {
+            i.trim()
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/')
+        })
         .any(|i| i == host || i == bare)
+}
+
+/// How a registry is reached. Docker tries HTTPS first for every registry and allows plain
+/// HTTP after it for insecure ones (127.0.0.0/8 is insecure by default there, with
+/// verification skipped). Kapsel does the same, except that a loopback registry's certificate
+/// is still verified: a loopback registry that speaks TLS is trusted only as its certificates
+/// say, one that does not is spoken to in plain HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// HTTPS with the certificate verified, nothing else.
+    Https,
+    /// Loopback: HTTPS verified; plain HTTP when the registry does not speak TLS.
+    HttpsOrHttp,
+    /// Listed with `--insecure-registry`: HTTPS without verification, else plain HTTP.
+    InsecureHttpsOrHttp,
+}
+
+pub(crate) fn transport(host: &str, insecure: &[String]) -> Transport {
+    if listed_insecure(host, insecure) {
+        Transport::InsecureHttpsOrHttp
+    } else if is_loopback(host) {
+        Transport::HttpsOrHttp
+    } else {
+        Transport::Https
+    }
+}
+
+/// The TLS failure inside an I/O error of the HTTP client, if that is what it is.
+fn tls_error(e: std::io::Error) -> Result<TlsError, std::io::Error> {
+    e.downcast::<TlsError>()
 }
 
 pub(crate) fn scope_pull(repo: &str) -> String {
@@ -151,27 +186,53 @@ struct TokenResponse {
 }
 
 impl Session {
+    /// A session for `reference`'s repository. For a registry that may be spoken to in plain
+    /// HTTP, connects once to find out whether it speaks TLS (the connection is kept for the
+    /// first request).
     pub fn new(
         reference: &Reference,
         insecure: &[String],
+        certs_dirs: &[PathBuf],
         creds: Option<Credentials>,
     ) -> Result<Session, Error> {
         let host = &reference.registry;
-        let scheme = if plain_http(host, insecure) {
-            Scheme::Http
-        } else {
-            Scheme::Https
-        };
-        if scheme == Scheme::Https {
-            return Err(Error::HttpsUnsupported { host: host.clone() });
-        }
         let api_host = if host == super::reference::DEFAULT_REGISTRY {
             "registry-1.docker.io".to_string()
         } else {
             host.clone()
         };
+        let tls_err = |source| Error::Tls {
+            reference: reference.to_string(),
+            source,
+        };
+        let transport = transport(host, insecure);
+        let verify = transport != Transport::InsecureHttpsOrHttp;
+        let http = http::Client::new(Tls::for_registry(host, certs_dirs, verify).map_err(tls_err)?);
+        let scheme = match transport {
+            Transport::Https => Scheme::Https,
+            Transport::HttpsOrHttp | Transport::InsecureHttpsOrHttp => {
+                let probe = Url::parse(&format!("https://{api_host}/v2/")).map_err(|source| {
+                    Error::Connection {
+                        reference: reference.to_string(),
+                        url: api_host.clone(),
+                        source,
+                    }
+                })?;
+                match http.probe(&probe).map_err(tls_error) {
+                    Ok(()) => Scheme::Https,
+                    Err(Ok(e)) if !e.allows_plain_http_fallback() => return Err(tls_err(e)),
+                    // Not TLS, or nothing listening: plain HTTP (whose error, if any, is the
+                    // one reported).
+                    Err(Ok(e)) => {
+                        tracing::debug!("{api_host}: {e}; trying plain HTTP");
+                        Scheme::Http
+                    }
+                    Err(Err(_)) => Scheme::Http,
+                }
+            }
+        };
         Ok(Session {
-            http: http::Client::new(),
+            http,
             scheme,
             api_host,
             reference: reference.clone(),
@@ -200,10 +261,16 @@ impl Session {
     }
 
     pub fn conn_err(&self, what: &str, source: std::io::Error) -> Error {
-        Error::Connection {
-            reference: self.reference.to_string(),
-            url: format!("{}{what}", self.api_host),
-            source,
+        match tls_error(source) {
+            Ok(source) => Error::Tls {
+                reference: self.reference.to_string(),
+                source,
+            },
+            Err(source) => Error::Connection {
+                reference: self.reference.to_string(),
+                url: format!("{}{what}", self.api_host),
+                source,
+            },
         }
     }
 
@@ -251,12 +318,6 @@ impl Session {
             format!("{realm}{sep}{}", q.join("&"))
         };
         let url = Url::parse(&full).map_err(|e| self.conn_err(realm, e))?;
-        if url.scheme == Scheme::Https {
-            // A token server over TLS is as unsupported as a registry over TLS.
-            return Err(Error::HttpsUnsupported {
-                host: url.authority(),
-            });
-        }
         let mut headers = Vec::new();
         if let Some(c) = &self.creds {
             headers.push(("Authorization", c.basic_header()));
@@ -436,7 +497,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_http_hosts() {
+    fn transports_in_dockers_order() {
         for h in [
             "localhost",
             "localhost:5000",
@@ -445,7 +506,7 @@ mod tests {
             "127.1.2.3:1",
             "[::1]:5000",
         ] {
-            assert!(plain_http(h, &[]), "{h}");
+            assert_eq!(transport(h, &[]), Transport::HttpsOrHttp, "{h}");
         }
         for h in [
             "docker.io",
@@ -453,18 +514,18 @@ mod tests {
             "registry.local:5000",
             "localhost.example:1",
         ] {
-            assert!(!plain_http(h, &[]), "{h}");
+            assert_eq!(transport(h, &[]), Transport::Https, "{h}");
         }
-        let insecure = vec!["registry.local:5000".to_string(), "10.0.0.1".to_string()];
-        assert!(plain_http("registry.local:5000", &insecure));
-        assert!(!plain_http("registry.local:5001", &insecure));
-        assert!(plain_http("10.0.0.1:5000", &insecure));
-    }
-
-    #[test]
-    fn https_is_refused_with_advice() {
-        let r = Reference::parse("quay.io/app").unwrap();
-        let e = Session::new(&r, &[], None).err().unwrap().to_string();
-        assert!(e.contains("--insecure-registry quay.io"), "{e}");
+        let insecure = vec![
+            "registry.local:5000".to_string(),
+            "10.0.0.1".to_string(),
+            "127.0.0.1:5999".to_string(),
+        ];
+        let t = |h| transport(h, &insecure);
+        assert_eq!(t("registry.local:5000"), Transport::InsecureHttpsOrHttp);
+        assert_eq!(t("registry.local:5001"), Transport::Https);
+        assert_eq!(t("10.0.0.1:5000"), Transport::InsecureHttpsOrHttp);
+        assert_eq!(t("127.0.0.1:5999"), Transport::InsecureHttpsOrHttp);
+        assert_eq!(t("127.0.0.1:5998"), Transport::HttpsOrHttp);
     }
 }

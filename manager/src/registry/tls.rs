@@ -1,0 +1,319 @@
+//! TLS for registries, trusted the way Docker trusts them.
+//!
+//! A registry's certificate is verified against the system CA store (Debian's
+//! `/etc/ssl/certs`, through libssl's default paths) plus the registry's own directory in each
+//! certificates root (`/etc/kapsel/certs.d/<host[:port]>/`, then `/etc/docker/certs.d/...`):
+//! `*.crt` files there are extra CAs, a `*.cert` file with the `*.key` of the same name is the
+//! client certificate presented to the registry. The host name (or IP address) the registry is
+//! reached by must match the certificate. A failed verification is explained: which registry,
+//! what was wrong, and where its CA certificate goes.
+
+use std::fs;
+use std::io;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+
+use openssl::error::ErrorStack;
+use openssl::ssl::{
+    HandshakeError, SslConnector, SslFiletype, SslMethod, SslOptions, SslStream, SslVerifyMode,
+};
+use openssl::x509::X509;
+
+/// Where per-registry certificates are looked for when nothing else is configured: Kapsel's
+/// own directory, then Docker's (so a Docker user's certificates work as they are).
+pub const DEFAULT_CERTS_DIRS: &[&str] = &["/etc/kapsel/certs.d", "/etc/docker/certs.d"];
+
+pub fn default_certs_dirs() -> Vec<PathBuf> {
+    DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect()
+}
+
+// X509_V_ERR_* codes (openssl/x509_vfy.h) that mean "no trusted CA signed this".
+const UNABLE_TO_GET_ISSUER_CERT: i32 = 2;
+const DEPTH_ZERO_SELF_SIGNED_CERT: i32 = 18;
+const SELF_SIGNED_CERT_IN_CHAIN: i32 = 19;
+const UNABLE_TO_GET_ISSUER_CERT_LOCALLY: i32 = 20;
+const UNABLE_TO_VERIFY_LEAF_SIGNATURE: i32 = 21;
+// ...and the ones that mean "signed, but for another name".
+const HOSTNAME_MISMATCH: i32 = 62;
+const IP_ADDRESS_MISMATCH: i32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(
+        "x509: the certificate of registry {host} is signed by an unknown authority ({reason}): \
+         put the registry's CA certificate in {certs_dir}/{host}/ca.crt, or add \
+         --insecure-registry {host} to kapseld to skip verification"
+    )]
+    UnknownAuthority {
+        host: String,
+        certs_dir: String,
+        reason: String,
+    },
+    #[error(
+        "x509: the certificate of registry {host} is not valid for {name} ({reason}): reach the \
+         registry by a name its certificate lists, or issue it a certificate for {name}"
+    )]
+    NameMismatch {
+        host: String,
+        name: String,
+        reason: String,
+    },
+    #[error("x509: the certificate of registry {host} was refused: {reason}")]
+    Refused { host: String, reason: String },
+    #[error("TLS handshake with {server} failed: {source}")]
+    Handshake {
+        server: String,
+        #[source]
+        source: openssl::ssl::Error,
+    },
+    #[error("TLS handshake with {server} timed out")]
+    HandshakeTimeout { server: String },
+    #[error("{}: cannot read the registry certificates: {source}", path.display())]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: not a usable PEM certificate: {source}", path.display())]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: ErrorStack,
+    },
+    #[error("{}: holds no PEM certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error(
+        "{}: the client certificate has no key {} beside it (CA certificates must end in .crt)",
+        cert.display(), key.display()
+    )]
+    MissingKey { cert: PathBuf, key: PathBuf },
+    #[error("{}: the client key has no certificate {} beside it", key.display(), cert.display())]
+    MissingCert { key: PathBuf, cert: PathBuf },
+    #[error("{}: cannot use the client certificate and key: {source}", cert.display())]
+    ClientCert {
+        cert: PathBuf,
+        #[source]
+        source: ErrorStack,
+    },
+    #[error("setting up TLS for registry {host}: {source}")]
+    Setup {
+        host: String,
+        #[source]
+        source: ErrorStack,
+    },
+}
+
+impl TlsError {
+    /// True for a handshake that failed before any certificate was judged (the peer does not
+    /// speak TLS, or closed the connection): a registry allowed plain HTTP is then tried over
+    /// HTTP, as Docker does. A refused certificate never falls back.
+    pub fn allows_plain_http_fallback(&self) -> bool {
+        matches!(
+            self,
+            TlsError::Handshake { .. } | TlsError::HandshakeTimeout { .. }
+        )
+    }
+}
+
+/// How connections to one registry (and the token server and blob storage it sends the client
+/// to) are secured.
+pub struct Tls {
+    connector: SslConnector,
+    /// `host[:port]` of the registry, as in the image reference (the certs.d directory name).
+    registry: String,
+    /// Whether the certificate chain and name are checked (off for `--insecure-registry`).
+    verify: bool,
+    /// The first certificates root, named in the advice of an error.
+    certs_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("registry", &self.registry)
+            .field("verify", &self.verify)
+            .finish()
+    }
+}
+
+impl Tls {
+    /// The trust for `registry` (`host[:port]`): the system CAs plus what the registry's
+    /// directory in each of `certs_dirs` holds. `verify: false` skips the certificate checks
+    /// (client certificates are still presented).
+    pub fn for_registry(
+        registry: &str,
+        certs_dirs: &[PathBuf],
+        verify: bool,
+    ) -> Result<Tls, TlsError> {
+        let setup = |source| TlsError::Setup {
+            host: registry.to_string(),
+            source,
+        };
+        // Loads the system store (libssl's default CA file and directory) and verifies peers.
+        let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(setup)?;
+        for root in certs_dirs {
+            load_registry_dir(&mut b, &root.join(registry))?;
+        }
+        if !verify {
+            b.set_verify(SslVerifyMode::NONE);
+        }
+        // A server that closes without close_notify ends a read-to-close body as a plain TCP
+        // close would; bodies with a length or chunks still detect truncation themselves.
+        b.set_options(SslOptions::IGNORE_UNEXPECTED_EOF);
+        Ok(Tls {
+            connector: b.build(),
+            registry: registry.to_string(),
+            verify,
+            certs_dir: certs_dirs
+                .first()
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CERTS_DIRS[0])),
+        })
+    }
+
+    /// Runs the TLS handshake on `tcp` for `host` (the name the URL uses, without brackets;
+    /// an IP address is checked against the certificate's IP SANs).
+    pub fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        tcp: TcpStream,
+    ) -> Result<SslStream<TcpStream>, TlsError> {
+        let server = format!("{host}:{port}");
+        let mut cfg = self
+            .connector
+            .configure()
+            .map_err(|source| TlsError::Setup {
+                host: self.registry.clone(),
+                source,
+            })?;
+        cfg.set_verify_hostname(self.verify);
+        if !self.verify {
+            cfg.set_verify(SslVerifyMode::NONE);
+        }
+        match cfg.connect(host, tcp) {
+            Ok(s) => Ok(s),
+            Err(HandshakeError::SetupFailure(source)) => Err(TlsError::Setup {
+                host: self.registry.clone(),
+                source,
+            }),
+            Err(HandshakeError::WouldBlock(_)) => Err(TlsError::HandshakeTimeout { server }),
+            Err(HandshakeError::Failure(mid)) => {
+                let v = mid.ssl().verify_result();
+                if v == openssl::x509::X509VerifyResult::OK {
+                    return Err(TlsError::Handshake {
+                        server,
+                        source: mid.into_error(),
+                    });
+                }
+                let reason = v.error_string().to_string();
+                // The registry itself is named by its reference; another server (a token
+                // server, blob storage) by the address it was reached at.
+                let named = if self.registry == server || self.registry == host && port == 443 {
+                    self.registry.clone()
+                } else {
+                    server
+                };
+                Err(match v.as_raw() {
+                    UNABLE_TO_GET_ISSUER_CERT
+                    | DEPTH_ZERO_SELF_SIGNED_CERT
+                    | SELF_SIGNED_CERT_IN_CHAIN
+                    | UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+                    | UNABLE_TO_VERIFY_LEAF_SIGNATURE => TlsError::UnknownAuthority {
+                        host: named,
+                        certs_dir: self.certs_dir.display().to_string(),
+                        reason,
+                    },
+                    HOSTNAME_MISMATCH | IP_ADDRESS_MISMATCH => TlsError::NameMismatch {
+                        host: named,
+                        name: host.to_string(),
+                        reason,
+                    },
+                    _ => TlsError::Refused {
+                        host: named,
+                        reason,
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// Adds the CAs (`*.crt`) and the client certificate (`*.cert` + `*.key`) of one registry
+/// directory; a missing directory adds nothing.
+fn load_registry_dir(
+    b: &mut openssl::ssl::SslConnectorBuilder,
+    dir: &Path,
+) -> Result<(), TlsError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(TlsError::ReadDir {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(|source| TlsError::ReadDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    files.sort();
+    for path in &files {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("crt") => {
+                let pem = fs::read(path).map_err(|source| TlsError::ReadDir {
+                    path: path.clone(),
+                    source,
+                })?;
+                let certs = X509::stack_from_pem(&pem).map_err(|source| TlsError::Certificate {
+                    path: path.clone(),
+                    source,
+                })?;
+                if certs.is_empty() {
+                    return Err(TlsError::NoCertificate { path: path.clone() });
+                }
+                for c in certs {
+                    b.cert_store_mut()
+                        .add_cert(c)
+                        .map_err(|source| TlsError::Certificate {
+                            path: path.clone(),
+                            source,
+                        })?;
+                }
+            }
+            Some("cert") => {
+                let key = path.with_extension("key");
+                if !key.is_file() {
+                    return Err(TlsError::MissingKey {
+                        cert: path.clone(),
+                        key,
+                    });
+                }
+                let client = |source| TlsError::ClientCert {
+                    cert: path.clone(),
+                    source,
+                };
+                b.set_certificate_chain_file(path).map_err(client)?;
+                b.set_private_key_file(&key, SslFiletype::PEM)
+                    .map_err(client)?;
+                b.check_private_key().map_err(client)?;
+            }
+            Some("key") => {
+                let cert = path.with_extension("cert");
+                if !cert.is_file() {
+                    return Err(TlsError::MissingCert {
+                        key: path.clone(),
+                        cert,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
