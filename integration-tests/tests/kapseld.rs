@@ -1103,7 +1103,13 @@ fn https_registry_with_basic_auth_and_client_certificates() {
         .stdin(b"tls-pw\n".to_vec())
         .fails();
     assert_eq!(out.exit_code(), 1, "{out}");
-    assert!(out.stderr.contains("certificate required"), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "{host} refused the client certificate (sslv3 alert bad certificate): put a client \
+             certificate the registry accepts in {certs_flag}/{host}/client.cert"
+        )),
+        "{out}"
+    );
 
     // A .cert without its .key is an error that says so.
     std::fs::copy(&cert.client_cert, host_dir.join("client.cert")).unwrap();

@@ -11,9 +11,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openssl::ssl::SslStream;
-
-use super::tls::Tls;
+use super::tls::{Tls, TlsStream};
 
 const MAX_REDIRECTS: usize = 8;
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -132,7 +130,7 @@ pub enum Body<'a> {
 /// A connection: plain TCP, or TLS over it.
 enum Stream {
     Plain(TcpStream),
-    Tls(Box<SslStream<TcpStream>>),
+    Tls(Box<TlsStream>),
 }
 
 impl Read for Stream {

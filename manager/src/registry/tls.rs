@@ -9,7 +9,7 @@
 //! what was wrong, and where its CA certificate goes.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
@@ -56,6 +56,16 @@ pub enum TlsError {
     NameMismatch {
         host: String,
         name: String,
+        reason: String,
+    },
+    #[error(
+        "{server} refused the client certificate ({reason}): put a client certificate the \
+         registry accepts in {certs_dir}/{host}/client.cert with its key in client.key"
+    )]
+    ClientCertRefused {
+        server: String,
+        host: String,
+        certs_dir: String,
         reason: String,
     },
     #[error("x509: the certificate of registry {host} was refused: {reason}")]
@@ -173,12 +183,7 @@ impl Tls {
 
     /// Runs the TLS handshake on `tcp` for `host` (the name the URL uses, without brackets;
     /// an IP address is checked against the certificate's IP SANs).
-    pub fn connect(
-        &self,
-        host: &str,
-        port: u16,
-        tcp: TcpStream,
-    ) -> Result<SslStream<TcpStream>, TlsError> {
+    pub fn connect(&self, host: &str, port: u16, tcp: TcpStream) -> Result<TlsStream, TlsError> {
         let server = format!("{host}:{port}");
         let mut cfg = self
             .connector
@@ -192,7 +197,12 @@ impl Tls {
             cfg.set_verify(SslVerifyMode::NONE);
         }
         match cfg.connect(host, tcp) {
-            Ok(s) => Ok(s),
+            Ok(inner) => Ok(TlsStream {
+                inner,
+                server,
+                registry: self.registry.clone(),
+                certs_dir: self.certs_dir.display().to_string(),
+            }),
             Err(HandshakeError::SetupFailure(source)) => Err(TlsError::Setup {
                 host: self.registry.clone(),
                 source,
@@ -201,9 +211,15 @@ impl Tls {
             Err(HandshakeError::Failure(mid)) => {
                 let v = mid.ssl().verify_result();
                 if v == openssl::x509::X509VerifyResult::OK {
-                    return Err(TlsError::Handshake {
-                        server,
-                        source: mid.into_error(),
+                    let source = mid.into_error();
+                    return Err(match client_cert_alert(&source) {
+                        Some(reason) => TlsError::ClientCertRefused {
+                            server,
+                            host: self.registry.clone(),
+                            certs_dir: self.certs_dir.display().to_string(),
+                            reason,
+                        },
+                        None => TlsError::Handshake { server, source },
                     });
                 }
                 let reason = v.error_string().to_string();
@@ -236,6 +252,62 @@ impl Tls {
                 })
             }
         }
+    }
+}
+
+/// The TLS alert a server sends when it does not accept the client's certificate (or got
+/// none), if `e` is one.
+fn client_cert_alert(e: &openssl::ssl::Error) -> Option<String> {
+    e.ssl_error()?.errors().iter().find_map(|x| {
+        x.reason()
+            .filter(|r| {
+                r.contains("alert bad certificate")
+                    || r.contains("alert certificate required")
+                    || r.contains("alert unknown ca")
+            })
+            .map(str::to_string)
+    })
+}
+
+/// A TLS connection whose errors say when the server refused the client certificate (with
+/// TLS 1.3 that comes as an alert on the first read, after the handshake).
+pub struct TlsStream {
+    inner: SslStream<TcpStream>,
+    server: String,
+    registry: String,
+    certs_dir: String,
+}
+
+impl TlsStream {
+    fn explain(&self, e: io::Error) -> io::Error {
+        let alert = e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<openssl::ssl::Error>())
+            .and_then(client_cert_alert);
+        match alert {
+            Some(reason) => io::Error::other(TlsError::ClientCertRefused {
+                server: self.server.clone(),
+                host: self.registry.clone(),
+                certs_dir: self.certs_dir.clone(),
+                reason,
+            }),
+            None => e,
+        }
+    }
+}
+
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| self.explain(e))
+    }
+}
+
+impl Write for TlsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf).map_err(|e| self.explain(e))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().map_err(|e| self.explain(e))
     }
 }
 
