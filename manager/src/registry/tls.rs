@@ -389,3 +389,191 @@ fn load_registry_dir(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::client::Session;
+    use crate::registry::http::{Body, Client, Url};
+    use crate::registry::{Error, Reference};
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+    use openssl::ssl::SslAcceptor;
+    use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
+    use openssl::x509::X509NameBuilder;
+    use std::io::BufRead;
+    use std::net::TcpListener;
+
+    /// A CA (when `issuer` is `None`) or a leaf for IP 127.0.0.1 signed by `issuer`.
+    fn cert(cn: &str, issuer: Option<&(X509, PKey<Private>)>) -> (X509, PKey<Private>) {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        let serial = BigNum::from_u32(if issuer.is_some() { 2 } else { 1 }).unwrap();
+        b.set_serial_number(&serial.to_asn1_integer().unwrap())
+            .unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(issuer.map_or(&*name, |i| i.0.subject_name()))
+            .unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+            .unwrap();
+        match issuer {
+            None => {
+                b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+                    .unwrap();
+                b.append_extension(KeyUsage::new().key_cert_sign().build().unwrap())
+                    .unwrap();
+            }
+            Some(i) => {
+                let san = SubjectAlternativeName::new()
+                    .ip("127.0.0.1")
+                    .build(&b.x509v3_context(Some(&i.0), None))
+                    .unwrap();
+                b.append_extension(san).unwrap();
+            }
+        }
+        b.sign(issuer.map_or(&key, |i| &i.1), MessageDigest::sha256())
+            .unwrap();
+        (b.build(), key)
+    }
+
+    /// A TLS server on 127.0.0.1 answering each request with `ok`; serves `conns` connections.
+    fn serve(leaf: &(X509, PKey<Private>), conns: usize) -> u16 {
+        let mut a = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+        a.set_certificate(&leaf.0).unwrap();
+        a.set_private_key(&leaf.1).unwrap();
+        let a = a.build();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(conns) {
+                let Ok(mut t) = a.accept(s.unwrap()) else {
+                    continue;
+                };
+                let mut r = io::BufReader::new(&mut t);
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let _ = t.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                let _ = t.shutdown();
+            }
+        });
+        port
+    }
+
+    fn get(tls: Tls, url: &str) -> io::Result<Vec<u8>> {
+        let c = Client::new(tls);
+        c.request("GET", &Url::parse(url).unwrap(), &[], Body::Empty)?
+            .read_body(100)
+    }
+
+    #[test]
+    fn trust_comes_from_the_registry_dir_and_failures_say_what_to_do() {
+        let ca = cert("kapsel-test-ca", None);
+        let leaf = cert("127.0.0.1", Some(&ca));
+        let port = serve(&leaf, 4);
+        let host = format!("127.0.0.1:{port}");
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join(&host)).unwrap();
+        fs::write(
+            root.path().join(&host).join("ca.crt"),
+            ca.0.to_pem().unwrap(),
+        )
+        .unwrap();
+        let dirs = [root.path().to_path_buf()];
+
+        let ok = Tls::for_registry(&host, &dirs, true).unwrap();
+        assert_eq!(get(ok, &format!("https://{host}/v2/")).unwrap(), b"ok");
+
+        let empty = tempfile::tempdir().unwrap();
+        let none = Tls::for_registry(&host, &[empty.path().to_path_buf()], true).unwrap();
+        let e = get(none, &format!("https://{host}/v2/")).unwrap_err();
+        let e = e.downcast::<TlsError>().unwrap();
+        assert!(matches!(e, TlsError::UnknownAuthority { .. }), "{e}");
+        let want = format!("{}/{host}/ca.crt", empty.path().display());
+        assert!(e.to_string().contains(&want), "{e}");
+
+        // The CA is trusted for "localhost:PORT" too, but the certificate names 127.0.0.1.
+        let lh = format!("localhost:{port}");
+        fs::create_dir_all(root.path().join(&lh)).unwrap();
+        fs::write(root.path().join(&lh).join("ca.crt"), ca.0.to_pem().unwrap()).unwrap();
+        let t = Tls::for_registry(&lh, &dirs, true).unwrap();
+        let e = get(t, &format!("https://{lh}/v2/")).unwrap_err();
+        let e = e.downcast::<TlsError>().unwrap();
+        assert!(matches!(e, TlsError::NameMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("is not valid for localhost"), "{e}");
+
+        // Verification off (--insecure-registry): no CA needed.
+        let off = Tls::for_registry(&host, &[], false).unwrap();
+        assert_eq!(get(off, &format!("https://{host}/v2/")).unwrap(), b"ok");
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path().join("reg.example:5000");
+        fs::create_dir_all(&d).unwrap();
+        let ca = cert("kapsel-test-ca", None);
+        fs::write(d.join("client.cert"), ca.0.to_pem().unwrap()).unwrap();
+        let e =
+            Tls::for_registry("reg.example:5000", &[root.path().to_path_buf()], true).unwrap_err();
+        assert!(matches!(e, TlsError::MissingKey { .. }), "{e}");
+        fs::write(
+            d.join("client.key"),
+            ca.1.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        Tls::for_registry("reg.example:5000", &[root.path().to_path_buf()], true).unwrap();
+        fs::write(d.join("junk.crt"), b"not a certificate").unwrap();
+        let e =
+            Tls::for_registry("reg.example:5000", &[root.path().to_path_buf()], true).unwrap_err();
+        assert!(matches!(e, TlsError::NoCertificate { .. }), "{e}");
+    }
+
+    #[test]
+    fn loopback_falls_back_to_http_only_when_the_registry_does_not_speak_tls() {
+        // A plain HTTP server answers the TLS hello with a 400, as Go's does.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let plain = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Some(Ok(mut s)) = l.incoming().next() {
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+            }
+        });
+        let r = Reference::parse(&format!("127.0.0.1:{plain}/app:1")).unwrap();
+        let s = Session::new(&r, &[], &[], None).unwrap();
+        assert!(s.url("/v2/").unwrap().to_string().starts_with("http://"));
+
+        // A TLS registry whose CA is unknown: refused, no fallback.
+        let ca = cert("kapsel-test-ca", None);
+        let leaf = cert("127.0.0.1", Some(&ca));
+        let port = serve(&leaf, 2);
+        let r = Reference::parse(&format!("127.0.0.1:{port}/app:1")).unwrap();
+        let e = Session::new(&r, &[], &[], None).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::Tls {
+                    source: TlsError::UnknownAuthority { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // Listed as insecure: HTTPS without verification.
+        let s = Session::new(&r, &[format!("127.0.0.1:{port}")], &[], None).unwrap();
+        assert!(s.url("/v2/").unwrap().to_string().starts_with("https://"));
+    }
+}
