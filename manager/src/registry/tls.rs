@@ -450,6 +450,10 @@ mod tests {
 
     /// A TLS server on 127.0.0.1 answering each request with `ok`; serves `conns` connections.
     fn serve(leaf: &(X509, PKey<Private>), conns: usize) -> u16 {
+        serve_body(leaf, conns, "ok")
+    }
+
+    fn serve_body(leaf: &(X509, PKey<Private>), conns: usize, body: &'static str) -> u16 {
         let mut a = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
         a.set_certificate(&leaf.0).unwrap();
         a.set_private_key(&leaf.1).unwrap();
@@ -466,7 +470,11 @@ mod tests {
                 while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
                     line.clear();
                 }
-                let _ = t.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = t.write_all(reply.as_bytes());
                 let _ = t.shutdown();
             }
         });
@@ -575,5 +583,31 @@ mod tests {
         // Listed as insecure: HTTPS without verification.
         let s = Session::new(&r, &[format!("127.0.0.1:{port}")], &[], None).unwrap();
         assert!(s.url("/v2/").unwrap().to_string().starts_with("https://"));
+    }
+
+    #[test]
+    fn a_bearer_token_is_fetched_over_tls_with_the_registry_trust() {
+        let ca = cert("kapsel-test-ca", None);
+        let leaf = cert("127.0.0.1", Some(&ca));
+        // One connection for the probe (kept), reused by the token request.
+        let port = serve_body(&leaf, 2, r#"{"token":"tls-token"}"#);
+        let host = format!("127.0.0.1:{port}");
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join(&host)).unwrap();
+        fs::write(
+            root.path().join(&host).join("ca.crt"),
+            ca.0.to_pem().unwrap(),
+        )
+        .unwrap();
+        let r = Reference::parse(&format!("{host}/app:1")).unwrap();
+        let s = Session::new(&r, &[], &[root.path().to_path_buf()], None).unwrap();
+        let t = s
+            .fetch_token(
+                &format!("https://{host}/token"),
+                Some("reg"),
+                &["repository:app:pull".to_string()],
+            )
+            .unwrap();
+        assert_eq!(t, "tls-token");
     }
 }
