@@ -448,11 +448,8 @@ mod tests {
         (b.build(), key)
     }
 
-    /// A TLS server on 127.0.0.1 answering each request with `ok`; serves `conns` connections.
-    fn serve(leaf: &(X509, PKey<Private>), conns: usize) -> u16 {
-        serve_body(leaf, conns, "ok")
-    }
-
+    /// A TLS server on 127.0.0.1 answering each request with `body`; serves `conns`
+    /// connections.
     fn serve_body(leaf: &(X509, PKey<Private>), conns: usize, body: &'static str) -> u16 {
         let mut a = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
         a.set_certificate(&leaf.0).unwrap();
@@ -481,17 +478,15 @@ mod tests {
         port
     }
 
-    fn get(tls: Tls, url: &str) -> io::Result<Vec<u8>> {
-        let c = Client::new(tls);
-        c.request("GET", &Url::parse(url).unwrap(), &[], Body::Empty)?
-            .read_body(100)
-    }
-
-    #[test]
-    fn trust_comes_from_the_registry_dir_and_failures_say_what_to_do() {
+    /// A TLS server for 127.0.0.1 (see [`serve_body`]) and a certificates root holding its CA
+    /// for `127.0.0.1:PORT`: (CA, port, `127.0.0.1:PORT`, root).
+    fn trusted_server(
+        conns: usize,
+        body: &'static str,
+    ) -> ((X509, PKey<Private>), u16, String, tempfile::TempDir) {
         let ca = cert("kapsel-test-ca", None);
         let leaf = cert("127.0.0.1", Some(&ca));
-        let port = serve(&leaf, 4);
+        let port = serve_body(&leaf, conns, body);
         let host = format!("127.0.0.1:{port}");
         let root = tempfile::tempdir().unwrap();
         fs::create_dir_all(root.path().join(&host)).unwrap();
@@ -500,6 +495,18 @@ mod tests {
             ca.0.to_pem().unwrap(),
         )
         .unwrap();
+        (ca, port, host, root)
+    }
+
+    fn get(tls: Tls, url: &str) -> io::Result<Vec<u8>> {
+        let c = Client::new(tls);
+        c.request("GET", &Url::parse(url).unwrap(), &[], Body::Empty)?
+            .read_body(100)
+    }
+
+    #[test]
+    fn trust_comes_from_the_registry_dir_and_failures_say_what_to_do() {
+        let (ca, port, host, root) = trusted_server(4, "ok");
         let dirs = [root.path().to_path_buf()];
 
         let ok = Tls::for_registry(&host, &dirs, true).unwrap();
@@ -564,10 +571,8 @@ mod tests {
         let s = Session::new(&r, &[], &[], None).unwrap();
         assert!(s.url("/v2/").unwrap().to_string().starts_with("http://"));
 
-        // A TLS registry whose CA is unknown: refused, no fallback.
-        let ca = cert("kapsel-test-ca", None);
-        let leaf = cert("127.0.0.1", Some(&ca));
-        let port = serve(&leaf, 2);
+        // A TLS registry whose CA is unknown (not given): refused, no fallback.
+        let (_ca, port, _host, _root) = trusted_server(2, "ok");
         let r = Reference::parse(&format!("127.0.0.1:{port}/app:1")).unwrap();
         let e = Session::new(&r, &[], &[], None).err().unwrap();
         assert!(
@@ -587,18 +592,8 @@ mod tests {
 
     #[test]
     fn a_bearer_token_is_fetched_over_tls_with_the_registry_trust() {
-        let ca = cert("kapsel-test-ca", None);
-        let leaf = cert("127.0.0.1", Some(&ca));
         // One connection for the probe (kept), reused by the token request.
-        let port = serve_body(&leaf, 2, r#"{"token":"tls-token"}"#);
-        let host = format!("127.0.0.1:{port}");
-        let root = tempfile::tempdir().unwrap();
-        fs::create_dir_all(root.path().join(&host)).unwrap();
-        fs::write(
-            root.path().join(&host).join("ca.crt"),
-            ca.0.to_pem().unwrap(),
-        )
-        .unwrap();
+        let (_ca, _port, host, root) = trusted_server(2, r#"{"token":"tls-token"}"#);
         let r = Reference::parse(&format!("{host}/app:1")).unwrap();
         let s = Session::new(&r, &[], &[root.path().to_path_buf()], None).unwrap();
         let t = s
