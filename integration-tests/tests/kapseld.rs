@@ -2,7 +2,8 @@
 //! or the directory in `KAPSEL_MANAGER_BIN_DIR`): each test runs its own daemon on a private root, state
 //! directory and socket (`/tmp/kcore-*`), and drives it through the CLI only. The registry
 //! tests run Debian's `docker-registry` with a private configuration on their own loopback
-//! port and put the fixture image into it with `skopeo`.
+//! port and put the fixture image into it with `skopeo`; the HTTPS ones serve TLS with a CA
+//! and certificates made by the `openssl` command.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
