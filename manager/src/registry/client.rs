@@ -81,6 +81,8 @@ pub(crate) struct Session {
     /// `host:port` to connect to (Docker Hub's API lives on `registry-1.docker.io`).
     api_host: String,
     pub reference: Reference,
+    /// What errors name: the reference, or the registry for a session without a repository.
+    subject: String,
     creds: Option<Credentials>,
     mode: Mutex<Mode>,
     tokens: Mutex<HashMap<String, String>>,
@@ -201,8 +203,14 @@ impl Session {
         } else {
             host.clone()
         };
+        // What errors name: the image, or the registry alone (login).
+        let subject = if reference.repository.is_empty() {
+            host.clone()
+        } else {
+            reference.to_string()
+        };
         let tls_err = |source| Error::Tls {
-            reference: reference.to_string(),
+            reference: subject.clone(),
             source,
         };
         let transport = transport(host, insecure);
@@ -213,7 +221,7 @@ impl Session {
             Transport::HttpsOrHttp | Transport::InsecureHttpsOrHttp => {
                 let probe = Url::parse(&format!("https://{api_host}/v2/")).map_err(|source| {
                     Error::Connection {
-                        reference: reference.to_string(),
+                        reference: subject.clone(),
                         url: api_host.clone(),
                         source,
                     }
@@ -236,6 +244,7 @@ impl Session {
             scheme,
             api_host,
             reference: reference.clone(),
+            subject,
             creds,
             mode: Mutex::new(Mode::Unknown),
             tokens: Mutex::new(HashMap::new()),
@@ -263,11 +272,11 @@ impl Session {
     pub fn conn_err(&self, what: &str, source: std::io::Error) -> Error {
         match tls_error(source) {
             Ok(source) => Error::Tls {
-                reference: self.reference.to_string(),
+                reference: self.subject.clone(),
                 source,
             },
             Err(source) => Error::Connection {
-                reference: self.reference.to_string(),
+                reference: self.subject.clone(),
                 url: format!("{}{what}", self.api_host),
                 source,
             },
@@ -333,7 +342,7 @@ impl Session {
             200 => {}
             401 | 403 => {
                 return Err(Error::AuthRequired {
-                    reference: self.reference.to_string(),
+                    reference: self.subject.clone(),
                     host: self.host().to_string(),
                     detail: format!(
                         "the token server {realm} refused {}",
@@ -347,7 +356,7 @@ impl Session {
             }
             s => {
                 return Err(Error::Registry {
-                    reference: self.reference.to_string(),
+                    reference: self.subject.clone(),
                     status: s,
                     code: "TOKEN".into(),
                     message: format!(
@@ -358,7 +367,7 @@ impl Session {
             }
         }
         let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
-            reference: self.reference.to_string(),
+            reference: self.subject.clone(),
             what: format!("token server {realm} sent an unreadable answer: {e}"),
         })?;
         let tok = if t.token.is_empty() {
@@ -368,7 +377,7 @@ impl Session {
         };
         if tok.is_empty() {
             return Err(Error::Protocol {
-                reference: self.reference.to_string(),
+                reference: self.subject.clone(),
                 what: format!("token server {realm} sent no token"),
             });
         }
@@ -410,7 +419,7 @@ impl Session {
             };
             if challenged {
                 return Err(Error::AuthRequired {
-                    reference: self.reference.to_string(),
+                    reference: self.subject.clone(),
                     host: self.host().to_string(),
                     detail,
                 });
@@ -443,7 +452,7 @@ impl Session {
                 }
                 _ => {
                     return Err(Error::AuthRequired {
-                        reference: self.reference.to_string(),
+                        reference: self.subject.clone(),
                         host: self.host().to_string(),
                         detail,
                     })

@@ -288,7 +288,8 @@ pub fn login(
 ) -> Result<()> {
     let reference = Reference {
         registry: host.to_string(),
-        repository: "login".to_string(),
+        // No repository: errors name the registry alone.
+        repository: String::new(),
         tag: None,
         digest: None,
     };
