@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod env;
 pub mod fd;
 pub mod host;
+pub mod kapseld;
 pub mod runtime;
 pub mod user;
 

@@ -18,4 +18,5 @@ pub mod oci;
 pub mod registry;
 pub mod services;
 pub mod snapshots;
+pub mod tasks;
 pub mod unpack;

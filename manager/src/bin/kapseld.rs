@@ -23,9 +23,9 @@ struct Args {
     /// error, warn, info, debug or trace.
     #[arg(long, short = 'l', default_value = "info")]
     log_level: String,
-    /// A registry (host[:port]) whose TLS certificate is not verified and that may be reached
-    /// over plain HTTP when it does not speak TLS (loopback registries that do not speak TLS
-    /// always are). Repeatable.
+    /// A registry (host[:port]) whose TLS certificate is not verified and that is reached over
+    /// plain HTTP when it does not speak TLS (loopback registries are reached over plain HTTP
+    /// unless they speak TLS, and then verified). Repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
     /// A root of per-registry certificate directories, `DIR/<host[:port]>/` holding `*.crt`

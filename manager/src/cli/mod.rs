@@ -710,7 +710,8 @@ fn load(conn: &Conn, a: LoadArgs) -> Result<()> {
             ));
         }
         let fifo = Fifo::new()?;
-        let job = start(fifo.path.display().to_string())?;
+        let fifo_name = fifo.path.display().to_string();
+        let job = start(fifo_name.clone())?;
         let path = fifo.path.clone();
         std::thread::spawn(move || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
@@ -724,7 +725,14 @@ fn load(conn: &Conn, a: LoadArgs) -> Result<()> {
                 f.write_all(&buf[..n])?;
             }
         });
-        progress::follow(conn, &job, false, true, false)?
+        // The daemon names the file it read: for the user that is stdin, not our FIFO.
+        progress::follow(conn, &job, false, true, false).map_err(|e| match e {
+            Error::Daemon { code, message } => Error::Daemon {
+                code,
+                message: message.replace(&fifo_name, "stdin"),
+            },
+            other => other,
+        })?
     };
     if !a.quiet || result.messages.iter().any(|m| m.starts_with("Loaded")) {
         for m in &result.messages {

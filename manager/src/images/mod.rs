@@ -53,6 +53,13 @@ pub enum Error {
     Registry(#[from] registry::Error),
     #[error("{0}")]
     Archive(#[from] crate::archive::Error),
+    /// An archive being loaded, named by its path.
+    #[error("{path}: {source}")]
+    Load {
+        path: String,
+        #[source]
+        source: crate::archive::Error,
+    },
     #[error("unpacking {image}: {source}")]
     Unpack {
         image: String,
@@ -103,7 +110,7 @@ impl Error {
             }
             Error::Registry(R::Connection { .. } | R::Tls { .. }) => code::UNAVAILABLE,
             Error::Registry(R::NoMatchingPlatform { .. }) => code::NOT_FOUND,
-            Error::Archive(_) => code::INVALID_ARGUMENT,
+            Error::Archive(_) | Error::Load { .. } => code::INVALID_ARGUMENT,
             Error::Corrupt { .. } | Error::Incomplete { .. } => code::DATA_LOSS,
             Error::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 code::NOT_FOUND

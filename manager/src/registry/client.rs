@@ -1,11 +1,12 @@
-//! One registry repository as the distribution API sees it: the transport chosen in Docker's
-//! order (HTTPS first; plain HTTP only for loopback and insecure registries), requests with
-//! authentication (anonymous, basic, bearer tokens cached per scope) and the registry's errors
-//! decoded.
+//! One registry repository as the distribution API sees it: the transport (HTTPS; loopback
+//! registries in plain HTTP unless they answer like TLS servers; insecure ones in HTTPS
+//! unverified or plain HTTP), requests with authentication (anonymous, basic, bearer tokens
+//! cached per scope) and the registry's errors decoded.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::auth::{parse_challenge, Challenge, Credentials};
@@ -77,7 +78,11 @@ enum Mode {
 /// A client for one repository of one registry.
 pub(crate) struct Session {
     http: http::Client,
-    scheme: Scheme,
+    scheme: Mutex<Scheme>,
+    /// A loopback registry spoken to in plain HTTP until its first answer is seen.
+    detect_tls: AtomicBool,
+    /// Held by the request that finds out; requests sent meanwhile (in parallel) wait for it.
+    detecting: Mutex<()>,
     /// `host:port` to connect to (Docker Hub's API lives on `registry-1.docker.io`).
     api_host: String,
     pub reference: Reference,
@@ -117,15 +122,17 @@ fn listed_insecure(host: &str, insecure: &[String]) -> bool {
 
 /// How a registry is reached. Docker tries HTTPS first for every registry and allows plain
 /// HTTP after it for insecure ones (127.0.0.0/8 is insecure by default there, with
-/// verification skipped). Kapsel does the same, except that a loopback registry's certificate
-/// is still verified: a loopback registry that speaks TLS is trusted only as its certificates
-/// say, one that does not is spoken to in plain HTTP.
+/// verification skipped). Kapsel differs for loopback registries: they are spoken to in plain
+/// HTTP first, so one that does not speak TLS sees exactly the requests it saw before HTTPS
+/// existed (a TLS hello sent first to a server that waits for a request line would stall until
+/// it gave up); one whose first answer shows it speaks TLS is then spoken to in HTTPS, with its
+/// certificate verified (so a private CA goes in its certs.d directory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transport {
     /// HTTPS with the certificate verified, nothing else.
     Https,
-    /// Loopback: HTTPS verified; plain HTTP when the registry does not speak TLS.
-    HttpsOrHttp,
+    /// Loopback: plain HTTP; HTTPS (verified) once the registry's answer shows it speaks TLS.
+    HttpOrHttps,
     /// Listed with `--insecure-registry`: HTTPS without verification, else plain HTTP.
     InsecureHttpsOrHttp,
 }
@@ -134,10 +141,27 @@ pub(crate) fn transport(host: &str, insecure: &[String]) -> Transport {
     if listed_insecure(host, insecure) {
         Transport::InsecureHttpsOrHttp
     } else if is_loopback(host) {
-        Transport::HttpsOrHttp
+        Transport::HttpOrHttps
     } else {
         Transport::Https
     }
+}
+
+/// Marks the plain-HTTP-or-TLS question answered when dropped.
+struct FoundOut<'a>(&'a AtomicBool);
+
+impl Drop for FoundOut<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether an error of the HTTP client is a TLS server refusing a certificate (as opposed to a
+/// handshake that failed because the peer does not speak TLS).
+fn refused_tls(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|i| i.downcast_ref::<TlsError>())
+        .is_some_and(|t| !t.allows_plain_http_fallback())
 }
 
 /// The TLS failure inside an I/O error of the HTTP client, if that is what it is.
@@ -188,9 +212,8 @@ struct TokenResponse {
 }
 
 impl Session {
-    /// A session for `reference`'s repository. For a registry that may be spoken to in plain
-    /// HTTP, connects once to find out whether it speaks TLS (the connection is kept for the
-    /// first request).
+    /// A session for `reference`'s repository. For an insecure registry, connects once to find
+    /// out whether it speaks TLS (the connection is kept for the first request).
     pub fn new(
         reference: &Reference,
         insecure: &[String],
@@ -218,7 +241,8 @@ impl Session {
         let http = http::Client::new(Tls::for_registry(host, certs_dirs, verify).map_err(tls_err)?);
         let scheme = match transport {
             Transport::Https => Scheme::Https,
-            Transport::HttpsOrHttp | Transport::InsecureHttpsOrHttp => {
+            Transport::HttpOrHttps => Scheme::Http,
+            Transport::InsecureHttpsOrHttp => {
                 let probe = Url::parse(&format!("https://{api_host}/v2/")).map_err(|source| {
                     Error::Connection {
                         reference: subject.clone(),
@@ -241,7 +265,9 @@ impl Session {
         };
         Ok(Session {
             http,
-            scheme,
+            scheme: Mutex::new(scheme),
+            detect_tls: AtomicBool::new(transport == Transport::HttpOrHttps),
+            detecting: Mutex::new(()),
             api_host,
             reference: reference.clone(),
             subject,
@@ -260,7 +286,7 @@ impl Session {
     }
 
     pub fn url(&self, path: &str) -> Result<Url, Error> {
-        let scheme = if self.scheme == Scheme::Http {
+        let scheme = if *self.scheme.lock().expect("scheme lock") == Scheme::Http {
             "http"
         } else {
             "https"
@@ -384,6 +410,83 @@ impl Session {
         Ok(tok)
     }
 
+    /// Sends one request. The first one to a loopback registry goes in plain HTTP; when the
+    /// answer shows the registry speaks TLS (Go's bare `400` "client sent an HTTP request to an
+    /// HTTPS server", a reply that is not HTTP, or a close without a reply), the session turns
+    /// to HTTPS and the request is sent again there.
+    fn send(
+        &self,
+        method: &str,
+        url: &Url,
+        headers: &[(&str, String)],
+        body: Source<'_>,
+    ) -> Result<Response, Error> {
+        let guard = self
+            .detect_tls
+            .load(Ordering::SeqCst)
+            .then(|| self.detecting.lock().expect("detect lock"));
+        // Checked again under the lock: the request that held it may have found out.
+        let first = guard.is_some() && self.detect_tls.load(Ordering::SeqCst);
+        if !first {
+            drop(guard);
+        }
+        // Dropped before the guard: the answer is known before waiting requests go on.
+        let _found_out = first.then_some(FoundOut(&self.detect_tls));
+        // A URL made before the session turned to HTTPS.
+        let url = &self.on_scheme(url);
+        let first = first && url.scheme == Scheme::Http;
+        let b = body.body().map_err(Error::Store)?;
+        let r = self.http.request(method, url, headers, b);
+        let maybe_tls = first
+            && match &r {
+                Ok(resp) => resp.status == 400 && resp.headers.is_empty(),
+                Err(e) => matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidData
+                        | std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                ),
+            };
+        if !maybe_tls {
+            return r.map_err(|e| self.conn_err(&url.path, e));
+        }
+        *self.scheme.lock().expect("scheme lock") = Scheme::Https;
+        let tls_url = self.on_scheme(url);
+        let b = body.body().map_err(Error::Store)?;
+        let result = self.http.request(method, &tls_url, headers, b);
+        if !matches!(&result, Ok(_)) && !result.as_ref().is_err_and(refused_tls) {
+            // Not TLS either: the plain answer stands.
+            *self.scheme.lock().expect("scheme lock") = Scheme::Http;
+            return r.map_err(|e| self.conn_err(&url.path, e));
+        }
+        tracing::debug!("{}: answers like a TLS server: using HTTPS", self.api_host);
+        match result {
+            Ok(resp) => {
+                if let Ok(plain) = r {
+                    plain.discard();
+                }
+                Ok(resp)
+            }
+            // It speaks TLS, and its certificate (or ours) was refused.
+            Err(e) => Err(self.conn_err(&tls_url.path, e)),
+        }
+    }
+
+    /// `url` on HTTPS when it points at the registry and the session has turned to HTTPS.
+    fn on_scheme(&self, url: &Url) -> Url {
+        let https = *self.scheme.lock().expect("scheme lock") == Scheme::Https;
+        let api = Url::parse(&format!("http://{}/", self.api_host));
+        if url.scheme == Scheme::Http
+            && https
+            && api.is_ok_and(|a| a.authority() == url.authority())
+        {
+            if let Ok(u) = Url::parse(&format!("https://{}{}", self.api_host, url.path)) {
+                return u;
+            }
+        }
+        url.clone()
+    }
+
     /// Sends a request with credentials; answers one 401 challenge by authenticating and
     /// sending again. A 401 after that is [`Error::AuthRequired`].
     pub fn request(
@@ -400,11 +503,7 @@ impl Session {
             if let Some(a) = self.authorization(scopes)? {
                 hs.push(("Authorization", a));
             }
-            let b = body.body().map_err(Error::Store)?;
-            let resp = self
-                .http
-                .request(method, url, &hs, b)
-                .map_err(|e| self.conn_err(&url.path, e))?;
+            let resp = self.send(method, url, &hs, body)?;
             if resp.status != 401 {
                 return Ok(resp);
             }
@@ -515,7 +614,7 @@ mod tests {
             "127.1.2.3:1",
             "[::1]:5000",
         ] {
-            assert_eq!(transport(h, &[]), Transport::HttpsOrHttp, "{h}");
+            assert_eq!(transport(h, &[]), Transport::HttpOrHttps, "{h}");
         }
         for h in [
             "docker.io",
@@ -535,6 +634,6 @@ mod tests {
         assert_eq!(t("registry.local:5001"), Transport::Https);
         assert_eq!(t("10.0.0.1:5000"), Transport::InsecureHttpsOrHttp);
         assert_eq!(t("127.0.0.1:5999"), Transport::InsecureHttpsOrHttp);
-        assert_eq!(t("127.0.0.1:5998"), Transport::HttpsOrHttp);
+        assert_eq!(t("127.0.0.1:5998"), Transport::HttpOrHttps);
     }
 }

@@ -17,6 +17,8 @@ const MAX_REDIRECTS: usize = 8;
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
+/// A server that takes the TLS hello for the start of something else may wait for more.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -415,11 +417,15 @@ impl Client {
                     s.set_nodelay(true)?;
                     let stream = match url.scheme {
                         Scheme::Http => Stream::Plain(s),
-                        Scheme::Https => Stream::Tls(Box::new(
-                            self.tls
+                        Scheme::Https => {
+                            s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+                            let t = self
+                                .tls
                                 .connect(host, url.port, s)
-                                .map_err(io::Error::other)?,
-                        )),
+                                .map_err(io::Error::other)?;
+                            t.tcp().set_read_timeout(Some(IO_TIMEOUT))?;
+                            Stream::Tls(Box::new(t))
+                        }
                     };
                     return Ok(BufReader::with_capacity(64 * 1024, stream));
                 }

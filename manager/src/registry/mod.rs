@@ -1,9 +1,9 @@
 //! An OCI distribution (registry) client: pull into and push from a [`content::Store`].
 //!
-//! Blocking, with threads for parallel blobs. HTTPS first, as Docker does: verified against the
-//! system CAs and the registry's `certs.d` directory (see [`tls`]); loopback registries that do
-//! not speak TLS and the ones listed as insecure (HTTPS unverified, then plain HTTP) are reached
-//! over plain HTTP.
+//! Blocking, with threads for parallel blobs. HTTPS, as Docker does, verified against the system
+//! CAs and the registry's `certs.d` directory (see [`tls`]); loopback registries in plain HTTP
+//! unless their first answer shows they speak TLS; the ones listed as insecure in HTTPS
+//! unverified, or plain HTTP when they do not speak TLS.
 //! Authentication: anonymous, basic and bearer tokens (cached per scope); credentials come from
 //! the caller (see [`auth::lookup`] for the `docker login` style files).
 //!

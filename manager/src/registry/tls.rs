@@ -279,6 +279,11 @@ pub struct TlsStream {
 }
 
 impl TlsStream {
+    /// The TCP connection under the TLS session.
+    pub fn tcp(&self) -> &TcpStream {
+        self.inner.get_ref()
+    }
+
     fn explain(&self, e: io::Error) -> io::Error {
         let alert = e
             .get_ref()
@@ -393,8 +398,8 @@ fn load_registry_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::client::Session;
-    use crate::registry::http::{Body, Client, Url};
+    use crate::registry::client::{Session, Source};
+    use crate::registry::http::{Body, Client, Scheme, Url};
     use crate::registry::{Error, Reference};
     use openssl::asn1::Asn1Time;
     use openssl::bn::BigNum;
@@ -558,23 +563,43 @@ mod tests {
     }
 
     #[test]
-    fn loopback_falls_back_to_http_only_when_the_registry_does_not_speak_tls() {
-        // A plain HTTP server answers the TLS hello with a 400, as Go's does.
+    fn loopback_registries_are_plain_http_until_they_answer_like_tls() {
+        // A plain HTTP registry sees its request in plain HTTP and nothing else.
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let plain = l.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            if let Some(Ok(mut s)) = l.incoming().next() {
-                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+        let seen = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut r = io::BufReader::new(s.try_clone().unwrap());
+            let mut first = String::new();
+            r.read_line(&mut first).unwrap();
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
             }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                .unwrap();
+            first
         });
+        let get = |s: &Session| {
+            let url = s.url("/v2/")?;
+            let mut resp = s.request("GET", &url, &[], Source::Empty, &[])?;
+            Ok::<_, Error>((resp.status, resp.read_body(10).unwrap(), resp.url.scheme))
+        };
         let r = Reference::parse(&format!("127.0.0.1:{plain}/app:1")).unwrap();
         let s = Session::new(&r, &[], &[], None).unwrap();
-        assert!(s.url("/v2/").unwrap().to_string().starts_with("http://"));
+        assert_eq!(get(&s).unwrap(), (200, b"ok".to_vec(), Scheme::Http));
+        assert_eq!(seen.join().unwrap(), "GET /v2/ HTTP/1.1\r\n");
 
-        // A TLS registry whose CA is unknown (not given): refused, no fallback.
-        let (_ca, port, _host, _root) = trusted_server(2, "ok");
+        // A TLS registry closes on the plain request: HTTPS, trusted through certs.d.
+        let (_ca, port, _host, root) = trusted_server(8, "ok");
         let r = Reference::parse(&format!("127.0.0.1:{port}/app:1")).unwrap();
-        let e = Session::new(&r, &[], &[], None).err().unwrap();
+        let s = Session::new(&r, &[], &[root.path().to_path_buf()], None).unwrap();
+        assert_eq!(get(&s).unwrap(), (200, b"ok".to_vec(), Scheme::Https));
+        assert!(s.url("/v2/").unwrap().to_string().starts_with("https://"));
+
+        // Without its CA: refused, no fallback.
+        let s = Session::new(&r, &[], &[], None).unwrap();
+        let e = get(&s).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -585,14 +610,14 @@ mod tests {
             ),
             "{e}"
         );
-        // Listed as insecure: HTTPS without verification.
+        // Listed as insecure: HTTPS without verification, from the start.
         let s = Session::new(&r, &[format!("127.0.0.1:{port}")], &[], None).unwrap();
         assert!(s.url("/v2/").unwrap().to_string().starts_with("https://"));
+        assert_eq!(get(&s).unwrap(), (200, b"ok".to_vec(), Scheme::Https));
     }
 
     #[test]
     fn a_bearer_token_is_fetched_over_tls_with_the_registry_trust() {
-        // One connection for the probe (kept), reused by the token request.
         let (_ca, _port, host, root) = trusted_server(2, r#"{"token":"tls-token"}"#);
         let r = Reference::parse(&format!("{host}/app:1")).unwrap();
         let s = Session::new(&r, &[], &[root.path().to_path_buf()], None).unwrap();
