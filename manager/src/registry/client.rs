@@ -454,7 +454,7 @@ impl Session {
         let tls_url = self.on_scheme(url);
         let b = body.body().map_err(Error::Store)?;
         let result = self.http.request(method, &tls_url, headers, b);
-        if !matches!(&result, Ok(_)) && !result.as_ref().is_err_and(refused_tls) {
+        if result.as_ref().is_err_and(|e| !refused_tls(e)) {
             // Not TLS either: the plain answer stands.
             *self.scheme.lock().expect("scheme lock") = Scheme::Http;
             return r.map_err(|e| self.conn_err(&url.path, e));
