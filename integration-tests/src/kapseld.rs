@@ -50,11 +50,19 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub sock: PathBuf,
     pub child: Option<std::process::Child>,
+    /// Flags added to every start (`--certs-dir`, `--insecure-registry`).
+    pub flags: Vec<String>,
 }
 
 impl Daemon {
     pub fn start(snapshotter: &str) -> Daemon {
+        Daemon::start_with(snapshotter, &[])
+    }
+
+    /// A daemon started with `flags` besides the private root, state and socket.
+    pub fn start_with(snapshotter: &str, flags: &[&str]) -> Daemon {
         let mut d = Daemon::prepare("kcore");
+        d.flags = flags.iter().map(|f| f.to_string()).collect();
         d.spawn(snapshotter);
         d
     }
@@ -70,6 +78,7 @@ impl Daemon {
             sock: dir.join("kapseld.sock"),
             dir,
             child: None,
+            flags: Vec::new(),
         }
     }
 
@@ -84,6 +93,7 @@ impl Daemon {
             .args(["--state", &self.dir.join("state").display().to_string()])
             .args(["--address", &self.sock.display().to_string()])
             .args(["--snapshotter", snapshotter, "--log-level", "debug"])
+            .args(&self.flags)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -188,6 +198,17 @@ impl Registry {
 
     /// With `user` set, the registry wants basic auth (htpasswd, bcrypt) for that user.
     pub fn start_with(port: u16, user: Option<(&str, &str)>) -> Registry {
+        Registry::start_tls(port, user, None)
+    }
+
+    /// As [`Registry::start_with`]; with `tls` set, the registry serves HTTPS only with that
+    /// certificate and key, and with `tls.1` it also wants a client certificate signed by the
+    /// certificate's CA.
+    pub fn start_tls(
+        port: u16,
+        user: Option<(&str, &str)>,
+        tls: Option<(&ServerCert, bool)>,
+    ) -> Registry {
         require_program("docker-registry", "docker-registry");
         let dir = PathBuf::from(format!("/tmp/{}", unique("kcore-registry")));
         let _ = std::fs::remove_dir_all(&dir);
@@ -208,6 +229,20 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: kcore\n    path: {}\n",
                 file.display()
             ));
+        }
+        if let Some((t, client_certs)) = tls {
+            let mut tls = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                t.cert.display(),
+                t.key.display()
+            );
+            if client_certs {
+                tls.push_str(&format!("    clientcas: [{}]\n", t.ca.display()));
+            }
+            config = config.replace(
+                &format!("  addr: 127.0.0.1:{port}\n"),
+                &format!("  addr: 127.0.0.1:{port}\n{tls}"),
+            );
         }
         std::fs::write(dir.join("config.yml"), config).unwrap();
         let log = std::fs::File::create(dir.join("registry.log")).unwrap();
@@ -375,4 +410,87 @@ pub fn write_image(layout: &Path, layers: &[Layer], name: &str) -> (String, Stri
     )
     .unwrap();
     (md, cd)
+}
+
+/// A CA, a server certificate for 127.0.0.1 (IP SAN only) it signed, and a client
+/// certificate it signed.
+pub struct ServerCert {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl ServerCert {
+    pub fn make(dir: &Path) -> ServerCert {
+        require_program("openssl", "openssl");
+        std::fs::create_dir_all(dir).unwrap();
+        let p = |n: &str| dir.join(n);
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        Cmd::new("openssl")
+            .args(["req", "-x509", "-days", "2", "-subj", "/CN=kcore-tls-ca"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(p("ca.crt"))
+            .ok();
+        for (name, cn, ext) in [
+            (
+                "server",
+                "127.0.0.1",
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            ),
+            (
+                "client",
+                "kcore-client",
+                "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+            ),
+        ] {
+            std::fs::write(p(&format!("{name}.ext")), ext).unwrap();
+            Cmd::new("openssl")
+                .args(["req", "-subj", &format!("/CN={cn}")])
+                .args(ec)
+                .arg("-keyout")
+                .arg(p(&format!("{name}.key")))
+                .arg("-out")
+                .arg(p(&format!("{name}.csr")))
+                .ok();
+            Cmd::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-set_serial", "7"])
+                .arg("-in")
+                .arg(p(&format!("{name}.csr")))
+                .arg("-CA")
+                .arg(p("ca.crt"))
+                .arg("-CAkey")
+                .arg(p("ca.key"))
+                .arg("-extfile")
+                .arg(p(&format!("{name}.ext")))
+                .arg("-out")
+                .arg(p(&format!("{name}.crt")))
+                .ok();
+        }
+        ServerCert {
+            ca: p("ca.crt"),
+            cert: p("server.crt"),
+            key: p("server.key"),
+            client_cert: p("client.crt"),
+            client_key: p("client.key"),
+        }
+    }
+
+    /// `<root>/<host>/ca.crt`, as Docker's certs.d has it; returns the host's directory.
+    pub fn install_ca(&self, root: &Path, host: &str) -> PathBuf {
+        let d = root.join(host);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(&self.ca, d.join("ca.crt")).unwrap();
+        d
+    }
 }

@@ -19,12 +19,16 @@ pub struct Config {
     pub snapshotter: String,
     /// `error`, `warn`, `info`, `debug`, `trace`.
     pub log_level: String,
-    /// Registries reached over plain HTTP besides loopback ones.
+    /// Registries whose certificate is not verified and that may be reached over plain HTTP,
+    /// besides loopback ones.
     pub insecure_registries: Vec<String>,
     /// `containerd-shim-kapsel-v2` (default: next to kapseld, else on PATH).
     pub shim_binary: Option<PathBuf>,
     /// The OCI runtime the shim runs (default: the shim's, `kapsel-runtime` on PATH).
     pub runtime_binary: Option<PathBuf>,
+    /// Roots of the per-registry certificate directories (`<root>/<host[:port]>/`: `*.crt`
+    /// CAs, `*.cert` + `*.key` client pairs), searched in order.
+    pub certs_dirs: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -38,6 +42,7 @@ impl Default for Config {
             insecure_registries: Vec::new(),
             shim_binary: None,
             runtime_binary: None,
+            certs_dirs: crate::registry::tls::default_certs_dirs(),
         }
     }
 }

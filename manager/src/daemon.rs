@@ -101,6 +101,7 @@ pub fn open_service(cfg: &Config) -> Result<Arc<Service>, Error> {
         jobs: Jobs::default(),
         gc_lock: std::sync::Mutex::new(()),
         insecure: cfg.insecure_registries.clone(),
+        certs_dirs: cfg.certs_dirs.clone(),
         platform: crate::registry::default_platform(),
     }))
 }

@@ -23,7 +23,9 @@ struct Args {
     /// error, warn, info, debug or trace.
     #[arg(long, short = 'l', default_value = "info")]
     log_level: String,
-    /// A registry (host[:port]) to reach over plain HTTP; loopback ones always are. Repeatable.
+    /// A registry (host[:port]) whose TLS certificate is not verified and that is reached over
+    /// plain HTTP when it does not speak TLS (loopback registries are reached over plain HTTP
+    /// unless they speak TLS, and then verified). Repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
     /// containerd-shim-kapsel-v2 to run tasks with (default: next to kapseld, else on PATH).
@@ -32,6 +34,11 @@ struct Args {
     /// The OCI runtime the shim runs (default: kapsel-runtime on PATH).
     #[arg(long, env = "KAPSEL_RUNTIME")]
     runtime: Option<std::path::PathBuf>,
+    /// A root of per-registry certificate directories, `DIR/<host[:port]>/` holding `*.crt`
+    /// (CAs) and `*.cert` + `*.key` (client certificate). Repeatable; replaces the defaults
+    /// /etc/kapsel/certs.d and /etc/docker/certs.d.
+    #[arg(long = "certs-dir", value_name = "DIR")]
+    certs_dir: Vec<std::path::PathBuf>,
 }
 
 fn main() {
@@ -64,6 +71,11 @@ fn main() {
         insecure_registries: a.insecure_registry,
         shim_binary: a.shim,
         runtime_binary: a.runtime,
+        certs_dirs: if a.certs_dir.is_empty() {
+            kapsel_manager::registry::tls::default_certs_dirs()
+        } else {
+            a.certs_dir
+        },
     };
     if let Err(e) = kapsel_manager::daemon::run(cfg) {
         eprintln!("kapseld: {e}");

@@ -108,7 +108,7 @@ impl Error {
             Error::Registry(R::Reference(_)) | Error::Registry(R::InvalidPlatform(_)) => {
                 code::INVALID_ARGUMENT
             }
-            Error::Registry(R::Connection { .. }) => code::UNAVAILABLE,
+            Error::Registry(R::Connection { .. } | R::Tls { .. }) => code::UNAVAILABLE,
             Error::Registry(R::NoMatchingPlatform { .. }) => code::NOT_FOUND,
             Error::Archive(_) | Error::Load { .. } => code::INVALID_ARGUMENT,
             Error::Corrupt { .. } | Error::Incomplete { .. } => code::DATA_LOSS,
@@ -162,6 +162,8 @@ pub struct Service {
     /// image record checks its blobs under it), so neither sees the other half-done.
     pub gc_lock: Mutex<()>,
     pub insecure: Vec<String>,
+    /// Roots of the per-registry certificate directories.
+    pub certs_dirs: Vec<std::path::PathBuf>,
     pub platform: Platform,
 }
 

@@ -382,6 +382,7 @@ impl Service {
         let opts = registry::PullOptions {
             platform,
             insecure: self.insecure.clone(),
+            certs_dirs: self.certs_dirs.clone(),
             credentials: a.credentials.clone(),
             parallel: 4,
             on_layer,
@@ -462,6 +463,7 @@ impl Service {
         let opts = registry::PushOptions {
             platform: self.platform.clone(),
             insecure: self.insecure.clone(),
+            certs_dirs: self.certs_dirs.clone(),
             credentials: a.credentials.clone(),
             ..Default::default()
         };

@@ -485,7 +485,12 @@ pub fn pull(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Pulled> {
     let r = Reference::parse(reference)?;
-    let s = Session::new(&r, &opts.insecure, opts.credentials.clone())?;
+    let s = Session::new(
+        &r,
+        &opts.insecure,
+        &opts.certs_dirs,
+        opts.credentials.clone(),
+    )?;
     let scopes = vec![scope_pull(&r.repository)];
     let p = Puller {
         s,
