@@ -802,17 +802,31 @@ fn attach(conn: &Conn, a: AttachArgs) -> Result<i32> {
         .containers
         .attach(conn.ctx(), &creq(conn, &a.container))
         .map_err(|e| conn.err(e))?;
-    attach_session(
+    attach_session_from(
         conn,
         &a.container,
         !a.no_stdin && !r.stdin.is_empty(),
         r.tty,
+        0,
     )
 }
 
 /// Streams the container's output (from its log, following) and, with `stdin`, the
 /// terminal's input into its stdin FIFO, until it exits; returns its exit status.
 fn attach_session(conn: &Conn, container: &str, stdin: bool, tty: bool) -> Result<i32> {
+    attach_session_from(conn, container, stdin, tty, -1)
+}
+
+/// [`attach_session`] showing the output from the `tail`-th last line (-1: all, 0: new only).
+fn attach_session_from(
+    conn: &Conn,
+    container: &str,
+    stdin: bool,
+    tty: bool,
+    tail: i64,
+) -> Result<i32> {
+    let _raw = terminal::Raw::enable(tty && stdin);
+    let _resizer = tty.then(|| terminal::follow_size(conn, container, ""));
     if stdin {
         let r = conn
             .containers
@@ -847,18 +861,25 @@ fn attach_session(conn: &Conn, container: &str, stdin: bool, tty: bool) -> Resul
             });
         }
     }
-    follow_output(conn, container, -1, false)?;
+    follow_output(conn, container, tail, false)?;
     wait_exit(conn, container, "")
 }
 
-/// Copies our stdin into the FIFO until EOF.
-fn pump_stdin(mut fifo: std::fs::File, _tty: bool) {
+/// Copies our stdin into the FIFO until EOF. With a tty, Ctrl-P Ctrl-Q detaches: the
+/// terminal is restored and the client exits 0, the container keeps running.
+fn pump_stdin(mut fifo: std::fs::File, tty: bool) {
     let mut buf = [0u8; 8192];
     let mut input = std::io::stdin().lock();
+    let mut ctrl_p = false;
     loop {
         match input.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                if tty && terminal::detach_keys(&mut ctrl_p, &buf[..n]) {
+                    terminal::restore();
+                    eprint!("\r\n");
+                    std::process::exit(0);
+                }
                 if fifo.write_all(&buf[..n]).is_err() {
                     break;
                 }
@@ -1045,8 +1066,13 @@ fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
     if a.detach {
         return Ok(0);
     }
+    let _raw = terminal::Raw::enable(a.tty && a.interactive);
+    let _resizer = a
+        .tty
+        .then(|| terminal::follow_size(conn, &a.container, &r.exec_id));
     if let Some(fifo) = stdin {
-        std::thread::spawn(move || pump_stdin(fifo, false));
+        let tty = a.tty;
+        std::thread::spawn(move || pump_stdin(fifo, tty));
     }
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let copiers: Vec<_> = [(stdout, false), (stderr, true)]
@@ -1113,6 +1139,133 @@ fn copy_fifo(mut f: std::fs::File, to_stderr: bool, done: &std::sync::atomic::At
                     Err(_) => return,
                 }
             }
+        }
+    }
+}
+
+/// The client's terminal for `-it`: raw mode, window size, detach keys.
+mod terminal {
+    use std::os::fd::AsFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use nix::sys::termios::{self, SetArg, Termios};
+
+    use super::{cpb, Conn};
+
+    /// The terminal's mode before raw mode, restored at exit (also from the detach path).
+    static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
+
+    /// Raw mode on stdin while alive (when stdin is a terminal).
+    pub struct Raw;
+
+    impl Raw {
+        pub fn enable(want: bool) -> Option<Raw> {
+            use std::io::IsTerminal;
+            if !want || !std::io::stdin().is_terminal() {
+                return None;
+            }
+            let stdin = std::io::stdin();
+            let saved = termios::tcgetattr(stdin.as_fd()).ok()?;
+            let mut raw = saved.clone();
+            termios::cfmakeraw(&mut raw);
+            termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
+            *SAVED.lock().expect("termios lock") = Some(saved);
+            Some(Raw)
+        }
+    }
+
+    impl Drop for Raw {
+        fn drop(&mut self) {
+            restore();
+        }
+    }
+
+    pub fn restore() {
+        if let Some(t) = SAVED.lock().expect("termios lock").take() {
+            let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &t);
+        }
+    }
+
+    /// Docker's detach keys, Ctrl-P then Ctrl-Q, also across reads (`ctrl_p`: the last byte
+    /// seen was Ctrl-P). The keys before them are still forwarded, as Docker does.
+    pub fn detach_keys(ctrl_p: &mut bool, data: &[u8]) -> bool {
+        for b in data {
+            if *ctrl_p && *b == 0x11 {
+                return true;
+            }
+            *ctrl_p = *b == 0x10;
+        }
+        false
+    }
+
+    /// The terminal's (columns, rows).
+    fn size() -> Option<(u16, u16)> {
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes a winsize into the valid, writable struct we pass.
+        let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+        (r == 0 && ws.ws_col > 0).then_some((ws.ws_col, ws.ws_row))
+    }
+
+    /// Sends the window size now and whenever it changes, until dropped.
+    pub struct Resizer(Arc<AtomicBool>);
+
+    impl Drop for Resizer {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn follow_size(conn: &Conn, container: &str, exec_id: &str) -> Resizer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (addr, ns) = (conn.address.clone(), conn.namespace.clone());
+        let (container, exec_id) = (container.to_string(), exec_id.to_string());
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let Ok(conn) = Conn::connect(&addr, &ns) else {
+                return;
+            };
+            let mut last = None;
+            while !flag.load(Ordering::Acquire) {
+                if let Some((w, h)) = size().filter(|s| Some(*s) != last) {
+                    let req = cpb::ResizePtyRequest {
+                        namespace: ns.clone(),
+                        container: container.clone(),
+                        exec_id: exec_id.clone(),
+                        width: u32::from(w),
+                        height: u32::from(h),
+                        ..Default::default()
+                    };
+                    if conn.containers.resize_pty(conn.ctx(), &req).is_ok() {
+                        last = Some((w, h));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        Resizer(stop)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ctrl_p_ctrl_q_detaches_even_across_reads() {
+            let mut p = false;
+            assert!(!detach_keys(&mut p, b"ls\r"));
+            assert!(detach_keys(&mut p, b"a\x10\x11"));
+            let mut p = false;
+            assert!(!detach_keys(&mut p, b"\x10"));
+            assert!(detach_keys(&mut p, b"\x11"));
+            let mut p = false;
+            assert!(!detach_keys(&mut p, b"\x10x\x11"));
         }
     }
 }
