@@ -413,3 +413,54 @@ fn restart_policies_and_a_sigkilled_kapseld() {
     assert_eq!(k.ok(&["ps", "-aq"]).stdout, "");
     assert!(!k.log().contains("panicked"));
 }
+
+#[test]
+fn interactive_sessions_through_a_pty() {
+    kapsel_integration_tests::require_program("script", "bsdutils");
+    let k = Kapseld::start();
+    k.load_busybox();
+    let kapsel = format!("{} --address {}", bin("kapsel").display(), k.sock.display());
+    // `script` gives the client a pty; the input comes slowly, as a person types.
+    let session = |input: &str, cmd: &str| {
+        Cmd::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "({input}) | script -qfec \"stty cols 100 rows 30; {kapsel} {cmd}\" /dev/null"
+            ))
+            .timeout(Duration::from_secs(60))
+            .output()
+    };
+    let out = session(
+        "sleep 1; printf 'stty size; echo in-$((40+2))\\r'; sleep 1; printf 'exit 5\\r'; sleep 1",
+        "run -it --rm busybox sh",
+    );
+    assert_eq!(out.exit_code(), 5, "{out}");
+    assert!(
+        out.stdout.contains("30 100"),
+        "the window size reaches the pty: {out}"
+    );
+    assert!(out.stdout.contains("in-42"), "{out}");
+
+    // Ctrl-P Ctrl-Q detaches; the container keeps running; exec -it gets a tty in it.
+    let out = session(
+        "sleep 1; printf 'echo before\\r'; sleep 0.5; printf '\\020\\021'; sleep 1",
+        "run -it --name it1 busybox sh",
+    );
+    assert_eq!(out.exit_code(), 0, "{out}");
+    assert!(out.stdout.contains("before"), "{out}");
+    assert_eq!(k.inspect("it1")["State"]["Status"], "running");
+    let out = session(
+        "sleep 1; printf 'tty; exit 3\\r'; sleep 1",
+        "exec -it it1 sh",
+    );
+    assert_eq!(out.exit_code(), 3, "{out}");
+    assert!(out.stdout.contains("/dev/pts/"), "{out}");
+
+    // -i without -t: the client's EOF closes the container's stdin.
+    let out = k
+        .kapsel(&["run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo done"])
+        .stdin("line\n")
+        .ok();
+    assert_eq!(out.stdout, "line\ndone\n", "{out}");
+    k.ok(&["rm", "-f", "it1"]);
+}
