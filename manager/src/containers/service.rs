@@ -25,6 +25,9 @@ pub const TOPIC_CONTAINER_DELETE: &str = "/containers/delete";
 
 /// Longest a long poll (Wait, Logs) waits per call.
 const MAX_WAIT: Duration = Duration::from_secs(10);
+/// How often a following log read looks whether the container is done (the latency a
+/// `run` client sees between the container's exit and its own).
+const LOG_SLICE: Duration = Duration::from_millis(20);
 /// Docker's default stop timeout.
 const DEFAULT_STOP_TIMEOUT: i64 = 10;
 /// How long an exited container's logger may take to write its last lines.
@@ -1211,7 +1214,7 @@ impl Containers {
             let slice = if req.follow && live {
                 deadline
                     .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(100))
+                    .min(LOG_SLICE)
             } else {
                 Duration::ZERO
             };
