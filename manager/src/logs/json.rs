@@ -1,21 +1,22 @@
 //! One line of Docker's json-file format: `{"log":"...","stream":"stdout","time":"..."}`.
 //!
-//! The `log` field carries the output's bytes exactly. JSON strings are Unicode, so bytes that
-//! are not valid UTF-8 are written as the lone low surrogates `\udc80`..`\udcff` (one per byte,
-//! the "surrogateescape" convention of PEP 383): the line stays valid JSON in plain ASCII escapes,
-//! our reader turns each back into the original byte, and other readers (Go's, Docker's) show
-//! U+FFFD where Docker itself would have written U+FFFD and lost the byte.
+//! JSON strings are Unicode, and Docker writes each byte that is not UTF-8 as U+FFFD, losing it.
+//! We write `log` the same way (so that every JSON reader, Docker's and log shippers', reads the
+//! line as Docker's), and for such a line only add a fourth field, `"raw"`, holding the exact
+//! bytes in base64, which our reader prefers. (Lone surrogate escapes like `\udcff` would keep
+//! the bytes in `log` itself, but strict parsers such as serde_json refuse the whole line.)
 
 use super::Stream;
 
 /// Append the json line (with its `\n`) for `log` to `out`.
 pub(crate) fn encode(out: &mut Vec<u8>, log: &[u8], stream: Stream, time: i64) {
     out.extend_from_slice(b"{\"log\":\"");
+    let mut lossy = false;
     for chunk in log.utf8_chunks() {
         escape_str(out, chunk.valid());
-        for b in chunk.invalid() {
-            out.extend_from_slice(b"\\udc");
-            hex2(out, *b);
+        if !chunk.invalid().is_empty() {
+            escape_str(out, "\u{fffd}");
+            lossy = true;
         }
     }
     out.extend_from_slice(b"\",\"stream\":\"");
@@ -24,7 +25,50 @@ pub(crate) fn encode(out: &mut Vec<u8>, log: &[u8], stream: Stream, time: i64) {
     let mut t = String::with_capacity(30);
     super::time::write_rfc3339_nanos(&mut t, time);
     out.extend_from_slice(t.as_bytes());
+    if lossy {
+        out.extend_from_slice(b"\",\"raw\":\"");
+        base64_encode(out, log);
+    }
     out.extend_from_slice(b"\"}\n");
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+fn base64_encode(out: &mut Vec<u8>, data: &[u8]) {
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(B64[(n >> (18 - 6 * i) & 63) as usize]);
+            } else {
+                out.push(b'=');
+            }
+        }
+    }
+}
+
+fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
+    if s.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for c in s.chunks(4) {
+        let pad = c.iter().rev().take_while(|b| **b == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut n = 0u32;
+        for &b in &c[..4 - pad] {
+            let v = B64.iter().position(|x| *x == b)? as u32;
+            n = n << 6 | v;
+        }
+        n <<= 6 * pad as u32;
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    Some(out)
 }
 
 fn hex2(out: &mut Vec<u8>, b: u8) {
@@ -136,11 +180,6 @@ impl Parser<'_> {
             }
             let u = self.hex4()?;
             let c = match u {
-                0xdc80..=0xdcff => {
-                    // A byte that was not UTF-8 (see the module comment).
-                    out.push((u - 0xdc00) as u8);
-                    continue;
-                }
                 0xd800..=0xdbff if self.s.get(self.i..self.i + 2) == Some(b"\\u") => {
                     let save = self.i;
                     self.i += 2;
@@ -214,7 +253,7 @@ impl Parser<'_> {
 pub(crate) fn decode(line: &[u8]) -> Result<Line, Malformed> {
     let mut p = Parser { s: line, i: 0 };
     p.eat(b'{', "expected '{'")?;
-    let (mut log, mut stream, mut time) = (None, None, None);
+    let (mut log, mut stream, mut time, mut raw) = (None, None, None, None);
     p.ws();
     if p.s.get(p.i) == Some(&b'}') {
         return Err(Malformed("empty object"));
@@ -226,6 +265,7 @@ pub(crate) fn decode(line: &[u8]) -> Result<Line, Malformed> {
             b"log" => log = Some(p.string()?),
             b"stream" => stream = Some(p.string()?),
             b"time" => time = Some(p.string()?),
+            b"raw" => raw = Some(p.string()?),
             _ => p.skip_value(0)?,
         }
         p.ws();
@@ -245,11 +285,12 @@ pub(crate) fn decode(line: &[u8]) -> Result<Line, Malformed> {
         .and_then(|t| std::str::from_utf8(t).ok())
         .and_then(super::time::parse_rfc3339)
         .ok_or(Malformed("no RFC 3339 time"))?;
-    Ok(Line {
-        log: log.ok_or(Malformed("no log field"))?,
-        stream,
-        time,
-    })
+    let log = log.ok_or(Malformed("no log field"))?;
+    let log = match raw {
+        Some(r) => base64_decode(&r).ok_or(Malformed("raw is not base64"))?,
+        None => log,
+    };
+    Ok(Line { log, stream, time })
 }
 
 #[cfg(test)]
@@ -286,13 +327,32 @@ mod tests {
         ];
         for s in samples {
             let enc = line(&s, Stream::Stdout);
-            assert!(enc.is_ascii() || std::str::from_utf8(&enc).is_ok());
             assert_eq!(enc.iter().filter(|b| **b == b'\n').count(), 1);
+            // Any JSON reader takes it, and sees what Docker would have written.
+            let v: serde_json::Value = serde_json::from_slice(&enc).unwrap();
+            assert_eq!(v["log"], String::from_utf8_lossy(&s).as_ref());
+            assert_eq!(v.get("raw").is_some(), std::str::from_utf8(&s).is_err());
             let dec = decode(&enc).unwrap();
             assert_eq!(dec.log, s);
             assert_eq!(dec.stream, Stream::Stdout);
             assert_eq!(dec.time, 1_795_946_400_123_456_789);
         }
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for n in 0..10usize {
+            let data: Vec<u8> = (0..n).map(|i| (i * 97 + 200) as u8).collect();
+            let mut enc = Vec::new();
+            base64_encode(&mut enc, &data);
+            assert_eq!(enc.len(), n.div_ceil(3) * 4);
+            assert_eq!(base64_decode(&enc).unwrap(), data);
+        }
+        let mut enc = Vec::new();
+        base64_encode(&mut enc, b"\xff\xfe bin\n");
+        assert_eq!(enc, b"//4gYmluCg==");
+        assert_eq!(base64_decode(b"abc"), None);
+        assert_eq!(base64_decode(b"a*c="), None);
     }
 
     #[test]
@@ -305,7 +365,7 @@ mod tests {
         assert_eq!(d.log, "<b> 😀 x\n".as_bytes());
         assert_eq!(d.stream, Stream::Stderr);
         assert_eq!(d.time, 1_795_946_400_500_000_000);
-        // A lone high surrogate is not a byte we escaped: U+FFFD.
+        // A lone surrogate is no character: U+FFFD.
         let d =
             decode(br#"{"log":"\ud800","stream":"stdout","time":"2026-11-29T10:00:00Z"}"#).unwrap();
         assert_eq!(d.log, "\u{fffd}".as_bytes());

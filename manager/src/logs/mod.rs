@@ -11,7 +11,8 @@
 //! Bytes: the entries carry the output byte for byte. A line longer than 16 KiB is cut into
 //! 16 KiB entries (Docker's "partial" messages: no `\n` at the end of all but the last), output
 //! that waits without a newline (a prompt) is flushed as a partial entry after a short pause,
-//! and bytes that are not UTF-8 are kept through the `\udc80`..`\udcff` escapes ([`json`]).
+//! and a line with bytes that are not UTF-8 has them as U+FFFD in `log` (as Docker) and exactly,
+//! in base64, in an added `raw` field ([`json`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
