@@ -51,11 +51,12 @@ fn base64_encode(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() % 4 != 0 {
+    let chunks = s.chunks_exact(4);
+    if !chunks.remainder().is_empty() {
         return None;
     }
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    for c in s.chunks(4) {
+    for c in chunks {
         let pad = c.iter().rev().take_while(|b| **b == b'=').count();
         if pad > 2 {
             return None;
