@@ -76,6 +76,13 @@ impl Drop for Removed<'_> {
     }
 }
 
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("klogs-it-")
+        .tempdir()
+        .unwrap()
+}
+
 fn entries(log: &Path) -> Vec<Entry> {
     let mut all = Vec::new();
     logs::read(log, &LogQuery::default(), &|| true, |e| {
@@ -129,10 +136,7 @@ fn numbered(all: &[Entry], stream: Stream, word: &str) -> Vec<usize> {
 #[test]
 fn logger_writes_both_streams_rotates_and_is_done_when_the_container_is() {
     with_containerd(|c| {
-        let dir = tempfile::Builder::new()
-            .prefix("klogs-it-")
-            .tempdir()
-            .unwrap();
+        let dir = tempdir();
         let log = dir.path().join("c/c-json.log");
         let opts = WriterOptions {
             max_size: Some(4096),
@@ -240,10 +244,7 @@ fn logger_writes_both_streams_rotates_and_is_done_when_the_container_is() {
 #[test]
 fn follow_ends_when_the_container_exited_and_the_logger_is_done() {
     with_containerd(|c| {
-        let dir = tempfile::Builder::new()
-            .prefix("klogs-it-")
-            .tempdir()
-            .unwrap();
+        let dir = tempdir();
         let log = dir.path().join("f-json.log");
         let uri = logs::logger_uri(&logger(), &log, WriterOptions::default(), false);
         let id = unique("klogs-follow");
@@ -311,10 +312,7 @@ fn terminal_output_goes_to_stdout_as_it_comes() {
     let shim = shim();
     let namespace = unique("klogs-ns");
     let id = unique("klogs-tty");
-    let dir = tempfile::Builder::new()
-        .prefix("klogs-it-")
-        .tempdir()
-        .unwrap();
+    let dir = tempdir();
     let bundle = dir.path().join("bundle");
     std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
     std::fs::write(bundle.join("log"), "").unwrap();

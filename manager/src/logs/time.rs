@@ -4,6 +4,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::images::time::{civil_from_days, days_from_civil};
+
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,38 +30,6 @@ pub fn to_nanos(t: SystemTime) -> i64 {
         Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
         Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's days-from-civil).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
 }
 
 /// `2026-11-29T10:00:00.123456789Z`.
@@ -157,12 +127,7 @@ fn parse_datetime(s: &[u8]) -> Option<(i64, Option<i64>)> {
 
 /// An RFC 3339 time with a zone (`Z` or `±HH:MM`, any number of fraction digits), as the log
 /// files hold: nanoseconds since the epoch.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    match parse_datetime(s.as_bytes())? {
-        (wall, Some(offset)) => Some(wall - offset * NANOS_PER_SEC),
-        (_, None) => None,
-    }
-}
+pub use crate::images::time::parse_rfc3339;
 
 /// The offset from UTC, in seconds, of the local zone for a wall time given as if UTC.
 fn local_offset(wall_secs: i64) -> i64 {
