@@ -84,13 +84,7 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 fn entries(log: &Path) -> Vec<Entry> {
-    let mut all = Vec::new();
-    logs::read(log, &LogQuery::default(), &|| true, |e| {
-        all.push(e);
-        true
-    })
-    .unwrap();
-    all
+    logs::read_all(log).unwrap()
 }
 
 fn text(e: &Entry) -> String {

@@ -23,7 +23,7 @@ pub mod reader;
 pub mod time;
 pub mod writer;
 
-pub use reader::{read, read_chunk, Cursor, Formatter, LogQuery};
+pub use reader::{read, read_all, read_chunk, Cursor, Formatter, LogQuery};
 pub use time::{format_rfc3339_nanos, now_nanos, parse_time, TimeError};
 pub use writer::{LineBuffer, Writer, WriterOptions};
 
@@ -53,7 +53,7 @@ impl Error {
 }
 
 /// Which output an entry came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stream {
     Stdout = 0,
     Stderr = 1,

@@ -428,6 +428,16 @@ pub fn read(
     }
 }
 
+/// Every entry now in the log, oldest first (`logs` without options).
+pub fn read_all(logfile: &Path) -> Result<Vec<Entry>, Error> {
+    let mut all = Vec::new();
+    read(logfile, &LogQuery::default(), &|| true, |e| {
+        all.push(e);
+        true
+    })?;
+    Ok(all)
+}
+
 /// Writes entries as `docker logs` prints them: the bytes as they were, with `timestamps` the
 /// entry's time and a space at the start of each line (a line cut into several entries gets one
 /// time stamp, its first).
