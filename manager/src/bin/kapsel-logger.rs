@@ -121,13 +121,24 @@ struct Output {
 
 impl Output {
     fn emit(&mut self, stream: Stream, bytes: &[u8]) -> Result<(), std::convert::Infallible> {
-        if let Err(e) = self.writer.write(stream, now_nanos(), bytes) {
+        let r = self.writer.append(stream, now_nanos(), bytes);
+        self.note(r);
+        Ok(())
+    }
+
+    /// Write what the last reads gave (one `write(2)` for all their lines).
+    fn flush(&mut self) {
+        let r = self.writer.flush();
+        self.note(r);
+    }
+
+    fn note(&mut self, r: Result<(), logs::Error>) {
+        if let Err(e) = r {
             if self.failed == 0 {
                 eprintln!("kapsel-logger: {e} (lines are dropped until writing works again)");
             }
             self.failed += 1;
         }
-        Ok(())
     }
 }
 
@@ -257,6 +268,7 @@ fn run(args: Args) -> Result<(), String> {
                 input.waiting = None;
             }
         }
+        out.flush();
         let open: Vec<usize> = (0..2).filter(|i| inputs[*i].file.is_some()).collect();
         if open.is_empty() {
             break;
@@ -290,7 +302,9 @@ fn run(args: Args) -> Result<(), String> {
         for i in ready {
             inputs[i].read(&mut out, args.tty);
         }
+        out.flush();
     }
+    out.flush();
     if out.failed > 0 {
         return Err(format!("{} entries could not be written", out.failed));
     }

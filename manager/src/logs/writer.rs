@@ -1,8 +1,9 @@
 //! Appending json lines to `<file>` and rotating it by size, as Docker's json-file driver does:
 //! before a line that would take the file past `max_size`, `<file>.N-2` .. `<file>.1` move up one
 //! (the oldest, `<file>.N-1`, is removed), `<file>` becomes `<file>.1` and a new `<file>` starts.
-//! With `max_files == 1` the file is emptied instead. Each line is one `write(2)` on an
-//! `O_APPEND` file, so a reader sees whole lines in order, and a rotated file is complete.
+//! With `max_files == 1` the file is emptied instead. Lines go to an `O_APPEND` file in
+//! `write(2)` calls of whole lines (one line, or the lines of one read), so a reader sees
+//! whole lines in order, and a rotated file is complete.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -38,9 +39,14 @@ pub struct Writer {
     path: PathBuf,
     opts: WriterOptions,
     file: File,
+    /// Bytes in the file plus those in `pending`.
     size: u64,
-    line: Vec<u8>,
+    /// Encoded lines not written yet ([`Writer::append`]).
+    pending: Vec<u8>,
 }
+
+/// [`Writer::append`] writes once this much is pending.
+const PENDING_LIMIT: usize = 64 * 1024;
 
 fn open_append(path: &Path) -> Result<File, Error> {
     OpenOptions::new()
@@ -68,30 +74,50 @@ impl Writer {
             },
             file,
             size,
-            line: Vec::with_capacity(256),
+            pending: Vec::new(),
         })
     }
 
-    /// Append one entry (a whole line, or a piece of one without `\n`), stamped `time`
+    /// Write one entry (a whole line, or a piece of one without `\n`), stamped `time`
     /// (nanoseconds since the epoch), rotating first if it would not fit.
     pub fn write(&mut self, stream: Stream, time: i64, log: &[u8]) -> Result<(), Error> {
-        self.line.clear();
-        super::json::encode(&mut self.line, log, stream, time);
-        let len = self.line.len() as u64;
+        self.append(stream, time, log)?;
+        self.flush()
+    }
+
+    /// Like [`Writer::write`], but the line may wait in memory until [`Writer::flush`] (or
+    /// 64 KiB are pending): the lines of one read then take one `write(2)`, still whole lines.
+    pub fn append(&mut self, stream: Stream, time: i64, log: &[u8]) -> Result<(), Error> {
+        let before = self.pending.len();
+        super::json::encode(&mut self.pending, log, stream, time);
+        let len = (self.pending.len() - before) as u64;
         if let Some(max) = self.opts.max_size {
             if self.size > 0 && self.size + len > max {
+                let written = self.file.write_all(&self.pending[..before]);
+                self.pending.drain(..before);
+                written.map_err(|e| Error::io("write", &self.path, e))?;
                 self.rotate()?;
             }
         }
-        self.file
-            .write_all(&self.line)
-            .map_err(|e| Error::io("write", &self.path, e))?;
         self.size += len;
-        // A line that did not fit its buffer's capacity leaves a large allocation: give it back.
-        if self.line.capacity() > 4096 {
-            self.line = Vec::with_capacity(256);
+        if self.pending.len() >= PENDING_LIMIT {
+            self.flush()?;
         }
         Ok(())
+    }
+
+    /// Write what [`Writer::append`] left pending (dropped if writing fails).
+    pub fn flush(&mut self) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_all(&self.pending);
+        self.pending.clear();
+        // A burst leaves a large allocation: give it back.
+        if self.pending.capacity() > 4 * PENDING_LIMIT {
+            self.pending = Vec::new();
+        }
+        written.map_err(|e| Error::io("write", &self.path, e))
     }
 
     fn rotate(&mut self) -> Result<(), Error> {
@@ -124,6 +150,12 @@ impl Writer {
         self.file = open_append(&self.path)?;
         self.size = 0;
         Ok(())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -305,10 +337,16 @@ mod tests {
             max_files: 3,
         };
         let mut w = Writer::open(&path, opts).unwrap();
+        // Batches of lines (append) and single lines (write), rotating inside a batch.
         for i in 0..40 {
-            w.write(Stream::Stdout, i, format!("line {i:02}\n").as_bytes())
-                .unwrap();
+            let line = format!("line {i:02}\n");
+            if i % 7 < 5 {
+                w.append(Stream::Stdout, i, line.as_bytes()).unwrap();
+            } else {
+                w.write(Stream::Stdout, i, line.as_bytes()).unwrap();
+            }
         }
+        w.flush().unwrap();
         for p in [path.clone(), rotated_path(&path, 1), rotated_path(&path, 2)] {
             let len = std::fs::metadata(&p).unwrap().len();
             assert!(len > 0 && len <= 400, "{p:?}: {len}");
