@@ -46,7 +46,7 @@ pub struct Writer {
 }
 
 /// [`Writer::append`] writes once this much is pending.
-const PENDING_LIMIT: usize = 64 * 1024;
+const PENDING_LIMIT: usize = 16 * 1024;
 
 fn open_append(path: &Path) -> Result<File, Error> {
     OpenOptions::new()
@@ -86,7 +86,7 @@ impl Writer {
     }
 
     /// Like [`Writer::write`], but the line may wait in memory until [`Writer::flush`] (or
-    /// 64 KiB are pending): the lines of one read then take one `write(2)`, still whole lines.
+    /// 16 KiB are pending): the lines of one read then take one `write(2)`, still whole lines.
     pub fn append(&mut self, stream: Stream, time: i64, log: &[u8]) -> Result<(), Error> {
         let before = self.pending.len();
         super::json::encode(&mut self.pending, log, stream, time);
