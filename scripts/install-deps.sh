@@ -16,7 +16,7 @@ need_root
 
 packages=(
     # build
-    build-essential pkg-config libseccomp-dev
+    build-essential pkg-config libseccomp-dev libssl-dev
     # runtimes to compare with and the clients that drive a runtime
     runc crun containerd podman docker.io uidmap golang-github-containers-common
     # images, registry, networking

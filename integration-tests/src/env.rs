@@ -160,3 +160,23 @@ pub fn require_program(program: &str, package: &str) {
         "{program} is not installed: apt-get install {package} (scripts/install-deps.sh installs it)"
     );
 }
+
+/// `helpers/sysprobe.c` (raw syscalls from inside a container), built static with gcc once per
+/// test process into `target/tmp`.
+#[track_caller]
+pub fn sysprobe() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        require_program("gcc", "gcc libc6-dev");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/sysprobe.c");
+        let dir = repo_root().join("target/tmp");
+        std::fs::create_dir_all(&dir).expect("create target/tmp");
+        let out = dir.join(format!("sysprobe-{}", std::process::id()));
+        crate::Cmd::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .ok();
+        out
+    })
+}

@@ -109,6 +109,34 @@ pub fn force_remove_cgroup(cgroups_path: &str) {
     }
 }
 
+/// The v1 memory cgroup directory of `pid`.
+#[track_caller]
+pub fn memory_cgroup_of(pid: i32) -> PathBuf {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = text
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls.split(',').any(|c| c == "memory").then_some(path)
+        })
+        .unwrap_or_else(|| panic!("no memory cgroup for {pid}:\n{text}"));
+    Path::new(CGROUP_ROOT)
+        .join("memory")
+        .join(path.trim_start_matches('/'))
+}
+
+/// An OCI runtime-spec Process for an exec as root in `/`, as containerd sends it.
+pub fn exec_process(args: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "args": args,
+        "cwd": "/",
+        "env": ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"],
+        "user": {"uid": 0, "gid": 0},
+        "terminal": false,
+    })
+}
+
 /// Is `pid` a live (not zombie) process?
 pub fn pid_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {

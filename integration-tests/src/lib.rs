@@ -24,12 +24,13 @@ pub mod daemon;
 pub mod env;
 pub mod fd;
 pub mod host;
+pub mod kapseld;
 pub mod runtime;
 pub mod user;
 
 pub use bundle::Bundle;
 pub use command::{host, host_ok, host_sh, Cmd, CmdOutput};
-pub use env::{require_program, require_root, unique, Fixtures, RUNC};
+pub use env::{require_program, require_root, sysprobe, unique, Fixtures, RUNC};
 pub use host::{cgroup_dir, pid_alive, proc_status_field, wait_until, Netns};
 pub use runtime::{Flavor, Runtime};
 pub use user::TestUser;

@@ -502,28 +502,8 @@ fn json_any(type_url: &str, v: &serde_json::Value) -> Any {
 fn exec_spec(args: &[&str]) -> Any {
     json_any(
         "types.containerd.io/opencontainers/runtime-spec/1/Process",
-        &serde_json::json!({
-            "args": args,
-            "cwd": "/",
-            "env": ["PATH=/bin:/usr/bin"],
-            "user": {"uid": 0, "gid": 0},
-            "terminal": false,
-        }),
+        &kapsel_integration_tests::host::exec_process(args),
     )
-}
-
-/// The v1 memory cgroup directory of `pid`.
-fn memory_cgroup_of(pid: i32) -> PathBuf {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let path = text
-        .lines()
-        .find_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-            ctrls.split(',').any(|c| c == "memory").then_some(path)
-        })
-        .unwrap_or_else(|| panic!("no memory cgroup for {pid}:\n{text}"));
-    Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'))
 }
 
 #[test]
@@ -583,8 +563,10 @@ fn shim_task_api_update_stats_connect_checkpoint_and_refusals() {
                     },
                 )
                 .unwrap_or_else(|e| panic!("{which:?} Update: {e:?}"));
-            let got = std::fs::read_to_string(memory_cgroup_of(pid).join("memory.limit_in_bytes"))
-                .unwrap();
+            let got = std::fs::read_to_string(
+                kapsel_integration_tests::host::memory_cgroup_of(pid).join("memory.limit_in_bytes"),
+            )
+            .unwrap();
             assert_eq!(
                 got.trim(),
                 limit.to_string(),

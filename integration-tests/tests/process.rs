@@ -400,6 +400,20 @@ fn env_and_cwd_from_the_spec() {
     );
 }
 
+/// A process.cwd that does not exist in the rootfs is created (runc does so), also under a
+/// read-only root, owned by root with mode 0755, and the process starts in it.
+#[test]
+fn missing_cwd_is_created() {
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&rt);
+    b.private_rootfs()
+        .set("/process/cwd", json!("/kt/made/here"))
+        .set("/root/readonly", json!(true))
+        .sh("pwd; stat -c '%u:%g %a' /kt/made/here /kt");
+    let out = run_ok(&rt, &b, "cwd");
+    assert_eq!(out, "/kt/made/here\n0:0 755\n0:0 755\n", "{out:?}");
+}
+
 #[test]
 fn no_new_privileges_flag() {
     let rt = Runtime::new();

@@ -676,13 +676,13 @@ fn basic_auth_login_and_credentials_file() {
         username: "kreg".into(),
         password: "wrong".into(),
     };
-    let e = registry::login(&host, &bad, &[]).unwrap_err();
+    let e = registry::login(&host, &bad, &[], &[]).unwrap_err();
     assert!(matches!(e, registry::Error::AuthRequired { .. }), "{e}");
     let good = Credentials {
         username: "kreg".into(),
         password: "s3cret".into(),
     };
-    registry::login(&host, &good, &[]).unwrap();
+    registry::login(&host, &good, &[], &[]).unwrap();
 
     // Stored like `docker login`, read back for the pull.
     let cfg_path = dir.path().join("kapsel/config.json");
@@ -1024,12 +1024,12 @@ fn bearer_token_auth_with_a_token_server() {
         &|_| {},
     )
     .unwrap();
-    registry::login(&host, &good, &[]).unwrap();
+    registry::login(&host, &good, &[], &[]).unwrap();
     let bad = Credentials {
         username: "kreg".into(),
         password: "nope".into(),
     };
-    assert!(registry::login(&host, &bad, &[]).is_err());
+    assert!(registry::login(&host, &bad, &[], &[]).is_err());
 
     let (_d2, s2) = new_store();
     let o = PullOptions {

@@ -52,26 +52,42 @@ fn ids(pid: i32, field: &str) -> Vec<u32> {
 }
 
 /// The cgroup directories a container named `id` would get without `linux.cgroupsPath`:
-/// `<hierarchy>/<this process's cgroup>/<id>` (the runtime starts in ours), those that exist.
+/// `<hierarchy's mount point>/<this process's cgroup>/<id>` (the runtime starts in ours), those
+/// that exist. Mount points come from mountinfo, so this holds for hybrid, pure v1 and pure v2
+/// hosts alike (a v1 line `4:cpu,cpuacct:/x` is found where its superblock's options name
+/// those controllers; the v2 line `0::/x` where the cgroup2 filesystem is mounted).
 fn default_cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // (fstype, mount point, controllers named in the super options)
+    let mounts: Vec<(String, PathBuf, Vec<String>)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            let fstype = *fields.get(dash + 1)?;
+            if fstype != "cgroup" && fstype != "cgroup2" {
+                return None;
+            }
+            let opts = fields.get(dash + 3).copied().unwrap_or("");
+            let names = opts.split(',').map(str::to_string).collect();
+            Some((fstype.to_string(), PathBuf::from(fields[4]), names))
+        })
+        .collect();
     let own = fs::read_to_string("/proc/self/cgroup").unwrap();
     let mut out = Vec::new();
     for line in own.lines() {
         let mut f = line.splitn(3, ':');
         let (_, controllers, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
-        let names: Vec<&str> = if controllers.is_empty() {
-            vec!["unified"]
-        } else {
-            controllers
-                .split(',')
-                .map(|c| c.trim_start_matches("name="))
-                .collect()
-        };
-        for name in names {
-            let dir = PathBuf::from("/sys/fs/cgroup")
-                .join(name)
-                .join(path.trim_start_matches('/'))
-                .join(id);
+        let wanted: Vec<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
+        let mount = mounts.iter().find(|(fstype, _, opts)| {
+            if wanted.is_empty() {
+                fstype == "cgroup2"
+            } else {
+                fstype == "cgroup" && wanted.iter().all(|w| opts.iter().any(|o| o == w))
+            }
+        });
+        if let Some((_, point, _)) = mount {
+            let dir = point.join(path.trim_start_matches('/')).join(id);
             if dir.is_dir() {
                 out.push(dir);
             }

@@ -20,31 +20,14 @@
 //! The small per-action profiles are in process.rs; the compiler's semantics (operators,
 //! architectures, ENOSYS for newer syscalls) in the runtime's unit tests.
 
-use kapsel_integration_tests::{require_program, Bundle, Cmd, CmdOutput, Runtime};
+use kapsel_integration_tests::{sysprobe, Bundle, CmdOutput, Runtime};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 const PROFILE: &str = "/usr/share/containers/seccomp.json";
 
-/// docker's default capabilities (moby `oci/caps/defaults.go`), which podman's defaults
+/// docker's default capabilities (kapseld's copy of moby's list), which podman's defaults
 /// are a subset of.
-const DOCKER_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const DOCKER_CAPS: &[&str] = &kapsel_manager::containers::options::DEFAULT_CAPS;
 
 // x86_64 syscall numbers.
 const SYS_PERSONALITY: &str = "135";
@@ -121,23 +104,6 @@ fn profile_for(v: &Value, caps: &[&str]) -> Value {
         "defaultErrnoRet": v["defaultErrnoRet"],
         "architectures": arches,
         "syscalls": rules,
-    })
-}
-
-/// `sysprobe`, built once per test process.
-fn sysprobe() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        require_program("gcc", "gcc libc6-dev");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/sysprobe.c");
-        let out =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sysprobe-{}", std::process::id()));
-        Cmd::new("gcc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .ok();
-        out
     })
 }
 

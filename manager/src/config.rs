@@ -19,8 +19,12 @@ pub struct Config {
     pub snapshotter: String,
     /// `error`, `warn`, `info`, `debug`, `trace`.
     pub log_level: String,
-    /// Registries reached over plain HTTP besides loopback ones.
+    /// Registries whose certificate is not verified and that may be reached over plain HTTP,
+    /// besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// Roots of the per-registry certificate directories (`<root>/<host[:port]>/`: `*.crt`
+    /// CAs, `*.cert` + `*.key` client pairs), searched in order.
+    pub certs_dirs: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -32,6 +36,7 @@ impl Default for Config {
             snapshotter: DEFAULT_SNAPSHOTTER.into(),
             log_level: "info".into(),
             insecure_registries: Vec::new(),
+            certs_dirs: crate::registry::tls::default_certs_dirs(),
         }
     }
 }

@@ -101,6 +101,7 @@ pub fn open_service(cfg: &Config) -> Result<Arc<Service>, Error> {
         jobs: Jobs::default(),
         gc_lock: std::sync::Mutex::new(()),
         insecure: cfg.insecure_registries.clone(),
+        certs_dirs: cfg.certs_dirs.clone(),
         platform: crate::registry::default_platform(),
     }))
 }
@@ -163,7 +164,7 @@ pub fn run(cfg: Config) -> Result<(), Error> {
     let mut server = kapsel_proto::ttrpc::Server::new()
         .bind(&format!("unix://{}", cfg.address.display()))
         .map_err(serve_err)?;
-    for m in services::methods(svc.clone(), info) {
+    for m in services::methods(svc.clone(), info, None) {
         server = server.register_service(m);
     }
     std::fs::set_permissions(&cfg.address, std::fs::Permissions::from_mode(0o660))

@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod cli;
 pub mod config;
+pub mod containers;
 pub mod content;
 pub mod daemon;
 pub mod events;
@@ -19,4 +20,5 @@ pub mod oci;
 pub mod registry;
 pub mod services;
 pub mod snapshots;
+pub mod tasks;
 pub mod unpack;

@@ -104,6 +104,30 @@ impl Reaper {
         }
     }
 
+    /// A reaper for unit tests: polls only the pids someone waits for, so the children other
+    /// tests of the same process wait for themselves are left alone.
+    #[cfg(test)]
+    pub fn polling_watched() -> Reaper {
+        let r = Reaper::default();
+        let r2 = r.clone();
+        std::thread::spawn(move || loop {
+            let pids: Vec<i32> = {
+                let g = r2.inner.lock().unwrap_or_else(|e| e.into_inner());
+                g.watchers.keys().copied().collect()
+            };
+            for pid in pids {
+                let status = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, code)) => code,
+                    Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+                    _ => continue,
+                };
+                r2.deliver(pid, status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        });
+        r
+    }
+
     /// Block until `pid` (a child we spawned) exits and return its status.
     pub fn wait(&self, pid: i32) -> i32 {
         let (tx, rx) = mpsc::channel();

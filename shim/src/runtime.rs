@@ -163,17 +163,34 @@ impl Runtime {
         .stderr(Stdio::piped());
         let log_from = self.log_len();
         let mut child = c.spawn().map_err(|source| self.spawn_err(source))?;
-        if let (Some(mut w), Some(data)) = (child.stdin.take(), input) {
-            let _ = w.write_all(data);
-        }
+        // stdin is fed and stderr drained on a helper thread while this one drains stdout: read
+        // one after the other, a runtime that fills the other pipe (64 KiB) would block forever.
+        let stdin = child.stdin.take();
+        let stderr = child.stderr.take();
+        let input = input.map(<[u8]>::to_vec);
+        let side = std::thread::Builder::new()
+            .name("runtime-stderr".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                if let (Some(mut w), Some(data)) = (stdin, input) {
+                    let _ = w.write_all(&data);
+                }
+                let mut err = Vec::new();
+                if let Some(mut e) = stderr {
+                    let _ = e.read_to_end(&mut err);
+                }
+                err
+            });
         let mut out = Vec::new();
-        let mut err = Vec::new();
         if let Some(mut o) = child.stdout.take() {
             let _ = o.read_to_end(&mut out);
         }
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_end(&mut err);
-        }
+        let err = match side {
+            Ok(t) => t.join().unwrap_or_default(),
+            // No thread: the child's pipes closed with the closure; its output is lost, not
+            // waited for.
+            Err(_) => Vec::new(),
+        };
         let status = reaper.wait(child.id() as i32);
         if status != 0 {
             return Err(self.failed(args, status, &err, log_from));
@@ -265,6 +282,37 @@ mod tests {
         // A later command that logged nothing has no error of its own in the log.
         let end = std::fs::metadata(&log).unwrap().len();
         assert_eq!(last_log_error(&log, end), None);
+    }
+
+    /// A runtime that writes more to stderr than a pipe holds, then to stdout, fed stdin.
+    #[test]
+    fn output_drains_both_streams_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("rt.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nhead -c 300000 /dev/zero | tr '\\0' e >&2\nread line\necho \"out:$line\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let rt = Runtime {
+            binary: script,
+            root: dir.path().join("root"),
+            log: dir.path().join("log.json"),
+            systemd_cgroup: false,
+            create_flags: Vec::new(),
+        };
+        let reaper = Reaper::polling_watched();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(rt.output(&reaper, &["state", "x"], Some(b"in\n")));
+        });
+        let out = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("output() blocked with a full stderr pipe")
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out), "out:in\n");
     }
 
     #[test]

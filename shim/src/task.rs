@@ -153,7 +153,8 @@ impl Task {
         check_bundle(&spec)?;
         let rootfs = spec.bundle.join("rootfs");
         for m in &spec.rootfs {
-            if let Err(e) = mount::mount_one(&m.type_, &m.source, &m.options, &rootfs) {
+            if let Err(e) = mount::mount_one(&self.reaper, &m.type_, &m.source, &m.options, &rootfs)
+            {
                 mount::unmount_all(&rootfs);
                 return Err(e.into());
             }

@@ -77,6 +77,10 @@ pub enum Error {
     },
     #[error("not an image archive: no index.json+oci-layout and no manifest.json")]
     NotAnArchive,
+    #[error(
+        "not a tar archive, or a corrupt one: an entry header after byte {offset} does not parse"
+    )]
+    BadHeader { offset: u64 },
     #[error("archive {file}: invalid JSON: {source}")]
     Json {
         file: String,
@@ -193,8 +197,10 @@ pub fn import(
     let mut links: Vec<(String, String)> = Vec::new();
     let mut ar = tar::Archive::new(reader);
     let mut entries = 0usize;
+    let mut last_end = 0u64;
     for entry in ar.entries().map_err(Error::Read)? {
-        let mut entry = entry.map_err(Error::Read)?;
+        let mut entry = entry.map_err(|e| header_err(e, last_end))?;
+        last_end = entry.raw_file_position() + entry.size();
         entries += 1;
         let raw = entry.path().map_err(Error::Read)?.into_owned();
         let path = clean_path(&raw)?;
@@ -281,6 +287,16 @@ pub fn import(
     }
 }
 
+/// A tar error reading an entry header: garbage (the tar crate quotes the raw bytes, which
+/// helps nobody) or a read error of the file itself.
+fn header_err(e: io::Error, offset: u64) -> Error {
+    if e.raw_os_error().is_none() && e.kind() != io::ErrorKind::UnexpectedEof {
+        Error::BadHeader { offset }
+    } else {
+        Error::Read(e)
+    }
+}
+
 fn store_bytes(store: &dyn Store, path: &str, data: &[u8]) -> Result<Stored> {
     let mut r = data;
     store_stream(store, path, &mut r, data.len() as u64)
@@ -310,16 +326,15 @@ fn store_stream(store: &dyn Store, path: &str, r: &mut dyn Read, size: u64) -> R
         .writer(&reference, named.as_ref().map(|d| (d, size)))
         .map_err(cerr)?;
     let res = (|| {
-        w.truncate()?;
+        w.truncate().map_err(cerr)?;
         let mut magic = [0u8; 4];
         let mut buf = vec![0u8; 256 * 1024];
         let mut done = 0u64;
         let mut src = r.take(size);
         loop {
-            let n = src.read(&mut buf).map_err(|e| content::Error::Io {
-                op: "read archive entry",
-                path: path.into(),
-                source: e,
+            let n = src.read(&mut buf).map_err(|e| Error::Entry {
+                path: path.to_string(),
+                reason: format!("reading it: {e}"),
             })?;
             if n == 0 {
                 break;
@@ -330,20 +345,20 @@ fn store_stream(store: &dyn Store, path: &str, r: &mut dyn Read, size: u64) -> R
                     magic[at] = *b;
                 }
             }
-            w.write_all(&buf[..n]).map_err(|e| content::Error::Io {
-                op: "write",
-                path: path.into(),
-                source: e,
+            w.write_all(&buf[..n]).map_err(|e| {
+                cerr(content::Error::Io {
+                    op: "write",
+                    path: path.into(),
+                    source: e,
+                })
             })?;
             done += n as u64;
         }
         if done != size {
-            return Err(content::Error::Io {
-                op: "read archive entry",
-                path: path.into(),
-                source: io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("truncated: {done} of {size} bytes"),
+            return Err(Error::Entry {
+                path: path.to_string(),
+                reason: format!(
+                    "the archive is truncated: it ends after {done} of its {size} bytes"
                 ),
             });
         }
@@ -354,10 +369,13 @@ fn store_stream(store: &dyn Store, path: &str, r: &mut dyn Read, size: u64) -> R
         Err(e) => {
             drop(w);
             let _ = store.abort(&reference);
-            return Err(cerr(e));
+            return Err(e);
         }
     };
-    let digest = w.commit(None, BTreeMap::new()).map_err(cerr)?;
+    // A blob named by its digest is checked before it is committed: a wrong one is discarded.
+    let digest = w
+        .commit(named.as_ref().map(|d| (d, size)), BTreeMap::new())
+        .map_err(cerr)?;
     if let Some(n) = named {
         if n != digest {
             return Err(cerr(content::Error::DigestMismatch {

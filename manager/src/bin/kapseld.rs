@@ -23,9 +23,16 @@ struct Args {
     /// error, warn, info, debug or trace.
     #[arg(long, short = 'l', default_value = "info")]
     log_level: String,
-    /// A registry (host[:port]) to reach over plain HTTP; loopback ones always are. Repeatable.
+    /// A registry (host[:port]) whose TLS certificate is not verified and that is reached over
+    /// plain HTTP when it does not speak TLS (loopback registries are reached over plain HTTP
+    /// unless they speak TLS, and then verified). Repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
+    /// A root of per-registry certificate directories, `DIR/<host[:port]>/` holding `*.crt`
+    /// (CAs) and `*.cert` + `*.key` (client certificate). Repeatable; replaces the defaults
+    /// /etc/kapsel/certs.d and /etc/docker/certs.d.
+    #[arg(long = "certs-dir", value_name = "DIR")]
+    certs_dir: Vec<std::path::PathBuf>,
 }
 
 fn main() {
@@ -56,6 +63,11 @@ fn main() {
         },
         log_level: a.log_level,
         insecure_registries: a.insecure_registry,
+        certs_dirs: if a.certs_dir.is_empty() {
+            kapsel_manager::registry::tls::default_certs_dirs()
+        } else {
+            a.certs_dir
+        },
     };
     if let Err(e) = kapsel_manager::daemon::run(cfg) {
         eprintln!("kapseld: {e}");

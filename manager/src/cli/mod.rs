@@ -710,7 +710,8 @@ fn load(conn: &Conn, a: LoadArgs) -> Result<()> {
             ));
         }
         let fifo = Fifo::new()?;
-        let job = start(fifo.path.display().to_string())?;
+        let fifo_name = fifo.path.display().to_string();
+        let job = start(fifo_name.clone())?;
         let path = fifo.path.clone();
         std::thread::spawn(move || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
@@ -724,7 +725,14 @@ fn load(conn: &Conn, a: LoadArgs) -> Result<()> {
                 f.write_all(&buf[..n])?;
             }
         });
-        progress::follow(conn, &job, false, true, false)?
+        // The daemon names the file it read: for the user that is stdin, not our FIFO.
+        progress::follow(conn, &job, false, true, false).map_err(|e| match e {
+            Error::Daemon { code, message } => Error::Daemon {
+                code,
+                message: message.replace(&fifo_name, "stdin"),
+            },
+            other => other,
+        })?
     };
     if !a.quiet || result.messages.iter().any(|m| m.starts_with("Loaded")) {
         for m in &result.messages {
@@ -788,14 +796,21 @@ fn login(address: &str, namespace: &str, a: LoginArgs) -> Result<()> {
     if username.is_empty() || password.is_empty() {
         return Err(Error::Usage("username and password are required".into()));
     }
-    // The daemon's insecure registries decide plain HTTP, as for its pulls.
-    let insecure = Conn::connect(address, namespace)
+    // The daemon's insecure registries and certificate directories decide how the registry is
+    // reached and trusted, as for its pulls.
+    let info = Conn::connect(address, namespace)
         .ok()
-        .and_then(|c| c.system.info(c.ctx(), &spb::InfoRequest::default()).ok())
-        .map(|i| i.insecure_registries)
+        .and_then(|c| c.system.info(c.ctx(), &spb::InfoRequest::default()).ok());
+    let insecure = info
+        .as_ref()
+        .map(|i| i.insecure_registries.clone())
         .unwrap_or_default();
+    let certs_dirs: Vec<std::path::PathBuf> = match info {
+        Some(i) if !i.certs_dirs.is_empty() => i.certs_dirs.iter().map(Into::into).collect(),
+        _ => crate::registry::tls::default_certs_dirs(),
+    };
     let creds = auth::Credentials { username, password };
-    crate::registry::login(&host, &creds, &insecure)?;
+    crate::registry::login(&host, &creds, &insecure, &certs_dirs)?;
     let path = auth::ConfigFile::default_path()?;
     let mut f = auth::ConfigFile::load(&path)?;
     f.set(&host, &creds);
@@ -887,6 +902,7 @@ fn info(conn: &Conn, a: FormatArgs) -> Result<()> {
             "StateDir": i.state,
             "Address": i.address,
             "InsecureRegistries": i.insecure_registries,
+            "CertsDirs": i.certs_dirs,
             "Namespaces": i.namespaces,
             "LogLevel": i.log_level,
         });
@@ -941,6 +957,10 @@ fn info(conn: &Conn, a: FormatArgs) -> Result<()> {
     println!(" Insecure Registries:");
     for r in insecure {
         println!("  {r}");
+    }
+    println!(" Registry Certificates:");
+    for d in &i.certs_dirs {
+        println!("  {d}/<host:port>/");
     }
     Ok(())
 }

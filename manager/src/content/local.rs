@@ -545,8 +545,16 @@ impl Writer for LocalWriter {
         fs::rename(&data, &target).map_err(io_err("rename into place", &target))?;
         fsync_dir(&self.store_root.join("blobs/sha256"))?;
         self.discard();
+        // The blob is committed now: a caller told "failed" would retry or clean up content
+        // that is in fact there. Labels are advisory (GC hints), so a failure to write them is
+        // said in the log and the commit stands.
         if !labels.is_empty() {
-            store.write_labels(&actual, &labels)?;
+            if let Err(e) = store.write_labels(&actual, &labels) {
+                tracing::warn!(
+                    digest = actual.as_str(),
+                    "blob committed, labels not written: {e}"
+                );
+            }
         }
         Ok(actual)
     }

@@ -3,7 +3,7 @@
 //! Each case takes a fresh, empty store and panics with a message when the contract in
 //! [`super`] is broken. An implementation's tests run every entry of [`CASES`]:
 //!
-//! ```ignore
+//! ```text
 //! for (name, case) in kapsel_manager::content::testsuite::CASES {
 //!     let dir = tempfile::tempdir().unwrap();
 //!     case(&MyStore::open(dir.path()).unwrap());

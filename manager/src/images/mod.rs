@@ -53,6 +53,13 @@ pub enum Error {
     Registry(#[from] registry::Error),
     #[error("{0}")]
     Archive(#[from] crate::archive::Error),
+    /// An archive being loaded, named by its path.
+    #[error("{path}: {source}")]
+    Load {
+        path: String,
+        #[source]
+        source: crate::archive::Error,
+    },
     #[error("unpacking {image}: {source}")]
     Unpack {
         image: String,
@@ -101,9 +108,9 @@ impl Error {
             Error::Registry(R::Reference(_)) | Error::Registry(R::InvalidPlatform(_)) => {
                 code::INVALID_ARGUMENT
             }
-            Error::Registry(R::Connection { .. }) => code::UNAVAILABLE,
+            Error::Registry(R::Connection { .. } | R::Tls { .. }) => code::UNAVAILABLE,
             Error::Registry(R::NoMatchingPlatform { .. }) => code::NOT_FOUND,
-            Error::Archive(_) => code::INVALID_ARGUMENT,
+            Error::Archive(_) | Error::Load { .. } => code::INVALID_ARGUMENT,
             Error::Corrupt { .. } | Error::Incomplete { .. } => code::DATA_LOSS,
             Error::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 code::NOT_FOUND
@@ -155,6 +162,8 @@ pub struct Service {
     /// image record checks its blobs under it), so neither sees the other half-done.
     pub gc_lock: Mutex<()>,
     pub insecure: Vec<String>,
+    /// Roots of the per-registry certificate directories.
+    pub certs_dirs: Vec<std::path::PathBuf>,
     pub platform: Platform,
 }
 

@@ -29,6 +29,7 @@ fn env() -> Env {
         jobs: jobs::Jobs::default(),
         gc_lock: Mutex::new(()),
         insecure: Vec::new(),
+        certs_dirs: Vec::new(),
         platform: registry::default_platform(),
     });
     Env { _dir: dir, svc }

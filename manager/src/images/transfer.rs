@@ -57,6 +57,9 @@ struct LeaseGuard<'a> {
     svc: &'a Service,
     ns: String,
     id: String,
+    /// The first resource the lease failed to record: the job must not make an image of
+    /// content the lease did not protect (GC could have taken it meanwhile).
+    failed: Mutex<Option<crate::metadata::Error>>,
 }
 
 impl<'a> LeaseGuard<'a> {
@@ -66,12 +69,27 @@ impl<'a> LeaseGuard<'a> {
             svc,
             ns: ns.to_string(),
             id: id.to_string(),
+            failed: Mutex::new(None),
         })
     }
 
+    /// Records `res` under the lease; a failure is kept for `check` (callers are progress
+    /// callbacks that cannot return one).
     fn hold(&self, res: &Resource) {
         if let Err(e) = self.svc.db.add_lease_resource(&self.ns, &self.id, res) {
             tracing::warn!(lease = self.id.as_str(), "{e}");
+            self.failed
+                .lock()
+                .expect("lease failure slot")
+                .get_or_insert(e);
+        }
+    }
+
+    /// Fails when any `hold` failed.
+    fn check(&self) -> Result<()> {
+        match self.failed.lock().expect("lease failure slot").take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
         }
     }
 }
@@ -110,13 +128,28 @@ fn state_name(s: ProgressState, push: bool) -> &'static str {
 }
 
 impl Service {
+    /// After a failed pull or load (its lease released), collects what it committed before
+    /// failing: no image refers to it, and the store is left as it was. Bytes kept in an ingest
+    /// for a resume are not blobs and stay.
+    fn collect_if_failed(&self, r: &Result<()>) {
+        if r.is_err() {
+            if let Err(e) = self.collect() {
+                tracing::warn!("after a failed transfer: {e}");
+            }
+        }
+    }
+
     pub fn start_pull(self: &Arc<Self>, args: PullArgs) -> Result<Arc<Job>> {
         Reference::parse(&args.reference)?;
         if let Some(p) = &args.platform {
             registry::parse_platform(p)?;
         }
         let svc = self.clone();
-        Ok(self.jobs.start("pull", move |job| svc.pull(job, args)))
+        Ok(self.jobs.start("pull", move |job| {
+            let r = svc.pull(job, args);
+            svc.collect_if_failed(&r);
+            r
+        }))
     }
 
     pub fn start_push(self: &Arc<Self>, args: PushArgs) -> Result<Arc<Job>> {
@@ -134,7 +167,11 @@ impl Service {
 
     pub fn start_import(self: &Arc<Self>, args: ImportArgs) -> Result<Arc<Job>> {
         let svc = self.clone();
-        Ok(self.jobs.start("import", move |job| svc.import(job, args)))
+        Ok(self.jobs.start("import", move |job| {
+            let r = svc.import(job, args);
+            svc.collect_if_failed(&r);
+            r
+        }))
     }
 
     pub fn start_export(self: &Arc<Self>, args: ExportArgs) -> Result<Arc<Job>> {
@@ -345,6 +382,7 @@ impl Service {
         let opts = registry::PullOptions {
             platform,
             insecure: self.insecure.clone(),
+            certs_dirs: self.certs_dirs.clone(),
             credentials: a.credentials.clone(),
             parallel: 4,
             on_layer,
@@ -399,6 +437,7 @@ impl Service {
             // checks the chain) without extracting anything twice.
             self.unpack(job, &lease, &name, &pulled.target, false)?;
         }
+        lease.check()?;
         let old = self.record(&ns, &name, &pulled.target)?;
         job.message(format!("Digest: {}", pulled.target.digest));
         let familiar = r.familiar();
@@ -424,6 +463,7 @@ impl Service {
         let opts = registry::PushOptions {
             platform: self.platform.clone(),
             insecure: self.insecure.clone(),
+            certs_dirs: self.certs_dirs.clone(),
             credentials: a.credentials.clone(),
             ..Default::default()
         };
@@ -469,7 +509,12 @@ impl Service {
         let progress = |p: crate::archive::Progress| {
             job.item(&p.entry, "file", "loading", p.bytes, 0);
         };
-        let images = crate::archive::import(&*self.store, file, &progress)?;
+        let images = crate::archive::import(&*self.store, file, &progress).map_err(|source| {
+            Error::Load {
+                path: a.path.clone(),
+                source,
+            }
+        })?;
         if images.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "{}: the archive holds no image",
@@ -487,6 +532,7 @@ impl Service {
             if !a.no_unpack {
                 self.unpack(job, &lease, &name, &img.target, true)?;
             }
+            lease.check()?;
             self.record(&ns, &name, &img.target)?;
             match &img.name {
                 Some(_) => {

@@ -1,12 +1,17 @@
-//! One registry repository as the distribution API sees it: requests with authentication
-//! (anonymous, basic, bearer tokens cached per scope) and the registry's errors decoded.
+//! One registry repository as the distribution API sees it: the transport (HTTPS; loopback
+//! registries in plain HTTP unless they answer like TLS servers; insecure ones in HTTPS
+//! unverified or plain HTTP), requests with authentication (anonymous, basic, bearer tokens
+//! cached per scope) and the registry's errors decoded.
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::auth::{parse_challenge, Challenge, Credentials};
 use super::http::{self, Body, Response, Scheme, Url};
+use super::tls::{Tls, TlsError};
 use super::{Error, Reference};
 use crate::content::Store;
 use crate::oci::Digest;
@@ -73,10 +78,16 @@ enum Mode {
 /// A client for one repository of one registry.
 pub(crate) struct Session {
     http: http::Client,
-    scheme: Scheme,
+    scheme: Mutex<Scheme>,
+    /// A loopback registry spoken to in plain HTTP until its first answer is seen.
+    detect_tls: AtomicBool,
+    /// Held by the request that finds out; requests sent meanwhile (in parallel) wait for it.
+    detecting: Mutex<()>,
     /// `host:port` to connect to (Docker Hub's API lives on `registry-1.docker.io`).
     api_host: String,
     pub reference: Reference,
+    /// What errors name: the reference, or the registry for a session without a repository.
+    subject: String,
     creds: Option<Credentials>,
     mode: Mutex<Mode>,
     tokens: Mutex<HashMap<String, String>>,
@@ -95,17 +106,67 @@ pub(crate) fn is_loopback(host: &str) -> bool {
             .is_ok_and(|a| a.is_loopback())
 }
 
-/// Whether `host` is spoken to in plain HTTP: loopback, or listed as insecure (`host:port`, or
-/// `host` for every port).
-pub(crate) fn plain_http(host: &str, insecure: &[String]) -> bool {
-    if is_loopback(host) {
-        return true;
-    }
+/// Whether `host` is listed as insecure (`host:port`, or `host` for every port).
+fn listed_insecure(host: &str, insecure: &[String]) -> bool {
     let bare = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
     insecure
         .iter()
-        .map(|i| i.trim().trim_start_matches("http://").trim_end_matches('/'))
+        .map(|i| {
+            i.trim()
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/')
+        })
         .any(|i| i == host || i == bare)
+}
+
+/// How a registry is reached. Docker tries HTTPS first for every registry and allows plain
+/// HTTP after it for insecure ones (127.0.0.0/8 is insecure by default there, with
+/// verification skipped). Kapsel differs for loopback registries: they are spoken to in plain
+/// HTTP first, so one that does not speak TLS sees exactly the requests it saw before HTTPS
+/// existed (a TLS hello sent first to a server that waits for a request line would stall until
+/// it gave up); one whose first answer shows it speaks TLS is then spoken to in HTTPS, with its
+/// certificate verified (so a private CA goes in its certs.d directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// HTTPS with the certificate verified, nothing else.
+    Https,
+    /// Loopback: plain HTTP; HTTPS (verified) once the registry's answer shows it speaks TLS.
+    HttpOrHttps,
+    /// Listed with `--insecure-registry`: HTTPS without verification, else plain HTTP.
+    InsecureHttpsOrHttp,
+}
+
+pub(crate) fn transport(host: &str, insecure: &[String]) -> Transport {
+    if listed_insecure(host, insecure) {
+        Transport::InsecureHttpsOrHttp
+    } else if is_loopback(host) {
+        Transport::HttpOrHttps
+    } else {
+        Transport::Https
+    }
+}
+
+/// Marks the plain-HTTP-or-TLS question answered when dropped.
+struct FoundOut<'a>(&'a AtomicBool);
+
+impl Drop for FoundOut<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether an error of the HTTP client is a TLS server refusing a certificate (as opposed to a
+/// handshake that failed because the peer does not speak TLS).
+fn refused_tls(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|i| i.downcast_ref::<TlsError>())
+        .is_some_and(|t| !t.allows_plain_http_fallback())
+}
+
+/// The TLS failure inside an I/O error of the HTTP client, if that is what it is.
+fn tls_error(e: std::io::Error) -> Result<TlsError, std::io::Error> {
+    e.downcast::<TlsError>()
 }
 
 pub(crate) fn scope_pull(repo: &str) -> String {
@@ -151,30 +212,65 @@ struct TokenResponse {
 }
 
 impl Session {
+    /// A session for `reference`'s repository. For an insecure registry, connects once to find
+    /// out whether it speaks TLS (the connection is kept for the first request).
     pub fn new(
         reference: &Reference,
         insecure: &[String],
+        certs_dirs: &[PathBuf],
         creds: Option<Credentials>,
     ) -> Result<Session, Error> {
         let host = &reference.registry;
-        let scheme = if plain_http(host, insecure) {
-            Scheme::Http
-        } else {
-            Scheme::Https
-        };
-        if scheme == Scheme::Https {
-            return Err(Error::HttpsUnsupported { host: host.clone() });
-        }
         let api_host = if host == super::reference::DEFAULT_REGISTRY {
             "registry-1.docker.io".to_string()
         } else {
             host.clone()
         };
+        // What errors name: the image, or the registry alone (login).
+        let subject = if reference.repository.is_empty() {
+            host.clone()
+        } else {
+            reference.to_string()
+        };
+        let tls_err = |source| Error::Tls {
+            reference: subject.clone(),
+            source,
+        };
+        let transport = transport(host, insecure);
+        let verify = transport != Transport::InsecureHttpsOrHttp;
+        let http = http::Client::new(Tls::for_registry(host, certs_dirs, verify).map_err(tls_err)?);
+        let scheme = match transport {
+            Transport::Https => Scheme::Https,
+            Transport::HttpOrHttps => Scheme::Http,
+            Transport::InsecureHttpsOrHttp => {
+                let probe = Url::parse(&format!("https://{api_host}/v2/")).map_err(|source| {
+                    Error::Connection {
+                        reference: subject.clone(),
+                        url: api_host.clone(),
+                        source,
+                    }
+                })?;
+                match http.probe(&probe).map_err(tls_error) {
+                    Ok(()) => Scheme::Https,
+                    Err(Ok(e)) if !e.allows_plain_http_fallback() => return Err(tls_err(e)),
+                    // Not TLS, or nothing listening: plain HTTP (whose error, if any, is the
+                    // one reported).
+                    Err(Ok(e)) => {
+                        tracing::debug!("{api_host}: {e}; trying plain HTTP");
+                        Scheme::Http
+                    }
+                    Err(Err(_)) => Scheme::Http,
+                }
+            }
+        };
         Ok(Session {
-            http: http::Client::new(),
-            scheme,
+            http,
+            scheme: Mutex::new(scheme),
+            detect_tls: AtomicBool::new(transport == Transport::HttpOrHttps),
+            detecting: Mutex::new(()),
             api_host,
             reference: reference.clone(),
+            subject,
             creds,
             mode: Mutex::new(Mode::Unknown),
             tokens: Mutex::new(HashMap::new()),
@@ -190,7 +286,7 @@ impl Session {
     }
 
     pub fn url(&self, path: &str) -> Result<Url, Error> {
-        let scheme = if self.scheme == Scheme::Http {
+        let scheme = if *self.scheme.lock().expect("scheme lock") == Scheme::Http {
             "http"
         } else {
             "https"
@@ -200,10 +296,16 @@ impl Session {
     }
 
     pub fn conn_err(&self, what: &str, source: std::io::Error) -> Error {
-        Error::Connection {
-            reference: self.reference.to_string(),
-            url: format!("{}{what}", self.api_host),
-            source,
+        match tls_error(source) {
+            Ok(source) => Error::Tls {
+                reference: self.subject.clone(),
+                source,
+            },
+            Err(source) => Error::Connection {
+                reference: self.subject.clone(),
+                url: format!("{}{what}", self.api_host),
+                source,
+            },
         }
     }
 
@@ -251,12 +353,6 @@ impl Session {
             format!("{realm}{sep}{}", q.join("&"))
         };
         let url = Url::parse(&full).map_err(|e| self.conn_err(realm, e))?;
-        if url.scheme == Scheme::Https {
-            // A token server over TLS is as unsupported as a registry over TLS.
-            return Err(Error::HttpsUnsupported {
-                host: url.authority(),
-            });
-        }
         let mut headers = Vec::new();
         if let Some(c) = &self.creds {
             headers.push(("Authorization", c.basic_header()));
@@ -272,7 +368,7 @@ impl Session {
             200 => {}
             401 | 403 => {
                 return Err(Error::AuthRequired {
-                    reference: self.reference.to_string(),
+                    reference: self.subject.clone(),
                     host: self.host().to_string(),
                     detail: format!(
                         "the token server {realm} refused {}",
@@ -286,7 +382,7 @@ impl Session {
             }
             s => {
                 return Err(Error::Registry {
-                    reference: self.reference.to_string(),
+                    reference: self.subject.clone(),
                     status: s,
                     code: "TOKEN".into(),
                     message: format!(
@@ -297,7 +393,7 @@ impl Session {
             }
         }
         let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
-            reference: self.reference.to_string(),
+            reference: self.subject.clone(),
             what: format!("token server {realm} sent an unreadable answer: {e}"),
         })?;
         let tok = if t.token.is_empty() {
@@ -307,11 +403,88 @@ impl Session {
         };
         if tok.is_empty() {
             return Err(Error::Protocol {
-                reference: self.reference.to_string(),
+                reference: self.subject.clone(),
                 what: format!("token server {realm} sent no token"),
             });
         }
         Ok(tok)
+    }
+
+    /// Sends one request. The first one to a loopback registry goes in plain HTTP; when the
+    /// answer shows the registry speaks TLS (Go's bare `400` "client sent an HTTP request to an
+    /// HTTPS server", a reply that is not HTTP, or a close without a reply), the session turns
+    /// to HTTPS and the request is sent again there.
+    fn send(
+        &self,
+        method: &str,
+        url: &Url,
+        headers: &[(&str, String)],
+        body: Source<'_>,
+    ) -> Result<Response, Error> {
+        let guard = self
+            .detect_tls
+            .load(Ordering::SeqCst)
+            .then(|| self.detecting.lock().expect("detect lock"));
+        // Checked again under the lock: the request that held it may have found out.
+        let first = guard.is_some() && self.detect_tls.load(Ordering::SeqCst);
+        if !first {
+            drop(guard);
+        }
+        // Dropped before the guard: the answer is known before waiting requests go on.
+        let _found_out = first.then_some(FoundOut(&self.detect_tls));
+        // A URL made before the session turned to HTTPS.
+        let url = &self.on_scheme(url);
+        let first = first && url.scheme == Scheme::Http;
+        let b = body.body().map_err(Error::Store)?;
+        let r = self.http.request(method, url, headers, b);
+        let maybe_tls = first
+            && match &r {
+                Ok(resp) => resp.status == 400 && resp.headers.is_empty(),
+                Err(e) => matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidData
+                        | std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                ),
+            };
+        if !maybe_tls {
+            return r.map_err(|e| self.conn_err(&url.path, e));
+        }
+        *self.scheme.lock().expect("scheme lock") = Scheme::Https;
+        let tls_url = self.on_scheme(url);
+        let b = body.body().map_err(Error::Store)?;
+        let result = self.http.request(method, &tls_url, headers, b);
+        if result.as_ref().is_err_and(|e| !refused_tls(e)) {
+            // Not TLS either: the plain answer stands.
+            *self.scheme.lock().expect("scheme lock") = Scheme::Http;
+            return r.map_err(|e| self.conn_err(&url.path, e));
+        }
+        tracing::debug!("{}: answers like a TLS server: using HTTPS", self.api_host);
+        match result {
+            Ok(resp) => {
+                if let Ok(plain) = r {
+                    plain.discard();
+                }
+                Ok(resp)
+            }
+            // It speaks TLS, and its certificate (or ours) was refused.
+            Err(e) => Err(self.conn_err(&tls_url.path, e)),
+        }
+    }
+
+    /// `url` on HTTPS when it points at the registry and the session has turned to HTTPS.
+    fn on_scheme(&self, url: &Url) -> Url {
+        let https = *self.scheme.lock().expect("scheme lock") == Scheme::Https;
+        let api = Url::parse(&format!("http://{}/", self.api_host));
+        if url.scheme == Scheme::Http
+            && https
+            && api.is_ok_and(|a| a.authority() == url.authority())
+        {
+            if let Ok(u) = Url::parse(&format!("https://{}{}", self.api_host, url.path)) {
+                return u;
+            }
+        }
+        url.clone()
     }
 
     /// Sends a request with credentials; answers one 401 challenge by authenticating and
@@ -330,11 +503,7 @@ impl Session {
             if let Some(a) = self.authorization(scopes)? {
                 hs.push(("Authorization", a));
             }
-            let b = body.body().map_err(Error::Store)?;
-            let resp = self
-                .http
-                .request(method, url, &hs, b)
-                .map_err(|e| self.conn_err(&url.path, e))?;
+            let resp = self.send(method, url, &hs, body)?;
             if resp.status != 401 {
                 return Ok(resp);
             }
@@ -349,7 +518,7 @@ impl Session {
             };
             if challenged {
                 return Err(Error::AuthRequired {
-                    reference: self.reference.to_string(),
+                    reference: self.subject.clone(),
                     host: self.host().to_string(),
                     detail,
                 });
@@ -382,7 +551,7 @@ impl Session {
                 }
                 _ => {
                     return Err(Error::AuthRequired {
-                        reference: self.reference.to_string(),
+                        reference: self.subject.clone(),
                         host: self.host().to_string(),
                         detail,
                     })
@@ -436,7 +605,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_http_hosts() {
+    fn transports_in_dockers_order() {
         for h in [
             "localhost",
             "localhost:5000",
@@ -445,7 +614,7 @@ mod tests {
             "127.1.2.3:1",
             "[::1]:5000",
         ] {
-            assert!(plain_http(h, &[]), "{h}");
+            assert_eq!(transport(h, &[]), Transport::HttpOrHttps, "{h}");
         }
         for h in [
             "docker.io",
@@ -453,18 +622,18 @@ mod tests {
             "registry.local:5000",
             "localhost.example:1",
         ] {
-            assert!(!plain_http(h, &[]), "{h}");
+            assert_eq!(transport(h, &[]), Transport::Https, "{h}");
         }
-        let insecure = vec!["registry.local:5000".to_string(), "10.0.0.1".to_string()];
-        assert!(plain_http("registry.local:5000", &insecure));
-        assert!(!plain_http("registry.local:5001", &insecure));
-        assert!(plain_http("10.0.0.1:5000", &insecure));
-    }
-
-    #[test]
-    fn https_is_refused_with_advice() {
-        let r = Reference::parse("quay.io/app").unwrap();
-        let e = Session::new(&r, &[], None).err().unwrap().to_string();
-        assert!(e.contains("--insecure-registry quay.io"), "{e}");
+        let insecure = vec![
+            "registry.local:5000".to_string(),
+            "10.0.0.1".to_string(),
+            "127.0.0.1:5999".to_string(),
+        ];
+        let t = |h| transport(h, &insecure);
+        assert_eq!(t("registry.local:5000"), Transport::InsecureHttpsOrHttp);
+        assert_eq!(t("registry.local:5001"), Transport::Https);
+        assert_eq!(t("10.0.0.1:5000"), Transport::InsecureHttpsOrHttp);
+        assert_eq!(t("127.0.0.1:5999"), Transport::InsecureHttpsOrHttp);
+        assert_eq!(t("127.0.0.1:5998"), Transport::HttpOrHttps);
     }
 }

@@ -1,6 +1,6 @@
 //! A small blocking HTTP/1.1 client: what the distribution API needs and nothing more.
 //!
-//! Plain HTTP only (TLS is refused one level up, with a message that says what to do);
+//! Plain HTTP and HTTPS (through libssl, trusted as [`super::tls::Tls`] says);
 //! `Content-Length`, chunked and read-to-close bodies; keep-alive connections pooled per host;
 //! redirects followed for GET and HEAD (registries redirect blob downloads to storage), with the
 //! `Authorization` header dropped when the redirect leaves the host.
@@ -11,10 +11,14 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::tls::{Tls, TlsStream};
+
 const MAX_REDIRECTS: usize = 8;
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
+/// A server that takes the TLS hello for the start of something else may wait for more.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -125,9 +129,39 @@ pub enum Body<'a> {
     Reader(Box<dyn Read + 'a>, u64),
 }
 
-type Conn = BufReader<TcpStream>;
+/// A connection: plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
 
-/// Connections kept alive, by `host:port`.
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+type Conn = BufReader<Stream>;
+
+/// Connections kept alive, by `scheme://host:port`.
 #[derive(Default)]
 struct Pool {
     idle: Mutex<HashMap<String, Vec<Conn>>>,
@@ -147,9 +181,11 @@ impl Pool {
     }
 }
 
-#[derive(Clone, Default)]
+/// A client for one registry: its connections and how TLS is trusted for it.
+#[derive(Clone)]
 pub struct Client {
     pool: Arc<Pool>,
+    tls: Arc<Tls>,
 }
 
 impl std::fmt::Debug for Client {
@@ -355,34 +391,58 @@ impl Read for BodyReader {
     }
 }
 
-fn connect(url: &Url) -> io::Result<Conn> {
-    if url.scheme == Scheme::Https {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("{url}: https is not supported yet"),
-        ));
-    }
-    let host = url.host.trim_start_matches('[').trim_end_matches(']');
-    let mut last = None;
-    for addr in (host, url.port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                s.set_read_timeout(Some(IO_TIMEOUT))?;
-                s.set_write_timeout(Some(IO_TIMEOUT))?;
-                s.set_nodelay(true)?;
-                return Ok(BufReader::with_capacity(64 * 1024, s));
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, format!("{}: no address", url.host))
-    }))
+/// The pool key of `url`'s connections.
+fn pool_key(url: &Url) -> String {
+    format!("{:?}://{}", url.scheme, url.authority())
 }
 
 impl Client {
-    pub fn new() -> Client {
-        Client::default()
+    pub fn new(tls: Tls) -> Client {
+        Client {
+            pool: Arc::default(),
+            tls: Arc::new(tls),
+        }
+    }
+
+    /// Opens a connection to `url`'s host, with the TLS handshake for https. A failed
+    /// handshake is an [`io::Error`] wrapping a [`super::tls::TlsError`].
+    fn connect(&self, url: &Url) -> io::Result<Conn> {
+        let host = url.host.trim_start_matches('[').trim_end_matches(']');
+        let mut last = None;
+        for addr in (host, url.port).to_socket_addrs()? {
+            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(IO_TIMEOUT))?;
+                    s.set_write_timeout(Some(IO_TIMEOUT))?;
+                    s.set_nodelay(true)?;
+                    let stream = match url.scheme {
+                        Scheme::Http => Stream::Plain(s),
+                        Scheme::Https => {
+                            s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+                            let t = self
+                                .tls
+                                .connect(host, url.port, s)
+                                .map_err(io::Error::other)?;
+                            t.tcp().set_read_timeout(Some(IO_TIMEOUT))?;
+                            Stream::Tls(Box::new(t))
+                        }
+                    };
+                    return Ok(BufReader::with_capacity(64 * 1024, stream));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{}: no address", url.host))
+        }))
+    }
+
+    /// Connects to `url`'s host (the TLS handshake included) and keeps the connection for the
+    /// next request: tells whether the host answers on that scheme at all.
+    pub fn probe(&self, url: &Url) -> io::Result<()> {
+        let conn = self.connect(url)?;
+        self.pool.put(pool_key(url), conn);
+        Ok(())
     }
 
     /// Sends one request; follows redirects for GET and HEAD.
@@ -424,7 +484,7 @@ impl Client {
         headers: &[(&str, String)],
         body: &mut Body<'_>,
     ) -> io::Result<Response> {
-        let key = url.authority();
+        let key = pool_key(url);
         let resendable = !matches!(body, Body::Reader(..));
         // A pooled connection may have been closed by the server meanwhile: one retry on a
         // fresh connection when the body can be sent again.
@@ -435,7 +495,7 @@ impl Client {
                 }
             }
         }
-        self.exchange(connect(url)?, method, url, headers, body)
+        self.exchange(self.connect(url)?, method, url, headers, body)
     }
 
     fn exchange(
@@ -471,7 +531,7 @@ impl Client {
         }
         head.push_str("\r\n");
         {
-            let mut w = io::BufWriter::with_capacity(64 * 1024, conn.get_ref());
+            let mut w = io::BufWriter::with_capacity(64 * 1024, conn.get_mut());
             w.write_all(head.as_bytes())?;
             match body {
                 Body::Empty => {}
@@ -561,7 +621,7 @@ impl Client {
             framing,
             keep_alive,
             pool: self.pool.clone(),
-            key: url.authority(),
+            key: pool_key(url),
         };
         if matches!(body.framing, Framing::Length(0)) {
             body.finish();
@@ -579,6 +639,10 @@ impl Client {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    fn client() -> Client {
+        Client::new(Tls::for_registry("127.0.0.1", &[], true).unwrap())
+    }
 
     #[test]
     fn urls() {
@@ -650,7 +714,7 @@ mod tests {
             "HTTP/1.1 307 Temporary Redirect\r\nLocation: /moved\r\nContent-Length: 0\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
         ]);
-        let c = Client::new();
+        let c = client();
         let base = Url::parse(&format!("http://127.0.0.1:{port}/a")).unwrap();
         let mut r = c.request("GET", &base, &[], Body::Empty).unwrap();
         assert_eq!(r.read_body(100).unwrap(), b"hello");
@@ -689,7 +753,7 @@ mod tests {
             .into_boxed_str(),
         );
         let (reg, h1) = serve(vec![redirect]);
-        let c = Client::new();
+        let c = client();
         let u = Url::parse(&format!("http://127.0.0.1:{reg}/v2/a/blobs/x")).unwrap();
         let mut r = c
             .request(
@@ -713,7 +777,7 @@ mod tests {
         let (port, _h) = serve(vec![
             "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc",
         ]);
-        let c = Client::new();
+        let c = client();
         let u = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
         let mut r = c.request("GET", &u, &[], Body::Empty).unwrap();
         let e = r.read_body(100).unwrap_err();

@@ -1,7 +1,9 @@
 //! An OCI distribution (registry) client: pull into and push from a [`content::Store`].
 //!
-//! Blocking, with threads for parallel blobs. Plain HTTP for loopback registries and the ones
-//! listed as insecure; HTTPS is refused with an error that says so (no TLS stack is linked).
+//! Blocking, with threads for parallel blobs. HTTPS, as Docker does, verified against the system
+//! CAs and the registry's `certs.d` directory (see [`tls`]); loopback registries in plain HTTP
+//! unless their first answer shows they speak TLS; the ones listed as insecure in HTTPS
+//! unverified, or plain HTTP when they do not speak TLS.
 //! Authentication: anonymous, basic and bearer tokens (cached per scope); credentials come from
 //! the caller (see [`auth::lookup`] for the `docker login` style files).
 //!
@@ -30,8 +32,10 @@ mod http;
 mod pull;
 mod push;
 pub mod reference;
+pub mod tls;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use auth::Credentials;
@@ -66,8 +70,12 @@ pub enum Error {
         code: String,
         message: String,
     },
-    #[error("https registries are not supported yet: add --insecure-registry {host} to reach it over plain HTTP")]
-    HttpsUnsupported { host: String },
+    #[error("{reference}: {source}")]
+    Tls {
+        reference: String,
+        #[source]
+        source: tls::TlsError,
+    },
     #[error("{reference}: {url}: {source}")]
     Connection {
         reference: String,
@@ -121,8 +129,11 @@ pub type LayerHandler =
 pub struct PullOptions {
     /// The platform picked from an index (default linux/amd64).
     pub platform: Platform,
-    /// Registries spoken to in plain HTTP besides loopback ones (`host:port` or `host`).
+    /// Registries whose certificate is not verified and that may be spoken to in plain HTTP,
+    /// besides loopback ones (`host:port` or `host`).
     pub insecure: Vec<String>,
+    /// Roots of the per-registry certificate directories (`<root>/<host[:port]>/*.crt`).
+    pub certs_dirs: Vec<PathBuf>,
     pub credentials: Option<Credentials>,
     /// Blobs downloaded at once.
     pub parallel: usize,
@@ -134,6 +145,7 @@ impl std::fmt::Debug for PullOptions {
         f.debug_struct("PullOptions")
             .field("platform", &self.platform)
             .field("insecure", &self.insecure)
+            .field("certs_dirs", &self.certs_dirs)
             .field("credentials", &self.credentials)
             .field("parallel", &self.parallel)
             .field("on_layer", &self.on_layer.is_some())
@@ -146,6 +158,7 @@ impl Default for PullOptions {
         PullOptions {
             platform: default_platform(),
             insecure: Vec::new(),
+            certs_dirs: tls::default_certs_dirs(),
             credentials: None,
             parallel: 4,
             on_layer: None,
@@ -159,6 +172,7 @@ pub struct PushOptions {
     /// platform), the manifest of this platform is pushed alone under the tag, as Docker does.
     pub platform: Platform,
     pub insecure: Vec<String>,
+    pub certs_dirs: Vec<PathBuf>,
     pub credentials: Option<Credentials>,
     pub parallel: usize,
     /// Upload blobs in chunks of this many bytes (PATCH) instead of one PUT.
@@ -170,6 +184,7 @@ impl Default for PushOptions {
         PushOptions {
             platform: default_platform(),
             insecure: Vec::new(),
+            certs_dirs: tls::default_certs_dirs(),
             credentials: None,
             parallel: 4,
             chunk_size: None,
@@ -263,15 +278,22 @@ pub struct Pulled {
 }
 
 /// Checks `credentials` against `host`'s `/v2/` (basic or through its token server) without
-/// storing them. Store them afterwards with [`auth::ConfigFile`].
-pub fn login(host: &str, credentials: &Credentials, insecure: &[String]) -> Result<()> {
+/// storing them. Store them afterwards with [`auth::ConfigFile`]. `insecure` and `certs_dirs`
+/// as in [`PullOptions`].
+pub fn login(
+    host: &str,
+    credentials: &Credentials,
+    insecure: &[String],
+    certs_dirs: &[PathBuf],
+) -> Result<()> {
     let reference = Reference {
         registry: host.to_string(),
-        repository: "login".to_string(),
+        // No repository: errors name the registry alone.
+        repository: String::new(),
         tag: None,
         digest: None,
     };
-    let s = client::Session::new(&reference, insecure, Some(credentials.clone()))?;
+    let s = client::Session::new(&reference, insecure, certs_dirs, Some(credentials.clone()))?;
     let url = s.url("/v2/")?;
     let resp = s.request("GET", &url, &[], client::Source::Empty, &[])?;
     match resp.status {

@@ -343,7 +343,19 @@ impl<'a> Puller<'a> {
                         let _ = e;
                         continue;
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        // Bytes cut off by the network are kept for the next pull to resume;
+                        // an ingest that holds nothing, what a registry or disk error left, and
+                        // a download stopped by another blob's failure (the disk may be full)
+                        // go.
+                        let resumable = matches!(e, Error::Connection { .. });
+                        let held = w.offset();
+                        drop(w);
+                        if !(resumable && held > 0) {
+                            let _ = self.store.abort(&ingest);
+                        }
+                        return Err(e);
+                    }
                 }
             }
             w.commit(Some((digest, desc.size)), self.labels_for())
@@ -473,7 +485,12 @@ pub fn pull(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Pulled> {
     let r = Reference::parse(reference)?;
-    let s = Session::new(&r, &opts.insecure, opts.credentials.clone())?;
+    let s = Session::new(
+        &r,
+        &opts.insecure,
+        &opts.certs_dirs,
+        opts.credentials.clone(),
+    )?;
     let scopes = vec![scope_pull(&r.repository)];
     let p = Puller {
         s,

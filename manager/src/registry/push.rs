@@ -254,7 +254,12 @@ pub fn push(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<()> {
     let r = Reference::parse(reference)?;
-    let s = Session::new(&r, &opts.insecure, opts.credentials.clone())?;
+    let s = Session::new(
+        &r,
+        &opts.insecure,
+        &opts.certs_dirs,
+        opts.credentials.clone(),
+    )?;
     let p = Pusher {
         s,
         store,

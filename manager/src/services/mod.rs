@@ -13,18 +13,27 @@ use crate::oci::{Descriptor, Digest};
 mod content;
 mod events;
 mod images_svc;
+mod shim_events;
 mod snapshots;
 mod system;
 mod transfer;
 
 pub use system::DaemonInfo;
 
-/// Every service's method table, for `ttrpc::Server::register_service`.
+/// Every service's method table, for `ttrpc::Server::register_service`. `task_events` gets
+/// the task events shims forward (they are republished on the event stream either way).
 pub fn methods(
     svc: Arc<Service>,
     info: Arc<DaemonInfo>,
+    task_events: Option<crate::tasks::EventSink>,
 ) -> Vec<HashMap<String, Box<dyn ttrpc::MethodHandler + Send + Sync>>> {
     vec![
+        containerd_shim_protos::shim::events_ttrpc::create_events(Arc::new(
+            shim_events::ShimEvents {
+                svc: svc.clone(),
+                sink: task_events,
+            },
+        )),
         kapsel_proto::images_ttrpc::create_images(Arc::new(images_svc::Images(svc.clone()))),
         kapsel_proto::content_ttrpc::create_content(Arc::new(content::Content(svc.clone()))),
         kapsel_proto::transfer_ttrpc::create_transfer(Arc::new(transfer::Transfer(svc.clone()))),

@@ -115,6 +115,11 @@ impl kapsel_proto::system_ttrpc::System for System {
             content_root: svc.content_root.display().to_string(),
             backing_filesystem: backing_fs(sn.root()),
             insecure_registries: svc.insecure.clone(),
+            certs_dirs: svc
+                .certs_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             kernel,
             os: os_name(),

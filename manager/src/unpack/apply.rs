@@ -219,6 +219,22 @@ fn xattr_allowed(key: &[u8]) -> bool {
     !(key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay."))
 }
 
+/// Removes the xattrs of the existing directory `name` that a layer could have set and `keep`
+/// does not name. Overlay's own (opacity) and the host's SELinux label stay.
+fn drop_stale_xattrs(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    keep: &[(CString, Vec<u8>)],
+) -> io::Result<()> {
+    for (k, _) in sys::get_xattrs_at(dir, name)? {
+        let kb = k.to_bytes();
+        if xattr_allowed(kb) && kb != b"security.selinux" && !keep.iter().any(|(n, _)| *n == k) {
+            sys::remove_xattr_at(dir, name, &k)?;
+        }
+    }
+    Ok(())
+}
+
 impl Applier<'_> {
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>) -> Result<(), Error> {
         let raw = e.path().map_err(Error::Tar)?.into_owned();
@@ -342,7 +358,12 @@ impl Applier<'_> {
             EntryType::Directory => {
                 match sys::mkdir_at(pfd, &cn, 0o700) {
                     Ok(()) => {}
-                    Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
+                        // The entry is the directory's whole metadata (as overlayfs shows an
+                        // upper directory's own xattrs only): what it does not carry goes.
+                        drop_stale_xattrs(pfd, &cn, &meta.xattrs)
+                            .map_err(io_err("remove xattrs"))?;
+                    }
                     Err(err) => return Err(io_err("mkdir")(err)),
                 }
                 if make_opaque {

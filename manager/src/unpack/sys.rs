@@ -275,6 +275,12 @@ pub(crate) fn lset_xattr(path: &CStr, key: &CStr, value: &[u8]) -> io::Result<()
     })
 }
 
+pub(crate) fn remove_xattr_at(dir: BorrowedFd<'_>, name: &CStr, key: &CStr) -> io::Result<()> {
+    let p = fd_path(dir, name)?;
+    // SAFETY: valid NUL-terminated path and key.
+    cvt(unsafe { libc::lremovexattr(p.as_ptr(), key.as_ptr()) })
+}
+
 pub(crate) fn get_xattrs_at(
     dir: BorrowedFd<'_>,
     name: &CStr,

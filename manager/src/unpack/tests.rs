@@ -186,6 +186,20 @@ fn overlay_xattrs_from_a_layer_are_dropped() {
     assert!(xs.is_empty(), "overlay xattrs must not be applied: {xs:?}");
 }
 
+#[test]
+fn a_later_directory_entry_replaces_the_directory_xattrs() {
+    let t = tempfile::tempdir().unwrap();
+    let mut w = TarWriter::new();
+    w.dir("d", m(0o755).xattr("user.a", b"1").xattr("user.b", b"2"));
+    apply(t.path(), &w.finish()).unwrap();
+    let mut w = TarWriter::new();
+    w.dir("d", m(0o700).xattr("user.b", b"3"));
+    apply(t.path(), &w.finish()).unwrap();
+    let p = sys::cstring(&t.path().join("d")).unwrap();
+    let xs = sys::lget_xattrs(&p).unwrap();
+    assert_eq!(xs, [(c"user.b".to_owned(), b"3".to_vec())]);
+}
+
 /// A root directory with a canary file beside it, outside.
 struct Sandbox {
     _t: tempfile::TempDir,

@@ -157,6 +157,15 @@ fn setup(k: &dyn Kernel, a: &InitArgs) -> Result<PathBuf, InitError> {
     // sysctls go through /proc/sys, so before readonlyPaths make it read-only.
     set_uts_and_sysctl(k, spec)?;
     if new_mountns {
+        // A missing process.cwd is created (as runc does), inside the new root and before a
+        // read-only root is remounted; a relative or `..`-laden path cannot leave the root here.
+        let cwd = &spec.process().cwd;
+        if !cwd.as_os_str().is_empty() && cwd != Path::new("/") {
+            k.mkdir_all(cwd, 0o755).map_err(|source| InitError::Sys {
+                what: format!("create process.cwd {}", cwd.display()),
+                source,
+            })?;
+        }
         mounts::mask_and_protect(k, spec)?;
         mounts::finish_root(k, spec)?;
     }

@@ -601,20 +601,24 @@ fn real_kernel_enforces_the_rules() {
             "r /dev/null ok\nw /dev/null ok\nr /dev/zero ok\nr /dev/mem denied\n\
              r /dev/kmsg ok\nw /dev/kmsg denied\n"
         );
-        // mknod is checked too: a rule list without "m" refuses it (the runtime's lists always
-        // end with runc's "c *:* m", so this one is built without them).
-        let no_mknod = devices::parse(&[spec_rule(true, "c", -1, -1, "rw")]).unwrap()[..1].to_vec();
-        install(&bpf, &dir, &no_mknod).unwrap();
+        // mknod is checked too. First the positive control: the Docker list (it ends with runc's
+        // "c *:* m") lets mknod through, so a refusal below is the filter's and not, say, a
+        // read-only /tmp. Then a rule list without "m" refuses it with EPERM.
         let node =
             std::env::temp_dir().join(format!("kapsel-device-filter-{}", std::process::id()));
-        let out = sh_in(
-            &dir,
-            &format!(
-                "mknod {0} c 1 3 2>/dev/null && echo made || echo refused; rm -f {0}",
-                node.display()
-            ),
+        let try_mknod = format!(
+            "mknod {0} c 1 3 2>&1 && echo made; rm -f {0}",
+            node.display()
         );
-        assert_eq!(out, "refused\n");
+        install(&bpf, &dir, &parsed(&docker_default())).unwrap();
+        assert_eq!(sh_in(&dir, &try_mknod), "made\n");
+        let no_mknod = devices::parse(&[spec_rule(true, "c", -1, -1, "rw")]).unwrap()[..1].to_vec();
+        install(&bpf, &dir, &no_mknod).unwrap();
+        let out = sh_in(&dir, &try_mknod);
+        assert!(
+            out.contains("Operation not permitted") && !out.contains("made"),
+            "mknod under a filter without 'm': {out:?}"
+        );
         assert_eq!(attached().ids.len(), 1);
     });
     // The programs go with the cgroup.
