@@ -1,7 +1,7 @@
 //! `kapsel-logger` (manager/src/bin/kapsel-logger.rs) run by our shim, `containerd-shim-kapsel-v2`,
 //! through a `binary://` log URI: through containerd 1.6 (`ctr run --log-uri`) for both streams,
-//! rotation, bytes that are not UTF-8, 16 KiB partial lines and `wait_writer_done`; through the
-//! shim's task API directly for a terminal (ctr ignores `--log-uri` with `-t`).
+//! rotation, bytes that are not UTF-8, 16 KiB partial lines and `wait_writer_done`; through
+//! kapseld's shim client (`tasks::Shim`) for a terminal (ctr ignores `--log-uri` with `-t`).
 //!
 //! Binaries: `$KAPSEL_SHIM` / `$KAPSEL_LOGGER`, else `target/{release,debug}/...`.
 
@@ -9,13 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use containerd_shim_protos::api;
-use containerd_shim_protos::{ttrpc, Client, TaskClient};
 use kapsel_integration_tests::clients::{Containerd, BUSYBOX_IMAGE};
 use kapsel_integration_tests::env::repo_root;
 use kapsel_integration_tests::{pid_alive, require_program, require_root, unique, wait_until};
 use kapsel_integration_tests::{Cmd, Fixtures};
 use kapsel_manager::logs::{self, Entry, LogQuery, Stream, WriterOptions};
+use kapsel_manager::tasks;
 
 static DAEMON: Mutex<Option<Containerd>> = Mutex::new(None);
 
@@ -294,22 +293,16 @@ fn follow_ends_when_the_container_exited_and_the_logger_is_done() {
     });
 }
 
-fn ctx() -> ttrpc::context::Context {
-    ttrpc::context::with_timeout(30_000_000_000)
-}
-
 /// A terminal's output: only stdout, written as it comes (a prompt without a newline is in the
 /// log before the line ends), `\r\n` as the pty makes it.
 #[test]
 fn terminal_output_goes_to_stdout_as_it_comes() {
     require_root();
-    let shim = shim();
     let namespace = unique("klogs-ns");
     let id = unique("klogs-tty");
     let dir = tempdir();
     let bundle = dir.path().join("bundle");
     std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
-    std::fs::write(bundle.join("log"), "").unwrap();
     Cmd::new(kapsel_integration_tests::env::runtime_binary())
         .arg("spec")
         .current_dir(&bundle)
@@ -327,64 +320,34 @@ fn terminal_output_goes_to_stdout_as_it_comes() {
     config["linux"]["cgroupsPath"] = serde_json::json!(format!("/{namespace}/{id}"));
     std::fs::write(&config_path, config.to_string()).unwrap();
 
-    let fake = bundle.join("no-containerd.sock");
-    let address = Cmd::new(&shim)
-        .args(["-namespace", &namespace, "-address"])
-        .arg(&fake)
-        .args(["-id", &id, "start"])
-        .env("TTRPC_ADDRESS", format!("{}.ttrpc", fake.display()))
-        .current_dir(&bundle)
-        .timeout(Duration::from_secs(30))
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
-    let shim_pid: i32 = std::fs::read_to_string(bundle.join("shim.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let client = TaskClient::new(Client::connect(&address).unwrap());
+    // kapseld's own shim client; no daemon listens for the events (the shim retries them).
+    let spec = tasks::ShimSpec {
+        id: id.clone(),
+        namespace: namespace.clone(),
+        bundle: bundle.clone(),
+        runtime_binary: Some(kapsel_integration_tests::env::runtime_binary()),
+        shim_binary: PathBuf::from(shim()),
+        daemon_address: dir.path().join("no-kapseld.sock"),
+    };
+    let shim = tasks::start_shim(&spec).expect("start the shim");
+    let shim_pid = shim.connect_info().unwrap().0 as i32;
     let log = dir.path().join("t-json.log");
-    let bind = api::Mount {
-        type_: "bind".into(),
+    let bind = kapsel_manager::snapshots::Mount {
+        kind: "bind".into(),
         source: Fixtures::get().rootfs().display().to_string(),
+        target: None,
         options: vec!["rbind".into(), "ro".into()],
+    };
+    let stdio = tasks::Stdio {
+        stdout: logs::logger_uri(&logger(), &log, WriterOptions::default(), true),
+        terminal: true,
         ..Default::default()
     };
-    let uri = logs::logger_uri(&logger(), &log, WriterOptions::default(), true);
-    let created = client.create(
-        ctx(),
-        &api::CreateTaskRequest {
-            id: id.clone(),
-            bundle: bundle.display().to_string(),
-            rootfs: vec![bind],
-            terminal: true,
-            stdout: uri,
-            ..Default::default()
-        },
-    );
+    let created = shim.create(vec![bind], &stdio);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         created.expect("create with a terminal and the logger");
-        client
-            .start(
-                ctx(),
-                &api::StartRequest {
-                    id: id.clone(),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        let waited = client
-            .wait(
-                ctx(),
-                &api::WaitRequest {
-                    id: id.clone(),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        assert_eq!(waited.exit_status, 0);
+        shim.start(None).unwrap();
+        assert_eq!(shim.wait(None).unwrap().exit_status, 0);
         assert!(logs::wait_writer_done(&log, Duration::from_secs(10)));
         let all = entries(&log);
         assert!(all.iter().all(|e| e.stream == Stream::Stdout), "{all:?}");
@@ -404,20 +367,8 @@ fn terminal_output_goes_to_stdout_as_it_comes() {
             done.time
         );
     }));
-    let _ = client.delete(
-        ctx(),
-        &api::DeleteRequest {
-            id: id.clone(),
-            ..Default::default()
-        },
-    );
-    let _ = client.shutdown(
-        ctx(),
-        &api::ShutdownRequest {
-            id: id.clone(),
-            ..Default::default()
-        },
-    );
+    let _ = shim.delete(None);
+    let _ = shim.shutdown(false);
     assert!(
         wait_until(Duration::from_secs(10), || !pid_alive(shim_pid)),
         "shim {shim_pid} still running after Shutdown"
