@@ -14,6 +14,7 @@ pub mod events;
 pub mod gc;
 pub mod images;
 pub mod log;
+pub mod logs;
 pub mod metadata;
 pub mod oci;
 pub mod registry;

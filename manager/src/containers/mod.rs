@@ -24,7 +24,6 @@ use crate::metadata::{self, ContainerRecord, ContainerStatus};
 use crate::snapshots;
 
 pub mod options;
-mod pending;
 pub mod restart;
 pub mod seccomp_default;
 mod service;

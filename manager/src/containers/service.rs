@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::pending::logs;
 use super::restart;
 use super::RestartPolicy as Policy;
 use super::{io_err, Error, Paths, Result};
 use super::{spec, RunOptions};
 use crate::images::{self, namespace, Service};
+use crate::logs;
 use crate::metadata::{now_nanos, ContainerRecord, ContainerState, ContainerStatus};
 use crate::tasks;
 use crate::tasks::{Shim, ShimSpec};
