@@ -230,6 +230,11 @@ fn run_ps_logs_exec_stop_rm_as_docker_does() {
         .fails();
     assert_eq!(out.exit_code(), 125, "{out}");
     assert!(out.stderr.contains("/nonexistent-kctr"), "{out}");
+    // --network none (the default): a namespace of its own, with lo up as Docker has it.
+    let out = k.ok(&["run", "--rm", "busybox", "ip", "link", "show", "lo"]);
+    assert!(out.stdout.contains("<LOOPBACK,UP,LOWER_UP>"), "{out}");
+    let out = k.ok(&["run", "--rm", "busybox", "ls", "/sys/class/net"]);
+    assert_eq!(out.stdout, "lo\n", "{out}");
     // Nothing of those is left.
     assert_eq!(k.ok(&["ps", "-aq"]).stdout, "");
 

@@ -23,6 +23,7 @@ use crate::images::{self, code};
 use crate::metadata::{self, ContainerRecord, ContainerStatus};
 use crate::snapshots;
 
+mod loopback;
 pub mod options;
 pub mod restart;
 pub mod seccomp_default;

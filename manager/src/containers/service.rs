@@ -516,7 +516,17 @@ impl Containers {
         let created = shim
             .create(mounts, &stdio)
             .map_err(task_err(id, "creating the task"))
-            .and_then(|_| shim.start(None).map_err(task_err(id, "starting the task")));
+            .and_then(|pid| {
+                if opts.network == super::NetworkMode::None {
+                    // Docker's `none`: its own namespace with `lo` up.
+                    super::loopback::up_in(pid).map_err(|e| Error::Task {
+                        id: id.to_string(),
+                        what: "bringing lo up in the container's network namespace",
+                        detail: e.to_string(),
+                    })?;
+                }
+                shim.start(None).map_err(task_err(id, "starting the task"))
+            });
         let pid = match created {
             Ok(pid) => pid,
             Err(e) => {
