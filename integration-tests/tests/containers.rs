@@ -193,6 +193,13 @@ fn memory_limit_of(pid: i64) -> u64 {
         .unwrap()
 }
 
+/// Snapshots of the overlay snapshotter (committed image layers and active container ones).
+fn snapshots(k: &Kapseld) -> usize {
+    std::fs::read_dir(k.dir.join("root/snapshots/overlayfs/snapshots"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 #[test]
 fn run_ps_logs_exec_stop_rm_as_docker_does() {
     let k = Kapseld::start();
@@ -239,6 +246,7 @@ fn run_ps_logs_exec_stop_rm_as_docker_does() {
     assert_eq!(k.ok(&["ps", "-aq"]).stdout, "");
 
     // A detached container with a memory limit.
+    let snapshots_before = snapshots(&k);
     let id = k
         .ok(&[
             "run",
@@ -313,14 +321,7 @@ fn run_ps_logs_exec_stop_rm_as_docker_does() {
     let root = k.dir.join("root");
     assert!(!root.join("containers").join(&id).exists());
     assert!(!k.dir.join("state/tasks/default").join(&id).exists());
-    assert!(
-        !root.join("snapshots/overlayfs").exists() || {
-            let meta = std::fs::read_dir(root.join("snapshots/overlayfs/snapshots"))
-                .map(|d| d.count())
-                .unwrap_or(0);
-            meta == 1
-        }
-    );
+    assert_eq!(snapshots(&k), snapshots_before);
     let out = k.kapsel(&["logs", "web"]).fails();
     assert!(out.stderr.contains("no such container: web"), "{out}");
 }
@@ -468,4 +469,70 @@ fn interactive_sessions_through_a_pty() {
         .ok();
     assert_eq!(out.stdout, "line\ndone\n", "{out}");
     k.ok(&["rm", "-f", "it1"]);
+}
+
+#[test]
+fn fifty_containers_at_once_leave_nothing_behind() {
+    let k = Kapseld::start();
+    k.load_busybox();
+    let before = snapshots(&k);
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..50)
+            .map(|i| {
+                let k = &k;
+                s.spawn(move || {
+                    let name = format!("many{i}");
+                    k.ok(&["run", "-d", "--name", &name, "busybox", "sleep", "1000"])
+                        .stdout
+                        .trim()
+                        .to_string()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let ps = k.ok(&["ps", "-q"]);
+    assert_eq!(ps.stdout.lines().count(), 50, "{ps}");
+    let mut args = vec!["rm", "-f"];
+    args.extend(ids.iter().map(String::as_str));
+    k.ok(&args);
+    assert_eq!(k.ok(&["ps", "-aq"]).stdout, "");
+    assert_eq!(snapshots(&k), before);
+    let listing = |p: &str| {
+        std::fs::read_dir(k.dir.join(p))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(listing("root/containers"), 0);
+    assert_eq!(listing("state/tasks/default"), 0);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&k.dir.display().to_string()),
+        "mounts left under {}",
+        k.dir.display()
+    );
+    for id in &ids {
+        assert!(
+            !Path::new("/sys/fs/cgroup/pids/kapsel").join(id).exists(),
+            "cgroup of {id} left"
+        );
+    }
+    // No shim of this daemon is left (they were told to exit when their task went).
+    wait_for("the shims to exit", Duration::from_secs(10), || {
+        let sock = k.sock.display().to_string();
+        !std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                        // The shim itself, not kapseld (whose --shim names it).
+                        let program = c.split(' ').next().unwrap_or("");
+                        program.ends_with("containerd-shim-kapsel-v2") && c.contains(&sock)
+                    })
+                    .unwrap_or(false)
+                    && alive(e.file_name().to_string_lossy().parse().unwrap_or(0))
+            })
+    });
 }
