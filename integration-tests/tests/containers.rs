@@ -162,6 +162,7 @@ impl Drop for Kapseld {
         if std::thread::panicking() {
             eprintln!("---- kapseld log ({})\n{}", self.dir.display(), self.log());
         }
+        kapsel_integration_tests::daemon::remove_tree(&self.dir);
     }
 }
 
