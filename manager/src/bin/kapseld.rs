@@ -42,6 +42,7 @@ struct Args {
 }
 
 fn main() {
+    limit_malloc_arenas();
     let a = Args::parse();
     let Some(level) = kapsel_manager::log::parse_level(&a.log_level) else {
         eprintln!(
@@ -80,5 +81,20 @@ fn main() {
     if let Err(e) = kapsel_manager::daemon::run(cfg) {
         eprintln!("kapseld: {e}");
         std::process::exit(1);
+    }
+}
+
+/// kapseld keeps a few threads per running container (its shim connection, the exit waiter):
+/// glibc would give each thread its own malloc arena, which with 50 containers grew the daemon
+/// from 21 MB to 102 MB of RSS. Two arenas serve its allocation pattern (bursts in pulls,
+/// little elsewhere). `MALLOC_ARENA_MAX` in the environment still wins.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only tunes glibc's allocator and is called before any other thread
+        // exists; a refusal (return 0) leaves the default, which is still correct.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
     }
 }
