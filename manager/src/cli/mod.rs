@@ -230,7 +230,14 @@ struct EventsArgs {
 
 /// Runs the CLI; returns the exit status.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    // Docker's CLI exits 125 on a flag it cannot parse (clap's default is 2).
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 125 } else { 0 };
+        }
+    };
     let connect = || Conn::connect(&cli.address, &cli.namespace);
     match cli.cmd {
         Cmd::Containers(c) => return containers::main(connect(), c),
