@@ -604,6 +604,13 @@ impl Containers {
         if let Err(e) = task.shim.shutdown(false) {
             tracing::debug!(id, "shim shutdown: {e}");
         }
+        // A restart right after must not find this shim still serving on the task's socket.
+        if !task.shim.wait_gone(SHIM_EXIT) {
+            tracing::warn!(
+                id,
+                "the shim still accepts calls {SHIM_EXIT:?} after its shutdown"
+            );
+        }
         task.stdin.lock().expect("stdin lock").take();
         self.tasks.lock().expect("tasks lock").remove(key);
         tracing::debug!(id, "task deleted, shim told to stop");
@@ -1032,6 +1039,14 @@ impl Containers {
         if o.args.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()));
         }
+        // The user first: nothing is made for an exec that cannot run.
+        let user = match o.user.as_str() {
+            "" => None,
+            u => Some(exec_user(
+                &self.paths.bundle(ns, &rec.id).join("rootfs"),
+                u,
+            )?),
+        };
         let exec_id = format!("exec-{}", crate::unpack::random_hex());
         let dir = self.paths.fifo_dir(&rec.id);
         std::fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
@@ -1072,8 +1087,8 @@ impl Containers {
             }
             process["env"] = serde_json::json!(env);
         }
-        if !o.user.is_empty() {
-            process["user"] = exec_user(&o.user)?;
+        if let Some(user) = user {
+            process["user"] = user;
         }
         if o.privileged {
             if let Some(all) = rec.spec.pointer("/process/capabilities/bounding") {
@@ -1571,6 +1586,9 @@ impl Containers {
     }
 }
 
+/// How long a shim told to exit may take to close its socket.
+const SHIM_EXIT: Duration = Duration::from_secs(5);
+
 /// Log rotation of every container: 10 MB, 5 files (a container's logs never fill the disk;
 /// Docker's json-file default has no limit).
 const LOG_MAX_SIZE: u64 = 10_000_000;
@@ -1592,27 +1610,16 @@ pub fn exit_code_for_start_error(msg: &str) -> i32 {
     }
 }
 
-/// An exec's `-u`: `uid[:gid]` numbers (names need the image's passwd: resolved by the spec
-/// code).
-fn exec_user(u: &str) -> Result<serde_json::Value> {
-    let (user, group) = match u.split_once(':') {
-        Some((a, b)) => (a, Some(b)),
-        None => (u, None),
-    };
-    let uid: u32 = user.parse().map_err(|_| {
-        Error::InvalidArgument(format!(
-            "exec -u {u:?}: only numeric uid[:gid] is supported for exec"
-        ))
-    })?;
-    let gid: u32 = match group {
-        Some(g) => g.parse().map_err(|_| {
-            Error::InvalidArgument(format!(
-                "exec -u {u:?}: only numeric uid[:gid] is supported for exec"
-            ))
-        })?,
-        None => uid,
-    };
-    Ok(serde_json::json!({"uid": uid, "gid": gid}))
+/// An exec's `-u` (`name`, `uid`, `name:group`, `uid:gid`, ...) resolved as `docker exec` does:
+/// against the passwd and group files of the running container's rootfs.
+fn exec_user(rootfs: &Path, u: &str) -> Result<serde_json::Value> {
+    let user = super::user::resolve(rootfs, u)
+        .map_err(|e| Error::InvalidArgument(format!("exec -u {u:?}: {e}")))?;
+    Ok(serde_json::json!({
+        "uid": user.uid,
+        "gid": user.gid,
+        "additionalGids": user.additional_gids,
+    }))
 }
 
 /// `ps` output filtered to `pids` (its PID column).
@@ -1704,15 +1711,25 @@ mod tests {
     }
 
     #[test]
-    fn exec_users_are_numeric() {
+    fn exec_users_resolve_in_the_rootfs() {
+        let dir = std::env::temp_dir().join(format!("kgaps-exec-user-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("etc/group"), "root:x:0:\nstaff:x:50:nobody\n").unwrap();
         assert_eq!(
-            exec_user("1000:50").unwrap(),
-            serde_json::json!({"uid": 1000, "gid": 50})
+            exec_user(&dir, "1000:50").unwrap(),
+            serde_json::json!({"uid": 1000, "gid": 50, "additionalGids": [50]})
         );
         assert_eq!(
-            exec_user("7").unwrap(),
-            serde_json::json!({"uid": 7, "gid": 7})
+            exec_user(&dir, "nobody").unwrap(),
+            serde_json::json!({"uid": 65534, "gid": 65534, "additionalGids": [65534, 50]})
         );
-        assert!(exec_user("nobody").is_err());
+        let e = exec_user(&dir, "nosuch").unwrap_err().to_string();
+        assert!(e.contains("unable to find user nosuch"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

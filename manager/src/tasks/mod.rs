@@ -8,7 +8,7 @@
 //! [`Shim`] is synchronous; [`Shim::wait`] blocks until the process exits, so call it from a
 //! thread of its own. Every call but `wait` has a deadline ([`CALL_TIMEOUT`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as ProcStdio};
 use std::time::{Duration, SystemTime};
 
@@ -663,6 +663,27 @@ impl Shim {
                 ..
             }) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    /// After [`Shim::shutdown`]: waits until nothing accepts on the shim's socket any more, so
+    /// that a new `shim start` for the same task (a restart) binds a fresh shim instead of
+    /// finding the exiting one there. False when it still accepts after `timeout`.
+    pub fn wait_gone(&self, timeout: Duration) -> bool {
+        let path = Path::new(
+            self.address
+                .strip_prefix("unix://")
+                .unwrap_or(&self.address),
+        );
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if std::os::unix::net::UnixStream::connect(path).is_err() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
