@@ -173,23 +173,30 @@ fn alive(pid: i32) -> bool {
         .is_some_and(|r| !r.starts_with('Z'))
 }
 
-/// The memory cgroup (v1) file of a process.
-fn memory_limit_of(pid: i64) -> u64 {
+/// A file of a process's v1 cgroup of `controller`, trimmed.
+fn cgroup_file(pid: i64, controller: &str, name: &str) -> String {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let path = cg
         .lines()
         .find_map(|l| {
             let mut f = l.splitn(3, ':');
             let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
-            (ctrl.split(',').any(|c| c == "memory")).then(|| path.to_string())
+            (ctrl.split(',').any(|c| c == controller)).then(|| path.to_string())
         })
-        .expect("a memory cgroup");
-    let file = Path::new("/sys/fs/cgroup/memory")
+        .unwrap_or_else(|| panic!("a {controller} cgroup for {pid}"));
+    let file = Path::new("/sys/fs/cgroup")
+        .join(controller)
         .join(path.trim_start_matches('/'))
-        .join("memory.limit_in_bytes");
+        .join(name);
     std::fs::read_to_string(&file)
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
         .trim()
+        .to_string()
+}
+
+/// The memory cgroup (v1) limit of a process.
+fn memory_limit_of(pid: i64) -> u64 {
+    cgroup_file(pid, "memory", "memory.limit_in_bytes")
         .parse()
         .unwrap()
 }
@@ -536,4 +543,403 @@ fn fifty_containers_at_once_leave_nothing_behind() {
                     && alive(e.file_name().to_string_lossy().parse().unwrap_or(0))
             })
     });
+}
+
+/// The container's main pid, as `inspect` shows it.
+fn pid_of(k: &Kapseld, c: &str) -> i64 {
+    k.inspect(c)["State"]["Pid"].as_i64().unwrap()
+}
+
+/// A one-file image loaded from an OCI archive whose index names nothing: a dangling image.
+fn load_dangling_image(k: &Kapseld) {
+    use kapsel_integration_tests::kapseld::{tar_layer, write_image};
+    let layout = k.dir.join("dangling-layout");
+    let tree = k.dir.join("dangling-tree");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("kgaps-dangling"), "x").unwrap();
+    let layer = tar_layer(&layout, &tree, false);
+    write_image(&layout, &[layer], "kgaps-dangling:v1");
+    // No name: drop the index's annotations.
+    let index = layout.join("index.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+    v["manifests"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    std::fs::write(&index, serde_json::to_vec(&v).unwrap()).unwrap();
+    let archive = k.dir.join("dangling.tar");
+    Cmd::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&layout)
+        .args(["oci-layout", "index.json", "blobs"])
+        .ok();
+    k.ok(&["load", "-i", &archive.display().to_string()]);
+}
+
+#[test]
+fn stats_update_pause_rename_logs_exec_kill_and_prune() {
+    let k = Kapseld::start();
+    k.load_busybox();
+    let id = k
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "kg1",
+            "-m",
+            "32m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "50",
+            "busybox",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5; do echo line$i; done; exec sleep 1000",
+        ])
+        .stdout
+        .trim()
+        .to_string();
+    let pid = pid_of(&k, "kg1");
+
+    // stats: the container's cgroup figures, as a table and as JSON.
+    let out = k.ok(&["stats", "--no-stream", "kg1"]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("CONTAINER ID   NAME"), "{out}");
+    assert!(lines[1].starts_with(&id[..12]), "{out}");
+    assert!(lines[1].contains(" kg1 "), "{out}");
+    assert!(lines[1].contains("/ 32MiB"), "{out}");
+    assert!(lines[1].ends_with(" 1"), "one process: {out}");
+    let out = k.ok(&["stats", "--no-stream", "--format", "json", "kg1"]);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v["name"], "kg1", "{v}");
+    assert_eq!(v["memory"]["limit"], 32 << 20, "{v}");
+    let usage = v["memory"]["usage"].as_u64().unwrap();
+    assert!(usage > 0 && usage < 32 << 20, "{v}");
+    assert_eq!(v["pids"]["current"], 1, "{v}");
+    assert_eq!(v["pids"]["limit"], 50, "{v}");
+    assert!(v["cpu"]["total_ns"].as_u64().unwrap() > 0, "{v}");
+
+    // update: new limits in the container's v1 cgroup and in inspect.
+    assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_quota_us"), "50000");
+    k.ok(&[
+        "update",
+        "-m",
+        "64m",
+        "--cpus",
+        "1.5",
+        "--pids-limit",
+        "80",
+        "kg1",
+    ]);
+    assert_eq!(memory_limit_of(pid), 64 << 20);
+    assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_quota_us"), "150000");
+    assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_period_us"), "100000");
+    assert_eq!(cgroup_file(pid, "pids", "pids.max"), "80");
+    let info = k.inspect("kg1");
+    assert_eq!(info["HostConfig"]["Memory"], 64 << 20, "{info}");
+    assert_eq!(info["HostConfig"]["PidsLimit"], 80, "{info}");
+    let out = k.kapsel(&["update", "--cpus", "lots", "kg1"]).fails();
+    assert!(out.stderr.contains("--cpus"), "{out}");
+
+    // pause / unpause: the freezer cgroup, ps, and exec refused while paused.
+    k.ok(&["pause", "kg1"]);
+    assert_eq!(cgroup_file(pid, "freezer", "freezer.state"), "FROZEN");
+    let ps = k.ok(&["ps"]);
+    assert!(ps.stdout.contains("(Paused)"), "{ps}");
+    assert_eq!(k.inspect("kg1")["State"]["Status"], "paused");
+    let out = k.kapsel(&["exec", "kg1", "true"]).fails();
+    assert!(out.stderr.contains("paused"), "{out}");
+    k.ok(&["unpause", "kg1"]);
+    assert_eq!(cgroup_file(pid, "freezer", "freezer.state"), "THAWED");
+    let ps = k.ok(&["ps"]);
+    assert!(!ps.stdout.contains("Paused"), "{ps}");
+    assert_eq!(k.inspect("kg1")["State"]["Status"], "running");
+
+    // top.
+    let top = k.ok(&["top", "kg1"]);
+    assert!(top.stdout.lines().next().unwrap().contains("PID"), "{top}");
+    assert!(top.stdout.contains("sleep 1000"), "{top}");
+    assert!(top.stdout.contains(&pid.to_string()), "{top}");
+
+    // rename: the new name works, the old is gone, a name in use is refused.
+    k.ok(&["rename", "kg1", "kg2"]);
+    assert_eq!(k.inspect("kg2")["Id"], id.as_str());
+    assert_eq!(k.inspect("kg2")["Name"], "/kg2");
+    let out = k.kapsel(&["top", "kg1"]).fails();
+    assert!(out.stderr.contains("no such container: kg1"), "{out}");
+    k.ok(&["create", "--name", "kg3", "busybox", "true"]);
+    let out = k.kapsel(&["rename", "kg3", "kg2"]).fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    assert!(out.stderr.contains("\"/kg2\" is already in use"), "{out}");
+    assert!(k.ok(&["ps", "-a"]).stdout.contains(" kg3\n"));
+
+    // logs --tail, -t, --since.
+    wait_for("five log lines", Duration::from_secs(10), || {
+        k.ok(&["logs", "kg2"]).stdout.lines().count() == 5
+    });
+    assert_eq!(
+        k.ok(&["logs", "--tail", "2", "kg2"]).stdout,
+        "line4\nline5\n"
+    );
+    assert_eq!(k.ok(&["logs", "--tail", "0", "kg2"]).stdout, "");
+    let out = k.ok(&["logs", "-t", "--tail", "1", "kg2"]);
+    let (ts, line) = out.stdout.trim_end().split_once(' ').unwrap();
+    assert_eq!(line, "line5", "{out}");
+    assert!(
+        ts.starts_with("20") && ts.ends_with('Z') && ts.contains('T'),
+        "{out}"
+    );
+    assert_eq!(
+        k.ok(&["logs", "--since", "10m", "kg2"])
+            .stdout
+            .lines()
+            .count(),
+        5
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    assert_eq!(k.ok(&["logs", "--since", &now, "kg2"]).stdout, "");
+    let out = k.kapsel(&["logs", "--tail", "some", "kg2"]).fails();
+    assert!(out.stderr.contains("--tail"), "{out}");
+
+    // exec -e / -u / -w.
+    let out = k.ok(&[
+        "exec",
+        "-e",
+        "KG=gaps",
+        "-u",
+        "1000:1001",
+        "-w",
+        "/tmp",
+        "kg2",
+        "sh",
+        "-c",
+        "echo $KG $(id -u):$(id -g) $(pwd)",
+    ]);
+    assert_eq!(out.stdout, "gaps 1000:1001 /tmp\n", "{out}");
+    let out = k.ok(&["exec", "-u", "nobody", "kg2", "id", "-un"]);
+    assert_eq!(out.stdout, "nobody\n", "{out}");
+    let out = k
+        .kapsel(&["exec", "-u", "nosuchuser", "kg2", "true"])
+        .fails();
+    assert!(out.stderr.contains("nosuchuser"), "{out}");
+
+    // restart: a new process, the old one gone, the output again.
+    k.ok(&["restart", "-t", "1", "kg2"]);
+    let pid2 = pid_of(&k, "kg2");
+    assert_ne!(pid2, pid);
+    assert!(!alive(pid as i32));
+    assert_eq!(k.inspect("kg2")["State"]["Status"], "running");
+    wait_for("the output twice", Duration::from_secs(10), || {
+        k.ok(&["logs", "kg2"]).stdout.lines().count() == 10
+    });
+
+    // kill -s: the container's trap sees the signal; wait prints its exit code.
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "kgk",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-usr1; exit 9' USR1; echo ready; while true; do sleep 0.1; done",
+    ]);
+    wait_for("the trap set", Duration::from_secs(10), || {
+        k.ok(&["logs", "kgk"]).stdout == "ready\n"
+    });
+    k.ok(&["kill", "-s", "USR1", "kgk"]);
+    assert_eq!(k.ok(&["wait", "kgk"]).stdout, "9\n");
+    assert_eq!(k.ok(&["logs", "kgk"]).stdout, "ready\ngot-usr1\n");
+    let out = k.kapsel(&["kill", "-s", "NOSUCHSIG", "kg2"]).fails();
+    assert!(out.stderr.contains("NOSUCHSIG"), "{out}");
+    let out = k.kapsel(&["exec", "kgk", "true"]).fails();
+    assert!(out.stderr.contains("is not running"), "{out}");
+    let out = k.kapsel(&["wait", "nosuch"]).fails();
+    assert!(out.stderr.contains("no such container: nosuch"), "{out}");
+
+    // Bad input leaves nothing behind.
+    let before = k.ok(&["ps", "-aq", "--no-trunc"]).stdout;
+    let containers_before = std::fs::read_dir(k.dir.join("root/containers"))
+        .unwrap()
+        .count();
+    for (args, needle) in [
+        (vec!["--cpus", "lots"], "--cpus"),
+        (vec!["--cpus", "0"], "--cpus"),
+        (vec!["--memory=-5m"], "--memory"),
+        (vec!["-m", "1k"], "minimum memory limit is 6 MiB"),
+        (vec!["--cpus", "64"], "the number of CPUs of this host"),
+        (vec!["--nosuchflag"], "--nosuchflag"),
+        (
+            vec!["-v", "/nonexistent-kgaps/x:/x"],
+            "/nonexistent-kgaps/x",
+        ),
+    ] {
+        let mut a = vec!["run", "--name", "kgbad"];
+        a.extend(args);
+        a.extend(["busybox", "true"]);
+        let out = k.kapsel(&a).fails();
+        assert_eq!(out.exit_code(), 125, "{out}");
+        assert!(out.stderr.contains(needle), "{out}");
+        assert_eq!(k.ok(&["ps", "-aq", "--no-trunc"]).stdout, before);
+        assert_eq!(
+            std::fs::read_dir(k.dir.join("root/containers"))
+                .unwrap()
+                .count(),
+            containers_before
+        );
+    }
+
+    // container prune: the stopped ones (kg3 created, kgk exited) go, the running one stays.
+    let kgk = k.inspect("kgk")["Id"].as_str().unwrap().to_string();
+    let out = k.ok(&["container", "prune", "-f"]);
+    assert!(out.stdout.starts_with("Deleted Containers:\n"), "{out}");
+    assert!(out.stdout.contains(&kgk), "{out}");
+    let ps = k.ok(&["ps", "-a", "--format", "json"]);
+    assert_eq!(ps.stdout.lines().count(), 1, "{ps}");
+    assert!(ps.stdout.contains("\"kg2\""), "{ps}");
+
+    // system prune: stopped containers and dangling images; busybox (named) stays.
+    load_dangling_image(&k);
+    let images = k.ok(&["images"]);
+    assert!(images.stdout.contains("<none>"), "{images}");
+    k.ok(&["run", "--name", "kgdone", "busybox", "true"]);
+    let out = k.ok(&["system", "prune", "-f"]);
+    assert!(out.stdout.contains("Deleted Containers:"), "{out}");
+    assert!(out.stdout.contains("Deleted Images:"), "{out}");
+    let images = k.ok(&["images"]);
+    assert!(!images.stdout.contains("<none>"), "{images}");
+    assert!(images.stdout.contains("busybox"), "{images}");
+    let ps = k.ok(&["ps", "-a"]);
+    assert!(!ps.stdout.contains("kgdone"), "{ps}");
+    assert!(ps.stdout.contains("kg2"), "{ps}");
+    assert_eq!(k.inspect("kg2")["State"]["Status"], "running");
+    k.ok(&["rm", "-f", "kg2"]);
+    assert!(!k.log().contains("panicked"));
+}
+
+#[test]
+fn restart_policies_across_a_kapseld_restart_and_events() {
+    let mut k = Kapseld::start();
+    k.load_busybox();
+
+    // Events: a container's create, start, exit and delete, and its task's.
+    let mut events = std::process::Command::new(bin("kapsel"))
+        .arg("--address")
+        .arg(&k.sock)
+        .args(["events", "--topic", "/containers/", "--topic", "/tasks/"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let id = k
+        .ok(&["run", "-d", "--name", "kgev", "busybox", "true"])
+        .stdout
+        .trim()
+        .to_string();
+    k.ok(&["wait", "kgev"]);
+    k.ok(&["rm", "kgev"]);
+    std::thread::sleep(Duration::from_millis(500));
+    events.kill().unwrap();
+    let out = events.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    let topics: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(&id))
+        .filter_map(|l| l.split(' ').nth(2))
+        .collect();
+    for t in [
+        "/containers/create",
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+        "/containers/delete",
+    ] {
+        assert!(topics.contains(&t), "{t} missing in {topics:?}\n{out}");
+    }
+    let pos = |t: &str| topics.iter().position(|x| *x == t).unwrap();
+    assert!(
+        pos("/containers/create") < pos("/tasks/start"),
+        "{topics:?}"
+    );
+    assert!(pos("/tasks/start") < pos("/tasks/exit"), "{topics:?}");
+    assert!(pos("/tasks/exit") < pos("/containers/delete"), "{topics:?}");
+
+    // Restart policies across a kapseld restart.
+    let sleeper = |name: &str, policy: &str| {
+        k.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart",
+            policy,
+            "busybox",
+            "sleep",
+            "1000",
+        ]);
+    };
+    sleeper("kgalways", "always");
+    sleeper("kgunless", "unless-stopped");
+    sleeper("kgno", "no");
+    sleeper("kgalways-stopped", "always");
+    sleeper("kgunless-stopped", "unless-stopped");
+    k.ok(&["stop", "-t", "1", "kgalways-stopped", "kgunless-stopped"]);
+    // A user stop is not restarted while kapseld runs.
+    std::thread::sleep(Duration::from_secs(1));
+    for c in ["kgalways-stopped", "kgunless-stopped"] {
+        assert_eq!(k.inspect(c)["State"]["Status"], "exited", "{c}");
+    }
+    let pids: Vec<(&str, i64)> = ["kgalways", "kgunless", "kgno"]
+        .into_iter()
+        .map(|c| (c, pid_of(&k, c)))
+        .collect();
+    // kapseld goes away; the running containers die meanwhile.
+    let daemon = k.pid();
+    k.signal(libc::SIGTERM);
+    wait_for("kapseld gone", Duration::from_secs(20), || !alive(daemon));
+    for (c, pid) in &pids {
+        // SAFETY: kill(2) on the container's main process, read from inspect.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        wait_for(c, Duration::from_secs(10), || !alive(*pid as i32));
+    }
+    k.spawn();
+    // The reconnected shims report the exits; the policies start new processes.
+    wait_for(
+        "always and unless-stopped running again",
+        Duration::from_secs(30),
+        || {
+            pids[..2].iter().all(|(c, old)| {
+                let i = k.inspect(c);
+                i["State"]["Status"] == "running" && i["State"]["Pid"].as_i64() != Some(*old)
+            }) && k.inspect("kgalways-stopped")["State"]["Status"] == "running"
+        },
+    );
+    let no = k.inspect("kgno");
+    assert_eq!(no["State"]["Status"], "exited", "{no}");
+    assert_eq!(no["State"]["ExitCode"], 137, "{no}");
+    let us = k.inspect("kgunless-stopped");
+    assert_eq!(us["State"]["Status"], "exited", "{us}");
+    assert_eq!(k.ok(&["exec", "kgunless", "echo", "back"]).stdout, "back\n");
+    k.ok(&[
+        "rm",
+        "-f",
+        "kgalways",
+        "kgunless",
+        "kgno",
+        "kgalways-stopped",
+        "kgunless-stopped",
+    ]);
+    assert_eq!(k.ok(&["ps", "-aq"]).stdout, "");
+    assert!(!k.log().contains("panicked"));
 }
