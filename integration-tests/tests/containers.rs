@@ -767,6 +767,47 @@ fn stats_update_pause_rename_logs_exec_kill_and_prune() {
     let out = k.kapsel(&["wait", "nosuch"]).fails();
     assert!(out.stderr.contains("no such container: nosuch"), "{out}");
 
+    // --log-opt: json-file rotation at 1 KiB, three files kept; logs reads across them.
+    // (Detached: an attached client reads its output through the log files, and rotation
+    // this small outruns it.)
+    k.ok(&[
+        "run",
+        "-d",
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "max-file=3",
+        "--name",
+        "kglog",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done",
+    ]);
+    assert_eq!(k.ok(&["wait", "kglog"]).stdout, "0\n");
+    let id = k.inspect("kglog")["Id"].as_str().unwrap().to_string();
+    let dir = k.dir.join("root/containers").join(&id);
+    let log = format!("{id}-json.log");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&log) && !n.ends_with(".lock"))
+        .collect();
+    files.sort();
+    assert_eq!(files, [log.clone(), format!("{log}.1"), format!("{log}.2")]);
+    for f in &files {
+        let size = std::fs::metadata(dir.join(f)).unwrap().len();
+        assert!(size > 0 && size <= 1024, "{f}: {size} bytes");
+    }
+    let out = k.ok(&["logs", "kglog"]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines.len() > 10 && lines.len() < 60, "{out}");
+    let first: usize = lines[0].split('-').nth(1).unwrap().parse().unwrap();
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l.starts_with(&format!("line-{}-", first + i)), "{out}");
+    }
+    assert!(lines.last().unwrap().starts_with("line-199-"), "{out}");
+
     // Bad input leaves nothing behind.
     let before = k.ok(&["ps", "-aq", "--no-trunc"]).stdout;
     let containers_before = std::fs::read_dir(k.dir.join("root/containers"))
@@ -779,6 +820,8 @@ fn stats_update_pause_rename_logs_exec_kill_and_prune() {
         (vec!["-m", "1k"], "minimum memory limit is 6 MiB"),
         (vec!["--cpus", "64"], "the number of CPUs of this host"),
         (vec!["--nosuchflag"], "--nosuchflag"),
+        (vec!["--log-opt", "max-size=lots"], "--log-opt"),
+        (vec!["--log-opt", "compress=true"], "unknown log opt"),
         (
             vec!["-v", "/nonexistent-kgaps/x:/x"],
             "/nonexistent-kgaps/x",

@@ -180,6 +180,9 @@ pub struct RunArgs {
     /// Timeout (in seconds) to stop a container.
     #[arg(long = "stop-timeout")]
     stop_timeout: Option<i64>,
+    /// Log driver options (json-file): max-size=SIZE, max-file=N.
+    #[arg(long = "log-opt")]
+    log_opt: Vec<String>,
     /// The image.
     image: String,
     /// The command and its arguments.
@@ -697,6 +700,7 @@ fn run_options(a: &RunArgs) -> Result<RunOptions> {
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
         auto_remove: a.rm,
+        log_opts: a.log_opt.clone(),
     })
 }
 

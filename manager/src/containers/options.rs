@@ -78,6 +78,67 @@ pub struct RunOptions {
     pub stop_timeout: Option<i64>,
     /// `--rm`.
     pub auto_remove: bool,
+    /// `--log-opt KEY=VALUE` of the json-file driver: `max-size` (a size; `-1` unlimited) and
+    /// `max-file` (files kept, the current one included; needs `max-size`).
+    pub log_opts: Vec<String>,
+}
+
+/// Log rotation when `--log-opt` says nothing: 10 MB, 5 files (a container's logs never fill
+/// the disk; Docker's json-file default has no limit).
+pub const LOG_MAX_SIZE: u64 = 10_000_000;
+pub const LOG_MAX_FILES: u32 = 5;
+
+impl RunOptions {
+    /// The log writer's rotation from `--log-opt` (Docker's json-file `max-size`/`max-file`).
+    pub fn log_writer_options(&self) -> Result<crate::logs::WriterOptions, OptionsError> {
+        let mut max_size = None;
+        let mut max_files = None;
+        for o in &self.log_opts {
+            let bad = |why: &str| OptionsError::LogOpt {
+                value: o.clone(),
+                why: why.to_string(),
+            };
+            let (k, v) = o.split_once('=').ok_or_else(|| bad("want KEY=VALUE"))?;
+            match k {
+                "max-size" => {
+                    max_size = Some(match parse_size(v) {
+                        _ if v == "-1" => None,
+                        Ok(n) if n > 0 => Some(n as u64),
+                        _ => return Err(bad("want a size such as 10m, 512k or -1")),
+                    })
+                }
+                "max-file" => match v.parse::<u32>() {
+                    Ok(n) if n >= 1 => max_files = Some(n),
+                    _ => return Err(bad("want a number of files, at least 1")),
+                },
+                _ => {
+                    return Err(bad(
+                        "unknown log opt for the json-file driver: want max-size or max-file",
+                    ))
+                }
+            }
+        }
+        Ok(match (max_size, max_files) {
+            (None, None) => crate::logs::WriterOptions {
+                max_size: Some(LOG_MAX_SIZE),
+                max_files: LOG_MAX_FILES,
+            },
+            (Some(size), files) => crate::logs::WriterOptions {
+                max_size: size,
+                max_files: files.unwrap_or(1),
+            },
+            (None, Some(1)) => crate::logs::WriterOptions {
+                max_size: None,
+                max_files: 1,
+            },
+            (None, Some(_)) => {
+                return Err(OptionsError::LogOpt {
+                    value: "max-file".into(),
+                    why: "max-file needs max-size: set --log-opt max-size too".into(),
+                })
+            }
+        })
+    }
 }
 
 /// `--network`. Bridge networking comes in its own issue: until then the default is `none`.
@@ -255,6 +316,8 @@ pub enum OptionsError {
     Network(String),
     #[error("invalid --tmpfs {0:?}: the mount point must be an absolute path")]
     Tmpfs(String),
+    #[error("invalid --log-opt {value:?}: {why}")]
+    LogOpt { value: String, why: String },
     #[error("invalid -v {value:?}: {why}")]
     Bind { value: String, why: String },
     #[error("invalid --security-opt {0:?}: want seccomp=FILE|unconfined, no-new-privileges[:true|false], apparmor=... or label=...")]
@@ -441,6 +504,7 @@ impl RunOptions {
         if let Some(sig) = &self.stop_signal {
             parse_signal(sig).ok_or_else(|| OptionsError::StopSignal(sig.clone()))?;
         }
+        self.log_writer_options()?;
         if let Some(w) = &self.workdir {
             if !w.starts_with('/') {
                 return Err(OptionsError::Workdir(w.clone()));
@@ -638,6 +702,45 @@ mod tests {
             image: "busybox".into(),
             ..RunOptions::default()
         }
+    }
+
+    #[test]
+    fn log_opts_set_the_rotation() {
+        let with = |o: &[&str]| {
+            RunOptions {
+                log_opts: o.iter().map(|s| s.to_string()).collect(),
+                ..opts()
+            }
+            .log_writer_options()
+        };
+        let w = with(&[]).unwrap();
+        assert_eq!(
+            (w.max_size, w.max_files),
+            (Some(LOG_MAX_SIZE), LOG_MAX_FILES)
+        );
+        let w = with(&["max-size=1k", "max-file=3"]).unwrap();
+        assert_eq!((w.max_size, w.max_files), (Some(1024), 3));
+        let w = with(&["max-size=10m"]).unwrap();
+        assert_eq!((w.max_size, w.max_files), (Some(10 << 20), 1));
+        let w = with(&["max-size=-1"]).unwrap();
+        assert_eq!((w.max_size, w.max_files), (None, 1));
+        for bad in [
+            &["max-size=0"][..],
+            &["max-size=lots"],
+            &["max-file=0"],
+            &["max-file=3"],
+            &["compress=true"],
+            &["max-size"],
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.starts_with("invalid --log-opt"), "{bad:?}: {e}");
+        }
+        assert!(RunOptions {
+            log_opts: vec!["nosuch=1".into()],
+            ..opts()
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]

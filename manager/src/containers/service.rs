@@ -485,10 +485,8 @@ impl Containers {
         let logger = logs::logger_uri(
             &self.paths.logger_binary,
             &self.paths.log_path(id),
-            logs::WriterOptions {
-                max_size: Some(LOG_MAX_SIZE),
-                max_files: LOG_MAX_FILES,
-            },
+            opts.log_writer_options()
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?,
             opts.tty,
         );
         self.write_bundle(ns, id, &rec.spec)?;
@@ -1588,11 +1586,6 @@ impl Containers {
 
 /// How long a shim told to exit may take to close its socket.
 const SHIM_EXIT: Duration = Duration::from_secs(5);
-
-/// Log rotation of every container: 10 MB, 5 files (a container's logs never fill the disk;
-/// Docker's json-file default has no limit).
-const LOG_MAX_SIZE: u64 = 10_000_000;
-const LOG_MAX_FILES: u32 = 5;
 
 /// Docker's exit codes for a container that could not start: 127 when the command does not
 /// exist, 126 when it cannot be run, 125 otherwise.
