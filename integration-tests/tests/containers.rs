@@ -986,3 +986,139 @@ fn restart_policies_across_a_kapseld_restart_and_events() {
     assert_eq!(k.ok(&["ps", "-aq"]).stdout, "");
     assert!(!k.log().contains("panicked"));
 }
+
+/// busybox plus a layer with `/data/seed` (dir and file owned 1000:1000), its config declaring
+/// the volumes `/data` and `/scratch`; loaded as `kgaps-vol:1`.
+fn load_image_with_volumes(k: &Kapseld) {
+    use kapsel_integration_tests::kapseld::{add_blob, tar_layer};
+    let f = Fixtures::get();
+    let layout = k.dir.join("vol-layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    Cmd::new("tar")
+        .arg("-xf")
+        .arg(f.oci_archive())
+        .arg("-C")
+        .arg(&layout)
+        .ok();
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let read = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(blob(d)).unwrap()).unwrap()
+    };
+    let index = read_json(&layout.join("index.json"));
+    let mut manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+    let mut config = read(manifest["config"]["digest"].as_str().unwrap());
+
+    let tree = k.dir.join("vol-tree");
+    std::fs::create_dir_all(tree.join("data")).unwrap();
+    std::fs::write(tree.join("data/seed"), "seeded\n").unwrap();
+    for p in ["data", "data/seed"] {
+        std::os::unix::fs::chown(tree.join(p), Some(1000), Some(1000)).unwrap();
+    }
+    let layer = tar_layer(&layout, &tree, false);
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(layer.diff_id.clone().into());
+    config["config"]["Volumes"] = serde_json::json!({"/data": {}, "/scratch": {}});
+    config.as_object_mut().unwrap().remove("history");
+    let path = k.dir.join("vol-config.json");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let (cd, cs) = add_blob(&layout, &path);
+    manifest["config"]["digest"] = cd.into();
+    manifest["config"]["size"] = cs.into();
+    manifest["layers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": layer.media_type, "digest": layer.digest, "size": layer.size,
+        }));
+    let path = k.dir.join("vol-manifest.json");
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let (md, ms) = add_blob(&layout, &path);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {"io.containerd.image.name": "docker.io/library/kgaps-vol:1"},
+        }],
+    });
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    let archive = k.dir.join("vol.tar");
+    Cmd::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&layout)
+        .args(["oci-layout", "index.json", "blobs"])
+        .ok();
+    k.ok(&["load", "-i", &archive.display().to_string()]);
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+#[test]
+fn image_volumes_get_a_writable_directory_of_the_container() {
+    let k = Kapseld::start();
+    load_image_with_volumes(&k);
+    let id = k
+        .ok(&[
+            "run",
+            "-d",
+            "--read-only",
+            "--name",
+            "kgvol",
+            "kgaps-vol:1",
+            "sleep",
+            "1000",
+        ])
+        .stdout
+        .trim()
+        .to_string();
+    // Seeded from the image, owners kept; writable though the root is read-only.
+    let out = k.ok(&[
+        "exec",
+        "kgvol",
+        "sh",
+        "-c",
+        "cat /data/seed; stat -c %u:%g /data /data/seed",
+    ]);
+    assert_eq!(out.stdout, "seeded\n1000:1000\n1000:1000\n", "{out}");
+    k.ok(&[
+        "exec",
+        "kgvol",
+        "sh",
+        "-c",
+        "echo w > /data/new; echo s > /scratch/x",
+    ]);
+    let out = k.kapsel(&["exec", "kgvol", "touch", "/etc/nope"]).fails();
+    assert!(out.stderr.contains("Read-only file system"), "{out}");
+    let vols = k.dir.join("root/containers").join(&id).join("volumes");
+    assert_eq!(
+        std::fs::read_to_string(vols.join("0_data/new")).unwrap(),
+        "w\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(vols.join("1_scratch/x")).unwrap(),
+        "s\n"
+    );
+    // A restart keeps what the volume holds.
+    k.ok(&["restart", "-t", "1", "kgvol"]);
+    assert_eq!(k.ok(&["exec", "kgvol", "cat", "/data/new"]).stdout, "w\n");
+    // A bind mount over a volume path replaces it.
+    let host = k.dir.join("kgvol-host");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("h"), "host\n").unwrap();
+    let bind = format!("{}:/data", host.display());
+    let out = k.ok(&["run", "--rm", "-v", &bind, "kgaps-vol:1", "ls", "/data"]);
+    assert_eq!(out.stdout, "h\n", "{out}");
+    // rm -v takes the volumes with the container.
+    k.ok(&["rm", "-f", "-v", "kgvol"]);
+    assert!(!vols.exists());
+    assert_eq!(k.ok(&["ps", "-aq"]).stdout, "");
+}

@@ -397,11 +397,20 @@ impl Containers {
             .as_ref()
             .ok()
             .map(|g| spec::create_workdir(&rootfs, g));
+        // The image's volumes: a directory each, filled from the image.
+        let volumes = generated
+            .as_ref()
+            .ok()
+            .map(|g| spec::prepare_volumes(&rootfs, g, &cdir));
         guard.unmount()?;
         let generated = generated.map_err(|e| Error::InvalidArgument(e.to_string()))?;
         if let Some(Err(e)) = workdir {
             let cwd = generated["process"]["cwd"].as_str().unwrap_or("/");
             return Err(io_err("create the working directory", Path::new(cwd))(e));
+        }
+        if let Some(Err(e)) = volumes {
+            let dir = cdir.join(spec::VOLUMES_DIR);
+            return Err(io_err("prepare the image's volumes", &dir)(e));
         }
         self.write_bundle(ns, id, &generated)?;
         Ok(generated)

@@ -615,6 +615,30 @@ fn generate_on(
         user_mounts.push(bind_mount(b, raw)?);
     }
     user_mounts.extend(opts.tmpfs.iter().map(|t| tmpfs_mount(t)));
+    // The image's `Volumes` a user mount does not cover: a writable directory each, of the
+    // container's own (Docker makes an anonymous volume), filled by [`prepare_volumes`].
+    let covered = |dest: &str| {
+        user_mounts
+            .iter()
+            .any(|m| m["destination"].as_str().map(Path::new) == Some(Path::new(dest)))
+    };
+    let volumes: Vec<Value> = cfg
+        .volumes
+        .iter()
+        .flatten()
+        .map(|(path, _)| path.as_str())
+        .filter(|p| p.starts_with('/') && *p != "/" && !covered(p))
+        .enumerate()
+        .map(|(i, path)| {
+            json!({
+                "destination": path,
+                "type": "bind",
+                "source": volume_dir(&ctx.container_dir, i, path),
+                "options": ["rbind", "rprivate"],
+            })
+        })
+        .collect();
+    user_mounts.extend(volumes);
     user_mounts.sort_by_key(depth);
     let taken = |dest: &str| user_mounts.iter().any(|m| m["destination"] == dest);
     let mut mounts: Vec<Value> = default_mounts(opts.privileged)
@@ -712,6 +736,73 @@ pub fn create_workdir(rootfs: &Path, spec: &Value) -> io::Result<()> {
             format!("working directory {cwd}: not a directory in the image"),
         ))
     }
+}
+
+/// `<container_dir>/volumes`: the directories behind the image's `Volumes`.
+pub const VOLUMES_DIR: &str = "volumes";
+
+/// The directory backing the `i`th image volume, `path`: `volumes/<i>_<path with _ for />`.
+fn volume_dir(container_dir: &Path, i: usize, path: &str) -> PathBuf {
+    let name = path.trim_matches('/').replace('/', "_");
+    container_dir.join(VOLUMES_DIR).join(format!("{i}_{name}"))
+}
+
+/// Makes the directories behind the image volumes of `spec` (the bind mounts `generate` points
+/// into `<container_dir>/volumes`) and fills each, as Docker fills a new volume, with what the
+/// image has at that path in `rootfs` (modes and owners kept; device nodes, FIFOs and sockets
+/// skipped). A volume path missing from the image gets an empty directory (0755, root).
+pub fn prepare_volumes(rootfs: &Path, spec: &Value, container_dir: &Path) -> io::Result<()> {
+    let base = container_dir.join(VOLUMES_DIR);
+    let mounts = spec["mounts"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    for m in mounts {
+        let (Some(dest), Some(source)) = (m["destination"].as_str(), m["source"].as_str()) else {
+            continue;
+        };
+        let source = Path::new(source);
+        if source.parent() != Some(base.as_path()) || source.exists() {
+            continue;
+        }
+        std::fs::create_dir_all(&base)?;
+        let in_image = user::resolve_in_rootfs(rootfs, Path::new(dest), false)?;
+        match std::fs::symlink_metadata(&in_image) {
+            Ok(meta) if meta.is_dir() => copy_tree(&in_image, source)?,
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("image volume {dest}: not a directory in the image"),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir(source)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Copies `from` to `to` (which must not exist): directories, regular files and symlinks with
+/// their owners and modes.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(from)?;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        std::fs::create_dir(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else if kind.is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
+    } else if kind.is_file() {
+        std::fs::copy(from, to)?;
+    } else {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
+    if !kind.is_symlink() {
+        // After the chown, which clears set-id bits.
+        std::fs::set_permissions(to, meta.permissions())?;
+    }
+    Ok(())
 }
 
 /// The localhost lines of a container's /etc/hosts.
