@@ -1479,8 +1479,14 @@ fn stats(conn: &Conn, a: StatsArgs) -> Result<()> {
         }
         let mut out = std::io::stdout().lock();
         if matches!(a.format.as_deref(), Some("json") | Some("{{json .}}")) {
-            for v in &rows {
-                let _ = writeln!(out, "{v}");
+            // Docker's keys, the table's cells as values.
+            for (v, target) in rows.iter().zip(&targets) {
+                let r = stats_row(v, a.no_trunc);
+                let j = serde_json::json!({
+                    "BlockIO": r[6], "CPUPerc": r[2], "Container": target, "ID": r[0],
+                    "MemPerc": r[4], "MemUsage": r[3], "Name": r[1], "NetIO": r[5], "PIDs": r[7],
+                });
+                let _ = writeln!(out, "{j}");
             }
         } else {
             let mut t = Table::new(&[
