@@ -790,6 +790,11 @@ fn stats_update_pause_rename_logs_exec_kill_and_prune() {
         "i=0; while [ $i -lt 200 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done",
     ]);
     assert_eq!(k.ok(&["wait", "kglog"]).stdout, "0\n");
+    let lc = k.inspect("kglog")["HostConfig"]["LogConfig"].clone();
+    assert_eq!(
+        lc,
+        serde_json::json!({"Type": "json-file", "Config": {"max-size": "1k", "max-file": "3"}})
+    );
     let id = k.inspect("kglog")["Id"].as_str().unwrap().to_string();
     let dir = k.dir.join("root/containers").join(&id);
     let log = format!("{id}-json.log");
@@ -1104,6 +1109,17 @@ fn image_volumes_get_a_writable_directory_of_the_container() {
     let out = k.kapsel(&["exec", "kgvol", "touch", "/etc/nope"]).fails();
     assert!(out.stderr.contains("Read-only file system"), "{out}");
     let vols = k.dir.join("root/containers").join(&id).join("volumes");
+    let mounts = k.inspect("kgvol")["Mounts"].clone();
+    let dests: Vec<&str> = mounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["Type"], "volume", "{mounts}");
+            m["Destination"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(dests, ["/data", "/scratch"], "{mounts}");
     assert_eq!(
         std::fs::read_to_string(vols.join("0_data/new")).unwrap(),
         "w\n"

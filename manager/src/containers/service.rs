@@ -873,8 +873,40 @@ impl Containers {
             }
         };
         let (policy_name, max_retry) = policy_of(&rec).docker_name();
+        // Docker's `Mounts`: the user's binds and the image's volumes (a directory of the
+        // container each).
+        let volumes_dir = self.paths.container_dir(&rec.id).join(spec::VOLUMES_DIR);
+        let mut mounts: Vec<serde_json::Value> = opts
+            .binds()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| {
+                serde_json::json!({
+                    "Type": "bind", "Source": b.source, "Destination": b.destination,
+                    "Mode": if b.read_only { "ro" } else { "" }, "RW": !b.read_only,
+                    "Propagation": "rprivate",
+                })
+            })
+            .collect();
+        for m in rec.spec["mounts"].as_array().into_iter().flatten() {
+            let source = Path::new(m["source"].as_str().unwrap_or_default());
+            if source.parent() == Some(volumes_dir.as_path()) {
+                mounts.push(serde_json::json!({
+                    "Type": "volume",
+                    "Name": source.file_name().map(|n| n.to_string_lossy()),
+                    "Source": source, "Destination": m["destination"], "Driver": "local",
+                    "Mode": "", "RW": true, "Propagation": "",
+                }));
+            }
+        }
+        let log_config: BTreeMap<&str, &str> = opts
+            .log_opts
+            .iter()
+            .filter_map(|o| o.split_once('='))
+            .collect();
         Ok(serde_json::json!({
             "Id": rec.id,
+            "Mounts": mounts,
             "Created": ts(rec.created_at),
             "Path": rec.spec.pointer("/process/args/0"),
             "Args": rec.spec.pointer("/process/args").and_then(|a| a.as_array()).map(|a| a[1.min(a.len())..].to_vec()),
@@ -918,7 +950,7 @@ impl Containers {
                 "PidsLimit": opts.pids_limit,
                 "Init": opts.init,
                 "Runtime": opts.runtime.clone().unwrap_or_else(|| "kapsel-runtime".into()),
-                "LogConfig": {"Type": "json-file", "Config": {}},
+                "LogConfig": {"Type": "json-file", "Config": log_config},
             },
             "Config": {
                 "Hostname": rec.spec.pointer("/hostname"),
