@@ -562,21 +562,13 @@ fn load_dangling_image(k: &Kapseld) {
     write_image(&layout, &[layer], "kgaps-dangling:v1");
     // No name: drop the index's annotations.
     let index = layout.join("index.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+    let mut v = read_json(&index);
     v["manifests"][0]
         .as_object_mut()
         .unwrap()
         .remove("annotations");
     std::fs::write(&index, serde_json::to_vec(&v).unwrap()).unwrap();
-    let archive = k.dir.join("dangling.tar");
-    Cmd::new("tar")
-        .arg("-cf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&layout)
-        .args(["oci-layout", "index.json", "blobs"])
-        .ok();
-    k.ok(&["load", "-i", &archive.display().to_string()]);
+    load_layout(k, &layout);
 }
 
 #[test]
@@ -1057,12 +1049,17 @@ fn load_image_with_volumes(k: &Kapseld) {
         }],
     });
     std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    let archive = k.dir.join("vol.tar");
+    load_layout(k, &layout);
+}
+
+/// Tars the OCI layout `layout` into an OCI archive and loads it.
+fn load_layout(k: &Kapseld, layout: &Path) {
+    let archive = layout.with_extension("tar");
     Cmd::new("tar")
         .arg("-cf")
         .arg(&archive)
         .arg("-C")
-        .arg(&layout)
+        .arg(layout)
         .args(["oci-layout", "index.json", "blobs"])
         .ok();
     k.ok(&["load", "-i", &archive.display().to_string()]);
