@@ -760,6 +760,7 @@ fn stats_update_pause_rename_logs_exec_kill_and_prune() {
     let out = k.kapsel(&["kill", "-s", "NOSUCHSIG", "kg2"]).fails();
     assert!(out.stderr.contains("NOSUCHSIG"), "{out}");
     let out = k.kapsel(&["exec", "kgk", "true"]).fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
     assert!(out.stderr.contains("is not running"), "{out}");
     let out = k.kapsel(&["wait", "nosuch"]).fails();
     assert!(out.stderr.contains("no such container: nosuch"), "{out}");
