@@ -215,14 +215,17 @@ pub fn serve(args: &Args) -> Result<(), ShimError> {
             crate::memory::trim();
         }
     }
-    publisher.flush(std::time::Duration::from_secs(5));
-    // Let the Shutdown reply reach containerd before the socket goes.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // The socket's name goes first: from now on a connect fails at once, so a client waiting
+    // for this shim to be gone (a restart, a new `start` for the same id) need not wait for
+    // the steps below. Established connections are not affected by the unlink.
     let path = args
         .socket
         .clone()
         .unwrap_or_else(|| socket_path(&args.address, &args.namespace, &args.id));
     let _ = std::fs::remove_file(path);
+    publisher.flush(std::time::Duration::from_secs(5));
+    // Let the Shutdown reply reach its caller before the process (and its connections) go.
+    std::thread::sleep(std::time::Duration::from_millis(20));
     Ok(())
 }
 
