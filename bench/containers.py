@@ -32,6 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# bench/shim.py (beside this file): the process and cgroup helpers both benchmarks use.
+from shim import pids_matching, remove_namespace_cgroups, rss_pss_kib
+
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = "/usr/bin/docker"  # docker.io's 20.10 CLI; /usr/local/bin/docker is another one
 PODMAN_ULIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
@@ -50,31 +53,8 @@ def run(cmd, check=True, timeout=120, **kw):
     return r
 
 
-def rss_pss_kib(pid):
-    rss = pss = 0
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Rss:"):
-                rss = int(line.split()[1])
-            elif line.startswith("Pss:"):
-                pss = int(line.split()[1])
-    except OSError:
-        pass
-    return rss, pss
 
 
-def pids_matching(pred):
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if pred(cmd.strip()) and int(entry.name) != os.getpid():
-            out.append(int(entry.name))
-    return out
 
 
 def children(pid):
@@ -207,6 +187,13 @@ class Kapsel(Engine):
     def cli(self):
         return [str(self.bindir / "kapsel"), "-H", str(self.sock)]
 
+    def stop(self):
+        # Containers and their shims outlive kapseld by design: remove them while it runs.
+        ids = run(self.cli() + ["ps", "-aq"], check=False).stdout.split()
+        if ids:
+            run(self.cli() + ["rm", "-f", *ids], check=False, timeout=300)
+        super().stop()
+
 
 class Ctr(Engine):
     name = "ctr"
@@ -266,21 +253,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         run(self.cli() + ["container", "rm", name], check=False)
 
     def stop(self):
+        # The runc shims and their containers outlive containerd: kill what runs in the
+        # namespace's cgroups first, then the daemon.
+        procs = Path("/sys/fs/cgroup/pids") / self.ns
+        if procs.is_dir():
+            for f in procs.rglob("cgroup.procs"):
+                for pid in f.read_text().split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
         super().stop()
-        # containerd puts its containers' cgroups at /<namespace>/<id> in every hierarchy.
-        for h in Path("/sys/fs/cgroup").iterdir():
-            top = h / self.ns
-            if top.is_dir():
-                for d in sorted(top.rglob("*"), key=lambda p: -len(p.parts)):
-                    if d.is_dir():
-                        try:
-                            d.rmdir()
-                        except OSError:
-                            pass
-                try:
-                    top.rmdir()
-                except OSError:
-                    pass
+        remove_namespace_cgroups(self.ns)
 
     def shims_rss_pss(self):
         pids = pids_matching(lambda c: self.shim_marker in c and f"-namespace {self.ns} " in c)

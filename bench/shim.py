@@ -128,23 +128,29 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             point = line.split(" ")[4]
             if point.startswith(str(self.dir)):
                 subprocess.run(["umount", "-l", point], capture_output=True)
-        for h in Path("/sys/fs/cgroup").iterdir():
-            top = h / self.ns
-            if top.is_dir():
-                for d in sorted(top.rglob("*"), key=lambda p: -len(p.parts)):
-                    if d.is_dir():
-                        try:
-                            d.rmdir()
-                        except OSError:
-                            pass
-                try:
-                    top.rmdir()
-                except OSError:
-                    pass
+        remove_namespace_cgroups(self.ns)
         state = KAPSEL_STATE / self.ns
         if state.is_dir():
             shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def remove_namespace_cgroups(ns):
+    """containerd puts its containers' cgroups at /<namespace>/<id> in every hierarchy:
+    remove what is left of them (empty directories only)."""
+    for h in Path("/sys/fs/cgroup").iterdir():
+        top = h / ns
+        if top.is_dir():
+            for d in sorted(top.rglob("*"), key=lambda p: -len(p.parts)):
+                if d.is_dir():
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        pass
+            try:
+                top.rmdir()
+            except OSError:
+                pass
 
 
 def pids_matching(pred):
