@@ -22,3 +22,4 @@ pub mod services;
 pub mod snapshots;
 pub mod tasks;
 pub mod unpack;
+pub mod volumes;

@@ -8,6 +8,7 @@
 //! | path | what |
 //! |---|---|
 //! | `<root>/containers/<id>/` | `<id>-json.log*`, `hostname`, `hosts`, `resolv.conf` |
+//! | `<root>/volumes/<name>/_data` | the volumes it mounts (`crate::volumes`), kept by `rm` |
 //! | `<state>/tasks/<ns>/<id>/` | the bundle: `config.json`, `rootfs/` (the shim mounts it), the shim's `address` |
 //! | `<state>/fifo/<id>/` | `stdin` (kapseld holds it open for writing), `<exec>-{stdin,stdout,stderr}` |
 //!
@@ -38,7 +39,7 @@ pub use service::{
 };
 pub use spec::{
     create_workdir, find_init_binary, generate, prepare_container_dir, stop_signal, SpecContext,
-    SpecError,
+    SpecError, VolumeNeed, VolumeSource,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,8 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("{0}")]
+    Volume(Box<crate::volumes::Error>),
     #[error("you cannot remove a running container {0}: stop the container before attempting removal or force remove")]
     RemoveRunning(String),
     #[error("container {0} is not running")]
@@ -110,6 +113,7 @@ impl Error {
             | Error::Paused(_)
             | Error::Restarting(_) => code::FAILED_PRECONDITION,
             Error::Image(e) => e.code(),
+            Error::Volume(e) => e.code(),
             _ => code::INTERNAL,
         }
     }

@@ -70,7 +70,7 @@ pub struct RunOptions {
     pub init: bool,
     /// `--network`.
     pub network: NetworkMode,
-    /// `-v HOST:CTR[:ro|rw]`.
+    /// `-v HOST:CTR[:ro|rw]`, `-v NAME:CTR[:ro|rw]`, `-v CTR` (see [`Bind`]).
     pub binds: Vec<String>,
     /// `--stop-signal`.
     pub stop_signal: Option<String>,
@@ -340,16 +340,47 @@ pub enum OptionsError {
     Env(String),
 }
 
-/// A `-v` bind mount, parsed.
+/// What a `-v` mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindSource {
+    /// `-v /host/path:/ctr`: a host directory or file.
+    Host(String),
+    /// `-v NAME:/ctr`: the named volume, made if missing.
+    Volume(String),
+    /// `-v /ctr`: a new anonymous volume.
+    Anonymous,
+}
+
+/// A `-v` mount, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
-    pub source: String,
+    pub source: BindSource,
     pub destination: String,
     pub read_only: bool,
 }
 
+impl Bind {
+    /// The host path of a host bind.
+    pub fn host_path(&self) -> Option<&str> {
+        match &self.source {
+            BindSource::Host(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+fn is_mode(s: &str) -> bool {
+    s.split(',').all(|m| {
+        matches!(
+            m,
+            "ro" | "rw" | "z" | "Z" | "rprivate" | "private" | "nocopy"
+        )
+    })
+}
+
 impl FromStr for Bind {
     type Err = OptionsError;
+    /// Docker's forms: `/host:/ctr[:mode]`, `NAME:/ctr[:mode]`, `/ctr[:mode]`.
     fn from_str(s: &str) -> Result<Self, OptionsError> {
         let bad = |why: &str| OptionsError::Bind {
             value: s.to_string(),
@@ -357,20 +388,21 @@ impl FromStr for Bind {
         };
         let parts: Vec<&str> = s.split(':').collect();
         let (source, destination, mode) = match parts.as_slice() {
-            [src, dst] => (*src, *dst, None),
-            [src, dst, mode] => (*src, *dst, Some(*mode)),
-            [_] => {
-                return Err(bad(
-                    "anonymous volumes are not supported yet: use HOST:CONTAINER",
-                ))
-            }
-            _ => return Err(bad("want HOST:CONTAINER[:ro|rw]")),
+            [dst] => (None, *dst, None),
+            [dst, mode] if is_mode(mode) => (None, *dst, Some(*mode)),
+            [src, dst] => (Some(*src), *dst, None),
+            [src, dst, mode] => (Some(*src), *dst, Some(*mode)),
+            _ => return Err(bad("want HOST-PATH:CONTAINER-PATH, NAME:CONTAINER-PATH or CONTAINER-PATH, then [:ro|rw]")),
         };
-        if !source.starts_with('/') {
-            return Err(bad(
-                "named volumes are not supported yet: the host path must be absolute",
-            ));
-        }
+        let source = match source {
+            None => BindSource::Anonymous,
+            Some(p) if p.starts_with('/') => BindSource::Host(p.to_string()),
+            Some("") => return Err(bad("the source must not be empty")),
+            Some(name) => {
+                crate::volumes::validate_name(name).map_err(|e| bad(&e.to_string()))?;
+                BindSource::Volume(name.to_string())
+            }
+        };
         if !destination.starts_with('/') {
             return Err(bad("the container path must be absolute"));
         }
@@ -384,14 +416,14 @@ impl FromStr for Bind {
                     "ro" => read_only = true,
                     "rw" => read_only = false,
                     // SELinux relabelling and propagation flags: nothing to do without SELinux,
-                    // and binds are rprivate.
-                    "z" | "Z" | "rprivate" | "private" => {}
+                    // and binds are rprivate. `nocopy`: accepted, volumes are always seeded.
+                    "z" | "Z" | "rprivate" | "private" | "nocopy" => {}
                     other => return Err(bad(&format!("unknown mode {other:?}: want ro or rw"))),
                 }
             }
         }
         Ok(Bind {
-            source: source.to_string(),
+            source,
             destination: destination.to_string(),
             read_only,
         })
@@ -868,22 +900,43 @@ mod tests {
     }
 
     #[test]
-    fn binds_need_absolute_paths() {
+    fn binds_volumes_and_anonymous_volumes_parse_as_docker() {
+        let b = |source, destination: &str, read_only| Bind {
+            source,
+            destination: destination.into(),
+            read_only,
+        };
+        let host = |p: &str| BindSource::Host(p.into());
+        let vol = |n: &str| BindSource::Volume(n.into());
+        for (text, want) in [
+            ("/srv:/data:ro", b(host("/srv"), "/data", true)),
+            ("/srv:/data", b(host("/srv"), "/data", false)),
+            ("data:/data", b(vol("data"), "/data", false)),
+            ("my.vol-1:/data:ro,z", b(vol("my.vol-1"), "/data", true)),
+            ("/data", b(BindSource::Anonymous, "/data", false)),
+            ("/data:ro", b(BindSource::Anonymous, "/data", true)),
+            ("/data:nocopy", b(BindSource::Anonymous, "/data", false)),
+        ] {
+            assert_eq!(text.parse::<Bind>(), Ok(want), "{text}");
+        }
         assert_eq!(
-            "/srv:/data:ro".parse(),
-            Ok(Bind {
-                source: "/srv".into(),
-                destination: "/data".into(),
-                read_only: true
-            })
+            "/srv:/data".parse::<Bind>().unwrap().host_path(),
+            Some("/srv")
         );
-        assert_eq!("/srv:/data".parse::<Bind>().map(|b| b.read_only), Ok(false));
         for (bad, why) in [
             ("/srv:data", "container path must be absolute"),
-            ("vol:/data", "named volumes"),
-            ("/data", "anonymous volumes"),
+            ("data", "container path must be absolute"),
+            (
+                "a/b:/data",
+                "\"a/b\" includes invalid characters for a local volume name",
+            ),
+            ("x:/data", "\"x\" includes invalid characters"),
+            ("-v:/data", "includes invalid characters"),
+            (":/data", "must not be empty"),
             ("/srv:/data:rx", "unknown mode"),
             ("/srv:/", "must not be /"),
+            ("/", "must not be /"),
+            ("a:b:c:d", "want HOST-PATH"),
         ] {
             let err = bad.parse::<Bind>().unwrap_err().to_string();
             assert!(err.contains(why) && err.contains(bad), "{bad}: {err}");

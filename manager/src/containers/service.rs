@@ -18,6 +18,7 @@ use crate::logs;
 use crate::metadata::{now_nanos, ContainerRecord, ContainerState, ContainerStatus};
 use crate::tasks;
 use crate::tasks::{Shim, ShimSpec};
+use crate::volumes::{self, Volumes};
 
 pub const TOPIC_CONTAINER_CREATE: &str = "/containers/create";
 pub const TOPIC_CONTAINER_UPDATE: &str = "/containers/update";
@@ -54,6 +55,7 @@ struct ExecState {
 pub struct Containers {
     svc: Arc<Service>,
     paths: Paths,
+    volumes: Arc<Volumes>,
     tasks: Mutex<HashMap<Key, Arc<Task>>>,
     /// Bumped (under the mutex) whenever a container or exec changes state; Wait waits on it.
     generation: Mutex<u64>,
@@ -124,6 +126,10 @@ fn policy_of(rec: &ContainerRecord) -> Policy {
     options_of(rec).restart_policy().unwrap_or(Policy::No)
 }
 
+fn volume_err(e: volumes::Error) -> Error {
+    Error::Volume(Box::new(e))
+}
+
 fn task_err<'a>(id: &'a str, what: &'static str) -> impl FnOnce(tasks::Error) -> Error + 'a {
     move |e| Error::Task {
         id: id.to_string(),
@@ -152,9 +158,11 @@ fn short(id: &str) -> &str {
 
 impl Containers {
     pub fn new(svc: Arc<Service>, paths: Paths) -> Arc<Containers> {
+        let volumes = Arc::new(Volumes::new(svc.clone(), paths.root.join("volumes")));
         Arc::new_cyclic(|me| Containers {
             svc,
             paths,
+            volumes,
             tasks: Mutex::new(HashMap::new()),
             generation: Mutex::new(0),
             changed: Condvar::new(),
@@ -168,6 +176,11 @@ impl Containers {
 
     pub fn paths(&self) -> &Paths {
         &self.paths
+    }
+
+    /// The volume store the containers mount from.
+    pub fn volumes(&self) -> &Arc<Volumes> {
+        &self.volumes
     }
 
     /// What kapseld does with the task events shims forward: an OOM kill is recorded on the
@@ -297,6 +310,22 @@ impl Containers {
             .and_then(|c| c.labels.clone())
             .unwrap_or_default();
         labels.extend(opts.labels.clone());
+        // Its volumes: named ones made if missing, a new anonymous one for each other.
+        let needs = spec::volumes_needed(&resolved.config, &opts)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let new_volumes: Vec<_> = needs
+            .iter()
+            .map(|n| volumes::new_record(n.name.as_deref(), BTreeMap::new()))
+            .collect();
+        let mounted = needs
+            .iter()
+            .zip(&new_volumes)
+            .map(|(n, v)| crate::metadata::VolumeMount {
+                name: v.name.clone(),
+                destination: n.destination.clone(),
+                read_only: n.read_only,
+            })
+            .collect();
         let rec = ContainerRecord {
             id: id.clone(),
             name: name.clone(),
@@ -311,9 +340,13 @@ impl Containers {
             labels,
             created_at: now_nanos(),
             state: ContainerState::default(),
+            volumes: mounted,
         };
-        // The record first: it holds the name, and keeps the image from GC.
-        self.svc.db.create_container(ns, &rec)?;
+        // The record first: it holds the name, keeps the image from GC and its volumes in
+        // use; the volumes' records come in the same transaction.
+        self.svc
+            .db
+            .create_container_with_volumes(ns, &rec, &new_volumes)?;
         match self.create_files(ns, &rec, &opts, &resolved) {
             Ok(spec) => {
                 let (rec, ()) = self.svc.db.update_container(ns, &id, |r| {
@@ -324,9 +357,13 @@ impl Containers {
                 Ok((id, name, Vec::new()))
             }
             Err(e) => {
-                // Nothing half-made stays.
+                // Nothing half-made stays (named volumes made for it are kept, as Docker's).
                 self.remove_files(ns, &rec);
-                let _ = self.svc.db.delete_container(ns, &id);
+                if let Ok((_, gone)) = self.svc.db.delete_container_with_volumes(ns, &id, true) {
+                    for v in gone {
+                        self.volumes.remove_dir(ns, &v.name);
+                    }
+                }
                 Err(e)
             }
         }
@@ -383,6 +420,14 @@ impl Containers {
                 id: id.clone(),
                 source,
             })?;
+        let mut vols = Vec::new();
+        for m in &rec.volumes {
+            vols.push(spec::VolumeSource {
+                destination: m.destination.clone(),
+                source: self.volumes.make_dirs(ns, &m.name).map_err(volume_err)?,
+                read_only: m.read_only,
+            });
+        }
         // The spec resolves users against the image's /etc/passwd: mount the rootfs for it.
         let guard = crate::snapshots::MountGuard::mount(&mounts, &rootfs)?;
         let ctx = spec::SpecContext {
@@ -390,6 +435,7 @@ impl Containers {
             rootfs: rootfs.clone(),
             container_dir: cdir.clone(),
             init_binary: self.paths.init_binary.clone(),
+            volumes: vols.clone(),
         };
         let generated = spec::generate(&resolved.config, opts, &ctx);
         // A missing working directory is made at create, as Docker does.
@@ -397,20 +443,20 @@ impl Containers {
             .as_ref()
             .ok()
             .map(|g| spec::create_workdir(&rootfs, g));
-        // The image's volumes: a directory each, filled from the image.
-        let volumes = generated
-            .as_ref()
-            .ok()
-            .map(|g| spec::prepare_volumes(&rootfs, g, &cdir));
+        // An empty volume is filled with what the image has at its path (Docker's copy-up).
+        let seeded = vols.iter().find_map(|v| {
+            volumes::seed(&rootfs, &v.destination, &v.source)
+                .err()
+                .map(|e| (v.source.clone(), e))
+        });
         guard.unmount()?;
         let generated = generated.map_err(|e| Error::InvalidArgument(e.to_string()))?;
         if let Some(Err(e)) = workdir {
             let cwd = generated["process"]["cwd"].as_str().unwrap_or("/");
             return Err(io_err("create the working directory", Path::new(cwd))(e));
         }
-        if let Some(Err(e)) = volumes {
-            let dir = cdir.join(spec::VOLUMES_DIR);
-            return Err(io_err("prepare the image's volumes", &dir)(e));
+        if let Some((data, e)) = seeded {
+            return Err(io_err("fill the volume from the image", &data)(e));
         }
         self.write_bundle(ns, id, &generated)?;
         Ok(generated)
@@ -647,7 +693,8 @@ impl Containers {
         );
         let opts = options_of(&rec);
         if opts.auto_remove {
-            if let Err(e) = self.remove_record(ns, &rec) {
+            // `--rm` takes the anonymous volumes along, as Docker's.
+            if let Err(e) = self.remove_record(ns, &rec, true) {
                 tracing::warn!(id, "--rm: {e}");
             }
             return;
@@ -785,7 +832,9 @@ impl Containers {
 
     // ---- remove, prune
 
-    pub fn remove(&self, ns: &str, reference: &str, force: bool) -> Result<String> {
+    /// `rm`; `volumes` (`rm -v`) also removes the container's anonymous volumes that no other
+    /// container uses (named volumes always stay).
+    pub fn remove(&self, ns: &str, reference: &str, force: bool, volumes: bool) -> Result<String> {
         let ns = namespace(ns);
         let rec = self.find(ns, reference)?;
         if rec.state.status.has_task() || rec.state.status == ContainerStatus::Restarting {
@@ -799,13 +848,20 @@ impl Containers {
             }
         }
         let rec = self.svc.db.get_container(ns, &rec.id)?;
-        self.remove_record(ns, &rec)?;
+        self.remove_record(ns, &rec, volumes)?;
         Ok(rec.id)
     }
 
-    fn remove_record(&self, ns: &str, rec: &ContainerRecord) -> Result<()> {
+    /// Removes the container's files and record, with `volumes` its anonymous volumes too.
+    fn remove_record(&self, ns: &str, rec: &ContainerRecord, volumes: bool) -> Result<()> {
         self.remove_files(ns, rec);
-        self.svc.db.delete_container(ns, &rec.id)?;
+        let (_, gone) = self
+            .svc
+            .db
+            .delete_container_with_volumes(ns, &rec.id, volumes)?;
+        for v in gone {
+            self.volumes.remove_dir(ns, &v.name);
+        }
         self.backoff
             .lock()
             .expect("backoff lock")
@@ -824,7 +880,7 @@ impl Containers {
                 rec.state.status,
                 ContainerStatus::Created | ContainerStatus::Exited | ContainerStatus::Dead
             ) {
-                self.remove_record(ns, &rec)?;
+                self.remove_record(ns, &rec, false)?;
                 out.push(rec.id);
             }
         }
@@ -873,31 +929,31 @@ impl Containers {
             }
         };
         let (policy_name, max_retry) = policy_of(&rec).docker_name();
-        // Docker's `Mounts`: the user's binds and the image's volumes (a directory of the
-        // container each).
-        let volumes_dir = self.paths.container_dir(&rec.id).join(spec::VOLUMES_DIR);
+        // Docker's `Mounts`: the user's host binds, then the volumes.
         let mut mounts: Vec<serde_json::Value> = opts
             .binds()
             .unwrap_or_default()
             .into_iter()
-            .map(|b| {
-                serde_json::json!({
-                    "Type": "bind", "Source": b.source, "Destination": b.destination,
+            .filter_map(|b| {
+                let host = b.host_path()?;
+                Some(serde_json::json!({
+                    "Type": "bind", "Source": host, "Destination": b.destination,
                     "Mode": if b.read_only { "ro" } else { "" }, "RW": !b.read_only,
                     "Propagation": "rprivate",
-                })
+                }))
             })
             .collect();
-        for m in rec.spec["mounts"].as_array().into_iter().flatten() {
-            let source = Path::new(m["source"].as_str().unwrap_or_default());
-            if source.parent() == Some(volumes_dir.as_path()) {
-                mounts.push(serde_json::json!({
-                    "Type": "volume",
-                    "Name": source.file_name().map(|n| n.to_string_lossy()),
-                    "Source": source, "Destination": m["destination"], "Driver": "local",
-                    "Mode": "", "RW": true, "Propagation": "",
-                }));
-            }
+        for v in &rec.volumes {
+            mounts.push(serde_json::json!({
+                "Type": "volume",
+                "Name": v.name,
+                "Source": self.volumes.mountpoint(ns, &v.name),
+                "Destination": v.destination,
+                "Driver": volumes::DRIVER,
+                "Mode": if v.read_only { "ro" } else { "" },
+                "RW": !v.read_only,
+                "Propagation": "",
+            }));
         }
         let log_config: BTreeMap<&str, &str> = opts
             .log_opts
@@ -1606,7 +1662,7 @@ impl Containers {
                 continue;
             };
             if options_of(&rec).auto_remove && rec.state.status == ContainerStatus::Exited {
-                let _ = self.remove_record(&ns, &rec);
+                let _ = self.remove_record(&ns, &rec, true);
                 continue;
             }
             if policy_of(&rec).start_with_daemon(was_running, rec.state.stopped_by_user) {

@@ -26,7 +26,9 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use super::options::{parse_signal, Bind, NetworkMode, OptionsError, RunOptions, SeccompOpt};
+use super::options::{
+    parse_signal, Bind, BindSource, NetworkMode, OptionsError, RunOptions, SeccompOpt,
+};
 use super::seccomp_default::{self, ProfileError};
 use super::user::{self, UserError};
 use crate::oci::ImageConfig;
@@ -54,6 +56,70 @@ pub struct SpecContext {
     pub container_dir: PathBuf,
     /// The `kapsel-init` binary for `--init`.
     pub init_binary: Option<PathBuf>,
+    /// The volumes the container mounts, as [`volumes_needed`] listed them, with the
+    /// directories behind them.
+    pub volumes: Vec<VolumeSource>,
+}
+
+/// A volume the container needs: `-v NAME:/path` (`name` set), `-v /path` or an image
+/// `Volumes` path (anonymous: `name` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeNeed {
+    pub name: Option<String>,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// A volume mounted into the container: `source` is its `_data` directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSource {
+    pub destination: String,
+    pub source: PathBuf,
+    pub read_only: bool,
+}
+
+/// The volumes of a container made from `img` with `opts`: the user's `-v NAME:/path` and
+/// `-v /path` in order, then one anonymous volume per image `Volumes` path no user mount
+/// (`-v`, `--tmpfs`) covers.
+pub fn volumes_needed(img: &ImageConfig, opts: &RunOptions) -> Result<Vec<VolumeNeed>, SpecError> {
+    let binds = opts.binds()?;
+    let mut out: Vec<VolumeNeed> = binds
+        .iter()
+        .filter_map(|b| {
+            let name = match &b.source {
+                BindSource::Host(_) => return None,
+                BindSource::Volume(n) => Some(n.clone()),
+                BindSource::Anonymous => None,
+            };
+            Some(VolumeNeed {
+                name,
+                destination: b.destination.clone(),
+                read_only: b.read_only,
+            })
+        })
+        .collect();
+    let covered = |dest: &str| {
+        binds
+            .iter()
+            .map(|b| b.destination.as_str())
+            .chain(
+                opts.tmpfs
+                    .iter()
+                    .map(|t| t.split_once(':').map_or(t.as_str(), |(p, _)| p)),
+            )
+            .any(|d| Path::new(d) == Path::new(dest))
+    };
+    let cfg = img.config.clone().unwrap_or_default();
+    for path in cfg.volumes.iter().flatten().map(|(p, _)| p.as_str()) {
+        if path.starts_with('/') && path != "/" && !covered(path) {
+            out.push(VolumeNeed {
+                name: None,
+                destination: path.to_string(),
+                read_only: false,
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -390,22 +456,26 @@ fn tmpfs_mount(spec: &str) -> Value {
     json!({ "destination": path, "type": "tmpfs", "source": "tmpfs", "options": options })
 }
 
-fn bind_mount(b: &Bind, raw: &str) -> Result<Value, SpecError> {
-    std::fs::metadata(&b.source).map_err(|source| SpecError::BindSource {
+/// The mount of a host bind (`None` for a volume: those come from `SpecContext::volumes`).
+fn bind_mount(b: &Bind, raw: &str) -> Result<Option<Value>, SpecError> {
+    let Some(host) = b.host_path() else {
+        return Ok(None);
+    };
+    std::fs::metadata(host).map_err(|source| SpecError::BindSource {
         bind: raw.to_string(),
-        path: b.source.clone(),
+        path: host.to_string(),
         source,
     })?;
     let mut options = vec!["rbind", "rprivate"];
     if b.read_only {
         options.push("ro");
     }
-    Ok(json!({
+    Ok(Some(json!({
         "destination": b.destination,
         "type": "bind",
-        "source": b.source,
+        "source": host,
         "options": options,
-    }))
+    })))
 }
 
 /// The rlimits a container gets by default: RLIMIT_NOFILE at kapseld's own soft and hard
@@ -612,33 +682,22 @@ fn generate_on(
     let binds = opts.binds()?;
     let mut user_mounts = Vec::new();
     for (b, raw) in binds.iter().zip(&opts.binds) {
-        user_mounts.push(bind_mount(b, raw)?);
+        user_mounts.extend(bind_mount(b, raw)?);
     }
     user_mounts.extend(opts.tmpfs.iter().map(|t| tmpfs_mount(t)));
-    // The image's `Volumes` a user mount does not cover: a writable directory each, of the
-    // container's own (Docker makes an anonymous volume), filled by [`prepare_volumes`].
-    let covered = |dest: &str| {
-        user_mounts
-            .iter()
-            .any(|m| m["destination"].as_str().map(Path::new) == Some(Path::new(dest)))
-    };
-    let volumes: Vec<Value> = cfg
-        .volumes
-        .iter()
-        .flatten()
-        .map(|(path, _)| path.as_str())
-        .filter(|p| p.starts_with('/') && *p != "/" && !covered(p))
-        .enumerate()
-        .map(|(i, path)| {
-            json!({
-                "destination": path,
-                "type": "bind",
-                "source": volume_dir(&ctx.container_dir, i, path),
-                "options": ["rbind", "rprivate"],
-            })
-        })
-        .collect();
-    user_mounts.extend(volumes);
+    // The volumes (named, anonymous, the image's): their directories, bound.
+    for v in &ctx.volumes {
+        let mut options = vec!["rbind", "rprivate"];
+        if v.read_only {
+            options.push("ro");
+        }
+        user_mounts.push(json!({
+            "destination": v.destination,
+            "type": "bind",
+            "source": v.source,
+            "options": options,
+        }));
+    }
     user_mounts.sort_by_key(depth);
     let taken = |dest: &str| user_mounts.iter().any(|m| m["destination"] == dest);
     let mut mounts: Vec<Value> = default_mounts(opts.privileged)
@@ -736,73 +795,6 @@ pub fn create_workdir(rootfs: &Path, spec: &Value) -> io::Result<()> {
             format!("working directory {cwd}: not a directory in the image"),
         ))
     }
-}
-
-/// `<container_dir>/volumes`: the directories behind the image's `Volumes`.
-pub const VOLUMES_DIR: &str = "volumes";
-
-/// The directory backing the `i`th image volume, `path`: `volumes/<i>_<path with _ for />`.
-fn volume_dir(container_dir: &Path, i: usize, path: &str) -> PathBuf {
-    let name = path.trim_matches('/').replace('/', "_");
-    container_dir.join(VOLUMES_DIR).join(format!("{i}_{name}"))
-}
-
-/// Makes the directories behind the image volumes of `spec` (the bind mounts `generate` points
-/// into `<container_dir>/volumes`) and fills each, as Docker fills a new volume, with what the
-/// image has at that path in `rootfs` (modes and owners kept; device nodes, FIFOs and sockets
-/// skipped). A volume path missing from the image gets an empty directory (0755, root).
-pub fn prepare_volumes(rootfs: &Path, spec: &Value, container_dir: &Path) -> io::Result<()> {
-    let base = container_dir.join(VOLUMES_DIR);
-    let mounts = spec["mounts"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    for m in mounts {
-        let (Some(dest), Some(source)) = (m["destination"].as_str(), m["source"].as_str()) else {
-            continue;
-        };
-        let source = Path::new(source);
-        if source.parent() != Some(base.as_path()) || source.exists() {
-            continue;
-        }
-        std::fs::create_dir_all(&base)?;
-        let in_image = user::resolve_in_rootfs(rootfs, Path::new(dest), false)?;
-        match std::fs::symlink_metadata(&in_image) {
-            Ok(meta) if meta.is_dir() => copy_tree(&in_image, source)?,
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotADirectory,
-                    format!("image volume {dest}: not a directory in the image"),
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir(source)?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Copies `from` to `to` (which must not exist): directories, regular files and symlinks with
-/// their owners and modes.
-fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(from)?;
-    let kind = meta.file_type();
-    if kind.is_dir() {
-        std::fs::create_dir(to)?;
-        for entry in std::fs::read_dir(from)? {
-            let entry = entry?;
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
-        }
-    } else if kind.is_symlink() {
-        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
-    } else if kind.is_file() {
-        std::fs::copy(from, to)?;
-    } else {
-        return Ok(());
-    }
-    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
-    if !kind.is_symlink() {
-        // After the chown, which clears set-id bits.
-        std::fs::set_permissions(to, meta.permissions())?;
-    }
-    Ok(())
 }
 
 /// The localhost lines of a container's /etc/hosts.

@@ -254,6 +254,7 @@ fn a_container_keeps_its_image_after_the_record_is_removed() {
         labels: BTreeMap::new(),
         created_at: 0,
         state: Default::default(),
+        volumes: Vec::new(),
     };
     db.create_container("default", &c).unwrap();
     db.delete_image("default", "ctr:1").unwrap();

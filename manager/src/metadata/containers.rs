@@ -93,15 +93,27 @@ pub struct ContainerRecord {
     pub created_at: i64,
     #[serde(default)]
     pub state: State,
+    /// The volumes it mounts (named and anonymous); a volume is in use while a record lists it.
+    #[serde(default)]
+    pub volumes: Vec<super::VolumeMount>,
 }
 
 impl Db {
     /// Stores a new container; fails when the id or the name is taken in the namespace.
     pub fn create_container(&self, ns: &str, rec: &ContainerRecord) -> Result<()> {
-        validate_namespace(ns)?;
+        self.create_container_with_volumes(ns, rec, &[])
+    }
+
+    /// [`Db::create_container`] inside the transaction `txn`.
+    pub(super) fn insert_container(
+        &self,
+        txn: &redb::WriteTransaction,
+        ns: &str,
+        rec: &ContainerRecord,
+    ) -> Result<()> {
         super::validate_key("container id", &rec.id)?;
         let op = "create container";
-        self.write(op, |txn| {
+        {
             self.touch_namespace(txn, ns)?;
             let mut t = txn
                 .open_table(CONTAINERS)
@@ -133,7 +145,7 @@ impl Db {
             t.insert((ns, rec.id.as_str()), bytes.as_slice())
                 .map_err(|e| self.err(op)(e.into()))?;
             Ok(())
-        })
+        }
     }
 
     pub fn get_container(&self, ns: &str, id: &str) -> Result<ContainerRecord> {
@@ -243,20 +255,27 @@ impl Db {
 
     /// Removes the record; returns it.
     pub fn delete_container(&self, ns: &str, id: &str) -> Result<ContainerRecord> {
-        validate_namespace(ns)?;
+        Ok(self.delete_container_with_volumes(ns, id, false)?.0)
+    }
+
+    /// [`Db::delete_container`] inside the transaction `txn`.
+    pub(super) fn remove_container(
+        &self,
+        txn: &redb::WriteTransaction,
+        ns: &str,
+        id: &str,
+    ) -> Result<ContainerRecord> {
         let op = "delete container";
-        self.write(op, |txn| {
-            let mut t = txn
-                .open_table(CONTAINERS)
-                .map_err(|e| self.err(op)(e.into()))?;
-            let old = t.remove((ns, id)).map_err(|e| self.err(op)(e.into()))?;
-            match old {
-                Some(v) => decode("containers", id, v.value()),
-                None => Err(Error::ContainerNotFound {
-                    namespace: ns.to_string(),
-                    id: id.to_string(),
-                }),
-            }
-        })
+        let mut t = txn
+            .open_table(CONTAINERS)
+            .map_err(|e| self.err(op)(e.into()))?;
+        let old = t.remove((ns, id)).map_err(|e| self.err(op)(e.into()))?;
+        match old {
+            Some(v) => decode("containers", id, v.value()),
+            None => Err(Error::ContainerNotFound {
+                namespace: ns.to_string(),
+                id: id.to_string(),
+            }),
+        }
     }
 }

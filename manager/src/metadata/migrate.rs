@@ -5,12 +5,13 @@
 //! |---|---|
 //! | 1 | `images`: name → JSON `{name, target, labels, created_at}`; no namespaces, no version key |
 //! | 2 | every record keyed by `(namespace, ...)`; `namespaces`, `leases`, `lease_resources`, `containers` (reserved); `meta.schema_version` |
+//! | 3 | `volumes` (`(namespace, name)` → JSON `VolumeRecord`); container records gain `volumes` (absent: none) |
 
 use redb::{ReadableTable, TableDefinition, TableHandle};
 
 use super::{
     Error, ImageRecord, CONTAINERS, DEFAULT_NAMESPACE, IMAGES, LEASES, LEASE_RESOURCES, META,
-    NAMESPACES,
+    NAMESPACES, VOLUMES,
 };
 
 /// Schema 1's image table.
@@ -38,6 +39,9 @@ pub(super) fn step(
 ) -> Result<(), Error> {
     match from {
         1 => v1_to_v2(txn, err),
+        // The `volumes` table is new (made by `ensure_tables`); container records without
+        // `volumes` read as mounting none.
+        2 => Ok(()),
         _ => unreachable!("no migration from schema {from}"),
     }
 }
@@ -50,6 +54,7 @@ pub(super) fn ensure_tables(txn: &redb::WriteTransaction) -> Result<(), redb::Er
     txn.open_table(LEASES)?;
     txn.open_table(LEASE_RESOURCES)?;
     txn.open_table(CONTAINERS)?;
+    txn.open_table(VOLUMES)?;
     Ok(())
 }
 

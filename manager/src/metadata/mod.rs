@@ -22,11 +22,13 @@ use crate::oci::{Descriptor, Digest};
 
 mod containers;
 mod migrate;
+mod volumes;
 
 pub use containers::{ContainerRecord, State as ContainerState, Status as ContainerStatus};
+pub use volumes::{VolumeMount, VolumeRecord};
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// The namespace requests without one use.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -40,6 +42,8 @@ pub(crate) const LEASE_RESOURCES: TableDefinition<(&str, &str, &str), ()> =
 /// `(namespace, id)` → JSON [`ContainerRecord`] (`containers.rs`).
 pub(crate) const CONTAINERS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("containers");
+/// `(namespace, name)` → JSON [`VolumeRecord`] (`volumes.rs`).
+pub(crate) const VOLUMES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("volumes");
 
 const KEY_SCHEMA_VERSION: &str = "schema_version";
 
@@ -81,6 +85,13 @@ pub enum Error {
     ContainerExists { namespace: String, id: String },
     #[error("conflict: the container name \"/{name}\" is already in use by container \"{id}\": remove (or rename) that container to be able to reuse that name")]
     ContainerNameInUse { name: String, id: String },
+    #[error("no such volume: {name}")]
+    VolumeNotFound { name: String },
+    #[error("remove {name}: volume is in use - [{}]", containers.join(", "))]
+    VolumeInUse {
+        name: String,
+        containers: Vec<String>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -173,7 +173,7 @@ fn schema_1_file_is_migrated_into_the_default_namespace() {
         txn.commit().unwrap();
     }
     let db = Db::open(&path).unwrap();
-    assert_eq!(db.schema_version().unwrap(), 2);
+    assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
     let imgs = db.list_images("default").unwrap();
     assert_eq!(imgs.len(), 2);
     assert_eq!(imgs[0].name, "a:1");
@@ -236,7 +236,7 @@ fn newer_schema_is_refused() {
             err,
             Error::TooNew {
                 found: 99,
-                supported: 2,
+                supported: SCHEMA_VERSION,
                 ..
             }
         ),
@@ -373,6 +373,7 @@ fn container(id: &str, name: &str) -> ContainerRecord {
         labels: BTreeMap::new(),
         created_at: 1,
         state: ContainerState::default(),
+        volumes: Vec::new(),
     }
 }
 
@@ -431,4 +432,97 @@ fn container_names_are_unique_per_namespace() {
     // The name is free again.
     db.create_container("default", &container("d4", "web"))
         .unwrap();
+}
+
+fn volume(name: &str, anonymous: bool) -> VolumeRecord {
+    VolumeRecord {
+        name: name.to_string(),
+        created_at: 1,
+        labels: BTreeMap::new(),
+        anonymous,
+    }
+}
+
+fn mounting(id: &str, vols: &[&str]) -> ContainerRecord {
+    let mut c = container(id, &format!("c{id}"));
+    c.volumes = vols
+        .iter()
+        .map(|v| VolumeMount {
+            name: v.to_string(),
+            destination: format!("/{v}"),
+            read_only: false,
+        })
+        .collect();
+    c
+}
+
+#[test]
+fn volumes_in_use_are_kept_and_anonymous_ones_go_with_their_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("meta.redb")).unwrap();
+    let (v, new) = db.create_volume("default", &volume("data", false)).unwrap();
+    assert!(new);
+    // A second create returns the first record.
+    let (again, new) = db.create_volume("default", &volume("data", true)).unwrap();
+    assert!(!new);
+    assert_eq!(again, v);
+    // Two containers share the named volume; each has an anonymous one.
+    db.create_container_with_volumes(
+        "default",
+        &mounting("a1", &["data", "anon1"]),
+        &[volume("anon1", true)],
+    )
+    .unwrap();
+    db.create_container_with_volumes(
+        "default",
+        &mounting("b2", &["data", "anon2"]),
+        &[volume("anon2", true)],
+    )
+    .unwrap();
+    let list = db.list_volumes("default").unwrap();
+    let users: Vec<(&str, Vec<String>)> = list
+        .iter()
+        .map(|(v, u)| (v.name.as_str(), u.clone()))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("anon1", vec!["a1".to_string()]),
+            ("anon2", vec!["b2".to_string()]),
+            ("data", vec!["a1".to_string(), "b2".to_string()]),
+        ]
+    );
+    match db.delete_volume("default", "data", |_| Ok(())) {
+        Err(Error::VolumeInUse { name, containers }) => {
+            assert_eq!(name, "data");
+            assert_eq!(containers, ["a1", "b2"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        db.delete_volume("default", "nope", |_| Ok(())),
+        Err(Error::VolumeNotFound { .. })
+    ));
+    // Without `anonymous` the volumes stay; with it only the anonymous one goes.
+    let (_, gone) = db
+        .delete_container_with_volumes("default", "a1", false)
+        .unwrap();
+    assert!(gone.is_empty());
+    let (_, gone) = db
+        .delete_container_with_volumes("default", "b2", true)
+        .unwrap();
+    assert_eq!(gone, [volume("anon2", true)]);
+    let names: Vec<String> = db
+        .list_volumes("default")
+        .unwrap()
+        .into_iter()
+        .map(|(v, u)| {
+            assert!(u.is_empty());
+            v.name
+        })
+        .collect();
+    assert_eq!(names, ["anon1", "data"]);
+    db.delete_volume("default", "data", |_| Ok(())).unwrap();
+    // Another namespace has its own volumes.
+    assert!(db.list_volumes("other").unwrap().is_empty());
 }

@@ -63,7 +63,7 @@ impl kapsel_proto::containers_ttrpc::Containers for Containers {
 
     fn remove(&self, _: &TtrpcContext, r: pb::RemoveRequest) -> ttrpc::Result<pb::Empty> {
         self.0
-            .remove(&r.namespace, &r.container, r.force)
+            .remove(&r.namespace, &r.container, r.force, r.volumes)
             .map_err(err)?;
         empty()
     }

@@ -28,6 +28,7 @@ fn fixture() -> Fixture {
         rootfs,
         container_dir: dir.path().join("ctr"),
         init_binary: None,
+        volumes: Vec::new(),
     };
     Fixture { _dir: dir, ctx }
 }
