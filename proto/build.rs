@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "protos/kapsel/services/events/v1/events.proto",
     "protos/kapsel/services/system/v1/system.proto",
     "protos/kapsel/services/containers/v1/containers.proto",
+    "protos/kapsel/services/volumes/v1/volumes.proto",
 ];
 
 fn main() {

@@ -494,3 +494,244 @@ impl ServerCert {
         d
     }
 }
+
+// ---- a kapseld that runs containers
+
+/// `containerd-shim-kapsel-v2`: `KAPSEL_SHIM`, else target/release, then target/debug.
+pub fn shim_binary() -> PathBuf {
+    if let Some(v) = std::env::var_os("KAPSEL_SHIM") {
+        let p = PathBuf::from(v);
+        return if p.is_relative() {
+            repo_root().join(p)
+        } else {
+            p
+        };
+    }
+    for profile in ["release", "debug"] {
+        let p = repo_root()
+            .join("target")
+            .join(profile)
+            .join("containerd-shim-kapsel-v2");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("containerd-shim-kapsel-v2 is not built: cargo build --release -p containerd-shim-kapsel-v2");
+}
+
+/// A kapseld that runs containers, under `kapsel-it-reaper --hold` (this machine's PID 1 does
+/// not reap: the shims it starts outlive it, as they must, and are reaped there), on a private
+/// root `/tmp/<tag>-*`; its containers are removed and it is SIGTERMed when dropped. Binaries:
+/// kapseld, kapsel and kapsel-logger from [`bin`], the shim from [`shim_binary`], the runtime
+/// as the other tests pick it.
+pub struct Kapseld {
+    pub dir: PathBuf,
+    pub sock: PathBuf,
+    reaper: Option<std::process::Child>,
+}
+
+impl Kapseld {
+    pub fn start() -> Kapseld {
+        Kapseld::start_tagged("kctr")
+    }
+
+    pub fn start_tagged(tag: &str) -> Kapseld {
+        require_root();
+        let dir = PathBuf::from(format!("/tmp/{}", unique(tag)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut k = Kapseld {
+            sock: dir.join("kapseld.sock"),
+            dir,
+            reaper: None,
+        };
+        k.spawn();
+        k
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("kapseld.log"))
+            .unwrap();
+        let _ = std::fs::remove_file(self.pid_file());
+        let child = std::process::Command::new(bin("kapsel-it-reaper"))
+            .args(["--hold", "--"])
+            .arg(bin("kapseld"))
+            .args(["--root", &self.dir.join("root").display().to_string()])
+            .args(["--state", &self.dir.join("state").display().to_string()])
+            .args(["--address", &self.sock.display().to_string()])
+            .args(["--log-level", "debug"])
+            .arg("--shim")
+            .arg(shim_binary())
+            .arg("--runtime")
+            .arg(crate::env::runtime_binary())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start kapseld");
+        // An earlier reaper keeps reaping the shims of an earlier kapseld: let it be.
+        if let Some(mut old) = self.reaper.replace(child) {
+            std::thread::spawn(move || old.wait());
+        }
+        let sock = self.sock.clone();
+        let pid = self.pid_file();
+        wait_for("kapseld's socket", Duration::from_secs(30), || {
+            pid.exists() && std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("state/kapseld.pid")
+    }
+
+    pub fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.pid_file())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid kapseld wrote for itself.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    pub fn kapsel(&self, args: &[&str]) -> Cmd {
+        Cmd::new(bin("kapsel"))
+            .arg("--address")
+            .arg(&self.sock)
+            .args(args)
+            .timeout(Duration::from_secs(60))
+    }
+
+    pub fn ok(&self, args: &[&str]) -> CmdOutput {
+        self.kapsel(args).ok()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kapseld.log")).unwrap_or_default()
+    }
+
+    pub fn load_busybox(&self) {
+        let f = Fixtures::get();
+        self.ok(&["load", "-i", &f.docker_archive().display().to_string()]);
+    }
+
+    pub fn inspect(&self, c: &str) -> serde_json::Value {
+        let out = self.ok(&["inspect", c]);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v[0].clone()
+    }
+}
+
+impl Drop for Kapseld {
+    fn drop(&mut self) {
+        // Containers first (their shims exit), then the daemon.
+        let _ = self
+            .kapsel(&["rm", "-f"])
+            .args(
+                self.kapsel(&["ps", "-aq", "--no-trunc"])
+                    .output()
+                    .stdout
+                    .split_whitespace(),
+            )
+            .output();
+        if self.pid_file().exists() {
+            self.signal(libc::SIGTERM);
+        }
+        if let Some(mut r) = self.reaper.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while r.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("---- kapseld log ({})\n{}", self.dir.display(), self.log());
+        }
+        crate::daemon::remove_tree(&self.dir);
+    }
+}
+
+/// busybox plus a layer with `/data/seed` (dir and file owned 1000:1000), its config declaring
+/// the volumes `/data` and `/scratch`; loaded as `kgaps-vol:1`.
+pub fn load_image_with_volumes(k: &Kapseld) {
+    let f = Fixtures::get();
+    let layout = k.dir.join("vol-layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    Cmd::new("tar")
+        .arg("-xf")
+        .arg(f.oci_archive())
+        .arg("-C")
+        .arg(&layout)
+        .ok();
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let read = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(blob(d)).unwrap()).unwrap()
+    };
+    let index = read_json(&layout.join("index.json"));
+    let mut manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+    let mut config = read(manifest["config"]["digest"].as_str().unwrap());
+
+    let tree = k.dir.join("vol-tree");
+    std::fs::create_dir_all(tree.join("data")).unwrap();
+    std::fs::write(tree.join("data/seed"), "seeded\n").unwrap();
+    for p in ["data", "data/seed"] {
+        std::os::unix::fs::chown(tree.join(p), Some(1000), Some(1000)).unwrap();
+    }
+    let layer = tar_layer(&layout, &tree, false);
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(layer.diff_id.clone().into());
+    config["config"]["Volumes"] = serde_json::json!({"/data": {}, "/scratch": {}});
+    config.as_object_mut().unwrap().remove("history");
+    let path = k.dir.join("vol-config.json");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let (cd, cs) = add_blob(&layout, &path);
+    manifest["config"]["digest"] = cd.into();
+    manifest["config"]["size"] = cs.into();
+    manifest["layers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": layer.media_type, "digest": layer.digest, "size": layer.size,
+        }));
+    let path = k.dir.join("vol-manifest.json");
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let (md, ms) = add_blob(&layout, &path);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {"io.containerd.image.name": "docker.io/library/kgaps-vol:1"},
+        }],
+    });
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    load_layout(k, &layout);
+}
+
+/// Tars the OCI layout `layout` into an OCI archive and loads it.
+/// Loads an OCI layout directory (archived first) with `kapsel load`.
+pub fn load_layout(k: &Kapseld, layout: &Path) {
+    let archive = layout.with_extension("tar");
+    Cmd::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(layout)
+        .args(["oci-layout", "index.json", "blobs"])
+        .ok();
+    k.ok(&["load", "-i", &archive.display().to_string()]);
+}
+
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}

@@ -85,6 +85,7 @@ fn container(tag: &str) -> Container {
         rootfs,
         container_dir: bundle.path().join("ctr"),
         init_binary: None,
+        volumes: Vec::new(),
     };
     Container {
         rt,

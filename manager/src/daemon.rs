@@ -45,6 +45,8 @@ pub enum Error {
     },
     #[error("signals: {0}")]
     Signals(#[source] nix::Error),
+    #[error("volumes: {0}")]
+    Volumes(#[from] crate::volumes::Error),
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -179,6 +181,8 @@ pub fn run(cfg: Config) -> Result<(), Error> {
             init_binary: crate::containers::find_init_binary(),
         },
     );
+    // Before serving: volume directories a crash left without a record go.
+    ctrs.volumes().recover()?;
     for m in services::methods(svc.clone(), ctrs.clone(), info, Some(ctrs.event_sink())) {
         server = server.register_service(m);
     }

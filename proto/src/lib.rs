@@ -9,6 +9,7 @@
 //! | `kapsel.services.events.v1` | `Events` | `Subscribe` long-polls the event ring |
 //! | `kapsel.services.system.v1` | `System` | version, info |
 //! | `kapsel.services.containers.v1` | `Containers` | create, start, stop, kill, remove, list, inspect, wait, exec, logs, attach, stats, top, pause, rename, update, prune |
+//! | `kapsel.services.volumes.v1` | `Volumes` | create, get, list, remove, prune |
 //!
 //! Requests carry a `namespace` where records are namespaced; empty means `default`.
 
@@ -45,4 +46,6 @@ generated!(
     system_ttrpc,
     containers,
     containers_ttrpc,
+    volumes,
+    volumes_ttrpc,
 );

@@ -41,6 +41,7 @@ pub struct Conn {
     pub events: kapsel_proto::events_ttrpc::EventsClient,
     pub system: kapsel_proto::system_ttrpc::SystemClient,
     pub containers: kapsel_proto::containers_ttrpc::ContainersClient,
+    pub volumes: kapsel_proto::volumes_ttrpc::VolumesClient,
 }
 
 impl Conn {
@@ -61,7 +62,8 @@ impl Conn {
             snapshots: kapsel_proto::snapshots_ttrpc::SnapshotsClient::new(c.clone()),
             events: kapsel_proto::events_ttrpc::EventsClient::new(c.clone()),
             system: kapsel_proto::system_ttrpc::SystemClient::new(c.clone()),
-            containers: kapsel_proto::containers_ttrpc::ContainersClient::new(c),
+            containers: kapsel_proto::containers_ttrpc::ContainersClient::new(c.clone()),
+            volumes: kapsel_proto::volumes_ttrpc::VolumesClient::new(c),
         })
     }
 

@@ -381,6 +381,9 @@ pub struct SystemPruneArgs {
     /// Remove all unused images, not just dangling ones.
     #[arg(short, long)]
     all: bool,
+    /// Prune anonymous volumes.
+    #[arg(long)]
+    volumes: bool,
     /// Do not prompt for confirmation.
     #[arg(short, long)]
     force: bool,
@@ -1577,15 +1580,7 @@ fn update(conn: &Conn, a: UpdateArgs) -> Result<i32> {
 }
 
 fn confirm(what: &str) -> bool {
-    use std::io::IsTerminal;
-    if !std::io::stdin().is_terminal() {
-        return true;
-    }
-    print!("WARNING! This will remove:\n{what}\nAre you sure you want to continue? [y/N] ");
-    let _ = std::io::stdout().flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    matches!(line.trim(), "y" | "Y" | "yes")
+    super::confirm(&format!("WARNING! This will remove:\n{what}"))
 }
 
 fn prune(conn: &Conn, force: bool) -> Result<bool> {
@@ -1619,10 +1614,18 @@ fn system_prune(conn: &Conn, a: SystemPruneArgs) -> Result<()> {
     } else {
         "  - all dangling images"
     };
-    if !a.force && !confirm(&format!("  - all stopped containers\n{images}")) {
+    let volumes = if a.volumes {
+        "  - all anonymous volumes not used by at least one container\n"
+    } else {
+        ""
+    };
+    if !a.force && !confirm(&format!("  - all stopped containers\n{volumes}{images}")) {
         return Ok(());
     }
     prune(conn, true)?;
+    if a.volumes {
+        super::volumes::prune(conn, false, true)?;
+    }
     let r = conn
         .images
         .prune(

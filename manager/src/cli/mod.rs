@@ -12,6 +12,7 @@ pub mod client;
 pub mod containers;
 pub mod progress;
 pub mod table;
+pub mod volumes;
 
 use client::{Conn, Error, Result};
 use table::{human_bytes_binary, human_size, short_id, Table};
@@ -82,6 +83,9 @@ enum Cmd {
     System(containers::SystemGroup),
     /// Return low-level information on containers or images.
     Inspect(InspectArgs),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -273,10 +277,23 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Version(a) => version(&cli.address, &cli.namespace, a),
         Cmd::Events(a) => events(&connect()?, a),
         Cmd::Inspect(a) => inspect_any(&connect()?, a),
+        Cmd::Volume(c) => volumes::run(&connect()?, c),
         Cmd::Containers(_) | Cmd::Container(_) | Cmd::System(_) => {
             unreachable!("container commands are run by containers::main")
         }
     }
+}
+
+/// Prints `warning` and asks to go on: true on y or yes, or when stdin is not a terminal.
+pub(crate) fn confirm(warning: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return true;
+    }
+    print!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    matches!(line.trim(), "y" | "Y" | "yes")
 }
 
 fn stdout_is_tty() -> bool {

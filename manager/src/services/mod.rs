@@ -18,6 +18,7 @@ mod shim_events;
 mod snapshots;
 mod system;
 mod transfer;
+mod volumes;
 
 pub use system::DaemonInfo;
 
@@ -36,6 +37,9 @@ pub fn methods(
                 sink: task_events,
             },
         )),
+        kapsel_proto::volumes_ttrpc::create_volumes(Arc::new(volumes::Volumes(
+            ctrs.volumes().clone(),
+        ))),
         kapsel_proto::containers_ttrpc::create_containers(Arc::new(containers::Containers(ctrs))),
         kapsel_proto::images_ttrpc::create_images(Arc::new(images_svc::Images(svc.clone()))),
         kapsel_proto::content_ttrpc::create_content(Arc::new(content::Content(svc.clone()))),
