@@ -756,6 +756,8 @@ fn run(conn: &Conn, a: RunArgs, create_only: bool) -> Result<i32> {
                     namespace: conn.namespace.clone(),
                     container: id,
                     force: true,
+                    // --rm takes the anonymous volumes along, as Docker's.
+                    volumes: true,
                     ..Default::default()
                 },
             );
@@ -772,6 +774,7 @@ fn run(conn: &Conn, a: RunArgs, create_only: bool) -> Result<i32> {
             namespace: conn.namespace.clone(),
             container: id,
             force: true,
+            volumes: true,
             ..Default::default()
         };
         if let Err(e) = conn.containers.remove(conn.ctx(), &req) {

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use kapsel_proto::volumes as vpb;
 
 use super::client::{Conn, Error, Result};
-use super::table::{human_size, Table};
+use super::table::human_size;
 use crate::images::time::format_rfc3339;
 
 /// `kapsel volume ...`
@@ -150,11 +150,11 @@ fn ls(conn: &Conn, a: LsArgs) -> Result<()> {
     }
     match a.format.as_deref() {
         None | Some("table") => {
-            let mut t = Table::new(&["DRIVER", "VOLUME NAME"]);
+            // Docker's tabwriter makes a column at least 10 wide.
+            println!("{:<10}VOLUME NAME", "DRIVER");
             for v in &vols {
-                t.row(vec![v.driver.clone(), v.name.clone()]);
+                println!("{:<10}{}", v.driver, v.name);
             }
-            print!("{}", t.render());
         }
         Some("json") | Some("{{json .}}") => {
             for v in &vols {

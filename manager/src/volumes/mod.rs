@@ -184,6 +184,9 @@ impl Volumes {
     /// and `label=KEY[=VALUE]`.
     pub fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<Volume>> {
         let ns = crate::images::namespace(ns);
+        for f in filters {
+            check_filter(f)?;
+        }
         let mut out = Vec::new();
         for (rec, used_by) in self.svc.db.list_volumes(ns)? {
             let v = Volume {
@@ -285,6 +288,13 @@ impl Volumes {
 
 fn read_dir(dir: &Path) -> impl Iterator<Item = std::fs::DirEntry> {
     std::fs::read_dir(dir).into_iter().flatten().flatten()
+}
+
+fn check_filter(filter: &str) -> Result<()> {
+    match filter.split_once('=') {
+        Some(("dangling", "true" | "1" | "false" | "0")) | Some(("name" | "label", _)) => Ok(()),
+        _ => Err(Error::Filter(filter.to_string())),
+    }
 }
 
 fn matches(v: &Volume, filter: &str) -> Result<bool> {

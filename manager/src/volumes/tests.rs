@@ -78,6 +78,9 @@ fn filters_as_docker_volume_ls() {
         mountpoint: PathBuf::new(),
         used_by: if used { vec!["c".into()] } else { vec![] },
     };
+    for good in ["dangling=true", "dangling=0", "name=x", "label=a=b"] {
+        check_filter(good).unwrap();
+    }
     assert!(matches(&v("data", false), "dangling=true").unwrap());
     assert!(!matches(&v("data", true), "dangling=true").unwrap());
     assert!(matches(&v("data", true), "dangling=false").unwrap());
@@ -87,5 +90,6 @@ fn filters_as_docker_volume_ls() {
     assert!(!matches(&v("data", true), "label=k=w").unwrap());
     for bad in ["dangling=maybe", "colour=red", "dangling"] {
         assert!(matches(&v("data", true), bad).is_err(), "{bad}");
+        assert!(check_filter(bad).is_err(), "{bad}");
     }
 }
