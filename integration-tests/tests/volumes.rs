@@ -152,7 +152,7 @@ fn anonymous_volumes_are_kept_by_rm_and_removed_by_rm_v_and_run_rm() {
     assert_eq!(v["Labels"]["com.docker.volume.anonymous"], "", "{v}");
     // rm keeps it (dangling now, its data there).
     k.ok(&["rm", "-f", "kvanon"]);
-    assert_eq!(volume_names(&k, &["-f", "dangling=true"]), [name.clone()]);
+    assert_eq!(volume_names(&k, &["-f", "dangling=true"]), [name.as_str()]);
     assert_eq!(
         std::fs::read_to_string(data_dir(&k, &name).join("x")).unwrap(),
         "x\n"
@@ -357,7 +357,7 @@ fn volume_verbs_create_ls_inspect_prune() {
         out.stdout.contains("kvkeep\n") && !out.stdout.contains(&busy),
         "{out}"
     );
-    assert_eq!(volume_names(&k, &[]), [busy.clone()]);
+    assert_eq!(volume_names(&k, &[]), [busy.as_str()]);
     // system prune --volumes: the stopped container, then its anonymous volume.
     k.ok(&["rm", "-f", "kvuser"]);
     let out = k.ok(&["system", "prune", "-f", "--volumes"]);

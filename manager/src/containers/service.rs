@@ -344,9 +344,12 @@ impl Containers {
         };
         // The record first: it holds the name, keeps the image from GC and its volumes in
         // use; the volumes' records come in the same transaction.
-        self.svc
-            .db
-            .create_container_with_volumes(ns, &rec, &new_volumes)?;
+        {
+            let _g = self.volumes.lock();
+            self.svc
+                .db
+                .create_container_with_volumes(ns, &rec, &new_volumes)?;
+        }
         match self.create_files(ns, &rec, &opts, &resolved) {
             Ok(spec) => {
                 let (rec, ()) = self.svc.db.update_container(ns, &id, |r| {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::images::{code, Service};
 use crate::metadata::{self, now_nanos, VolumeRecord};
@@ -115,12 +115,25 @@ pub struct Volume {
 pub struct Volumes {
     svc: Arc<Service>,
     root: PathBuf,
+    /// Held from a record's removal until its directory is gone, and while records are made,
+    /// so a volume made again under the same name never loses its directory to the removal
+    /// of the old one.
+    lock: Mutex<()>,
 }
 
 impl Volumes {
     /// `root`: `<kapseld root>/volumes`.
     pub fn new(svc: Arc<Service>, root: PathBuf) -> Volumes {
-        Volumes { svc, root }
+        Volumes {
+            svc,
+            root,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Taken by whoever writes volume records (see the field).
+    pub fn lock(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The directory of a volume (holds `_data`).
@@ -157,6 +170,7 @@ impl Volumes {
             validate_name(n)?;
         }
         let rec = new_record(name, labels);
+        let _g = self.lock();
         let (rec, _) = self.svc.db.create_volume(ns, &rec)?;
         self.make_dirs(ns, &rec.name)?;
         self.get(ns, &rec.name)
@@ -208,6 +222,7 @@ impl Volumes {
     /// `volume rm`: refused while any container, running or not, uses it.
     pub fn remove(&self, ns: &str, name: &str) -> Result<()> {
         let ns = crate::images::namespace(ns);
+        let _g = self.lock();
         self.svc.db.delete_volume(ns, name, |_| Ok(()))?;
         self.remove_dir(ns, name);
         Ok(())
@@ -235,6 +250,7 @@ impl Volumes {
                 continue;
             }
             let size = disk_usage(&self.dir(ns, &rec.name));
+            let _g = self.lock();
             // In use by a container made since the listing: kept.
             match self.svc.db.delete_volume(ns, &rec.name, |_| Ok(())) {
                 Ok(_) => {}

@@ -682,3 +682,59 @@ fn workdir_is_made_when_missing() {
     assert!(err.to_string().contains("not a directory"), "{err}");
     assert!(create_workdir(&f.ctx.rootfs, &spec("/etc/passwd/x")).is_err());
 }
+
+#[test]
+fn volumes_needed_and_mounted() {
+    let mut img = image(None, Some(&["sh"]));
+    img.config.as_mut().unwrap().volumes = Some(BTreeMap::from([
+        ("/data".to_string(), Value::Null),
+        ("/cache".to_string(), Value::Null),
+        ("/tmpfsd".to_string(), Value::Null),
+        ("/".to_string(), Value::Null),
+    ]));
+    let o = RunOptions {
+        binds: vec!["named:/data:ro".into(), "/anon".into()],
+        tmpfs: vec!["/tmpfsd:size=1m".into()],
+        ..opts()
+    };
+    let need = |name: Option<&str>, dest: &str, ro| VolumeNeed {
+        name: name.map(str::to_string),
+        destination: dest.into(),
+        read_only: ro,
+    };
+    // The user's first, then the image paths nothing covers (/data is the named volume's,
+    // /tmpfsd the tmpfs's; / is never one).
+    assert_eq!(
+        volumes_needed(&img, &o).unwrap(),
+        [
+            need(Some("named"), "/data", true),
+            need(None, "/anon", false),
+            need(None, "/cache", false),
+        ]
+    );
+    let mut f = fixture();
+    f.ctx.volumes = vec![VolumeSource {
+        destination: "/data".into(),
+        source: "/vols/named/_data".into(),
+        read_only: true,
+    }];
+    let spec = generate_on(&img, &o, &f.ctx, V1).unwrap();
+    let m = spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/data")
+        .unwrap();
+    assert_eq!(m["source"], "/vols/named/_data");
+    assert_eq!(strs(&m["options"]), ["rbind", "rprivate", "ro"]);
+    // A volume is no host bind: its name is not looked up as a path.
+    assert_eq!(
+        spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["destination"] == "/anon")
+            .count(),
+        0
+    );
+}
