@@ -218,63 +218,33 @@ fn anonymous_volumes_are_kept_by_rm_and_removed_by_rm_v_and_run_rm() {
 fn an_empty_volume_is_seeded_from_the_image_once() {
     let k = start();
     load_image_with_volumes(&k);
+    // `run --rm -v VOLUME IMAGE sh -c SCRIPT`'s output.
+    let run = |volume: &str, image: &str, script: &str| {
+        k.ok(&["run", "--rm", "-v", volume, image, "sh", "-c", script])
+            .stdout
+    };
     // A named volume over a path the image fills: the image's files, owners and modes.
-    let out = k.ok(&[
-        "run",
-        "--rm",
-        "-v",
+    let out = run(
         "kvseed:/data",
         "kgaps-vol:1",
-        "sh",
-        "-c",
         "cat /data/seed; stat -c %u:%g /data /data/seed",
-    ]);
-    assert_eq!(out.stdout, "seeded\n1000:1000\n1000:1000\n", "{out}");
+    );
+    assert_eq!(out, "seeded\n1000:1000\n1000:1000\n");
     // Not empty any more: what the next container finds is what the last one left.
-    k.ok(&[
-        "run",
-        "--rm",
-        "-v",
+    run(
         "kvseed:/data",
         "kgaps-vol:1",
-        "sh",
-        "-c",
         "echo changed > /data/seed; echo more > /data/more",
-    ]);
-    let out = k.ok(&[
-        "run",
-        "--rm",
-        "-v",
-        "kvseed:/data",
-        "kgaps-vol:1",
-        "sh",
-        "-c",
-        "cat /data/seed /data/more",
-    ]);
-    assert_eq!(out.stdout, "changed\nmore\n", "{out}");
+    );
+    let out = run("kvseed:/data", "kgaps-vol:1", "cat /data/seed /data/more");
+    assert_eq!(out, "changed\nmore\n");
     // Mounted elsewhere (a path the image lacks), it is the same volume, not re-seeded.
-    let out = k.ok(&[
-        "run",
-        "--rm",
-        "-v",
-        "kvseed:/elsewhere",
-        "busybox",
-        "ls",
-        "/elsewhere",
-    ]);
-    assert_eq!(out.stdout, "more\nseed\n", "{out}");
+    assert_eq!(
+        run("kvseed:/elsewhere", "busybox", "ls /elsewhere"),
+        "more\nseed\n"
+    );
     // A new volume on a path busybox lacks stays empty.
-    let out = k.ok(&[
-        "run",
-        "--rm",
-        "-v",
-        "kvempty:/data",
-        "busybox",
-        "ls",
-        "-A",
-        "/data",
-    ]);
-    assert_eq!(out.stdout, "", "{out}");
+    assert_eq!(run("kvempty:/data", "busybox", "ls -A /data"), "");
     // No scratch directory is left beside the volumes' _data.
     for v in ["kvseed", "kvempty"] {
         let names: Vec<String> = std::fs::read_dir(k.dir.join("root/volumes").join(v))

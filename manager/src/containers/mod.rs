@@ -179,15 +179,19 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
     })
 }
 
-/// Docker's rule for container names.
-pub fn validate_name(name: &str) -> Result<()> {
+/// Docker's rule for the names of containers and volumes: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn is_valid_name(name: &str) -> bool {
     let b = name.as_bytes();
-    let ok = b.len() >= 2
+    b.len() >= 2
         && b[0].is_ascii_alphanumeric()
         && b[1..]
             .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// Docker's rule for container names.
+pub fn validate_name(name: &str) -> Result<()> {
+    if is_valid_name(name) {
         Ok(())
     } else {
         Err(Error::InvalidArgument(format!(

@@ -526,3 +526,37 @@ fn volumes_in_use_are_kept_and_anonymous_ones_go_with_their_container() {
     // Another namespace has its own volumes.
     assert!(db.list_volumes("other").unwrap().is_empty());
 }
+
+#[test]
+fn schema_2_file_gains_the_volumes_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    drop(Db::open(&path).unwrap());
+    {
+        // Turn the fresh file into what schema 2 wrote: no `volumes` table, container records
+        // without `volumes`.
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(VOLUMES).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 2)
+            .unwrap();
+        let mut rec = serde_json::to_value(container(&"c".repeat(64), "old")).unwrap();
+        rec.as_object_mut().unwrap().remove("volumes");
+        txn.open_table(CONTAINERS)
+            .unwrap()
+            .insert(
+                ("default", "c".repeat(64).as_str()),
+                serde_json::to_vec(&rec).unwrap().as_slice(),
+            )
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+    let c = db.get_container("default", &"c".repeat(64)).unwrap();
+    assert!(c.volumes.is_empty());
+    assert!(db.list_volumes("default").unwrap().is_empty());
+    db.create_volume("default", &volume("data", false)).unwrap();
+}

@@ -75,13 +75,7 @@ fn io_err<'a>(
 
 /// Docker's rule for local volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
 pub fn validate_name(name: &str) -> Result<()> {
-    let b = name.as_bytes();
-    let ok = b.len() >= 2
-        && b[0].is_ascii_alphanumeric()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
+    if crate::containers::is_valid_name(name) {
         Ok(())
     } else {
         Err(Error::InvalidName(name.to_string()))
