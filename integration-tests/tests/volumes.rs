@@ -293,6 +293,10 @@ fn volume_verbs_create_ls_inspect_prune() {
         data_dir(&k, "kvkeep").to_str().unwrap()
     );
     assert!(v["CreatedAt"].as_str().unwrap().ends_with('Z'), "{v}");
+    // `kapsel inspect` finds volumes too (after containers and images).
+    let any: serde_json::Value =
+        serde_json::from_str(&k.ok(&["inspect", "kvkeep"]).stdout).unwrap();
+    assert_eq!(&any[0], v);
     let json = k
         .ok(&["volume", "ls", "--format", "json", "-f", "label=tier=db"])
         .stdout;

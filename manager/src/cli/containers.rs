@@ -171,7 +171,7 @@ pub struct RunArgs {
     /// Connect a container to a network: none or host (bridge networking is not there yet).
     #[arg(long = "network", alias = "net", default_value = "none")]
     network: String,
-    /// Bind mount a volume (HOST-PATH:CONTAINER-PATH[:ro|rw]).
+    /// Bind mount a volume (HOST-PATH:CONTAINER-PATH, NAME:CONTAINER-PATH or CONTAINER-PATH; then [:ro|rw]).
     #[arg(short, long)]
     volume: Vec<String>,
     /// Signal to stop the container.

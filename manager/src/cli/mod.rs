@@ -81,7 +81,7 @@ enum Cmd {
     /// Manage kapsel.
     #[command(subcommand)]
     System(containers::SystemGroup),
-    /// Return low-level information on containers or images.
+    /// Return low-level information on containers, images or volumes.
     Inspect(InspectArgs),
     /// Manage volumes.
     #[command(subcommand)]
@@ -494,6 +494,15 @@ fn inspect_any(conn: &Conn, a: InspectArgs) -> Result<()> {
                 }
             }
             Err(_) => {
+                let req = kapsel_proto::volumes::GetVolumeRequest {
+                    namespace: conn.namespace.clone(),
+                    name: r.clone(),
+                    ..Default::default()
+                };
+                if let Ok(v) = conn.volumes.get(conn.ctx(), &req) {
+                    all.push(volumes::inspect_json(&v));
+                    continue;
+                }
                 let e = Error::Daemon {
                     code: 5,
                     message: format!("no such object: {r}"),
