@@ -320,6 +320,8 @@ pub enum OptionsError {
     LogOpt { value: String, why: String },
     #[error("invalid -v {value:?}: {why}")]
     Bind { value: String, why: String },
+    #[error("duplicate mount point: {0}: give each -v its own container path")]
+    DuplicateMount(String),
     #[error("invalid --security-opt {0:?}: want seccomp=FILE|unconfined, no-new-privileges[:true|false], apparmor=... or label=...")]
     SecurityOpt(String),
     #[error("unknown capability {0:?} in --cap-add/--cap-drop")]
@@ -569,8 +571,13 @@ impl RunOptions {
                 return Err(OptionsError::Tmpfs(t.clone()));
             }
         }
+        let mut seen = std::collections::BTreeSet::new();
         for b in &self.binds {
-            b.parse::<Bind>()?;
+            let b = b.parse::<Bind>()?;
+            let dest = b.destination.trim_end_matches('/').to_string();
+            if !seen.insert(dest) {
+                return Err(OptionsError::DuplicateMount(b.destination));
+            }
         }
         self.security()?;
         self.capabilities().map(drop)
@@ -941,6 +948,23 @@ mod tests {
             let err = bad.parse::<Bind>().unwrap_err().to_string();
             assert!(err.contains(why) && err.contains(bad), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn two_mounts_on_one_path_are_refused() {
+        let o = RunOptions {
+            binds: vec!["data:/data".into(), "/srv:/data/".into()],
+            ..opts()
+        };
+        assert_eq!(
+            o.validate(),
+            Err(OptionsError::DuplicateMount("/data/".into()))
+        );
+        let o = RunOptions {
+            binds: vec!["data:/data".into(), "/srv:/data/sub".into(), "/x".into()],
+            ..opts()
+        };
+        o.validate().unwrap();
     }
 
     #[test]
