@@ -56,7 +56,7 @@ fn version_info_and_an_empty_store() {
         "{info}"
     );
     assert!(info.stdout.contains(" Images: 0\n"), "{info}");
-    assert!(info.stdout.contains("(schema 2)"), "{info}");
+    assert!(info.stdout.contains("(schema 3)"), "{info}");
     let json: serde_json::Value =
         serde_json::from_str(&d.ok(&["info", "--format", "json"]).stdout).unwrap();
     assert_eq!(json["Driver"], "overlayfs");
