@@ -265,6 +265,12 @@ fn volume_verbs_create_ls_inspect_prune() {
     );
     // Creating it again returns the same volume.
     assert_eq!(k.ok(&["volume", "create", "kvkeep"]).stdout, "kvkeep\n");
+    k.ok(&["volume", "create", "kvplain"]);
+    let plain: serde_json::Value =
+        serde_json::from_str(&k.ok(&["volume", "inspect", "kvplain"]).stdout).unwrap();
+    assert_eq!(plain[0]["Labels"], serde_json::Value::Null, "{plain}");
+    assert_eq!(plain[0]["Options"], serde_json::Value::Null, "{plain}");
+    k.ok(&["volume", "rm", "kvplain"]);
     let anon = k.ok(&["volume", "create"]).stdout.trim().to_string();
     assert_eq!(anon.len(), 64);
     let v: serde_json::Value =

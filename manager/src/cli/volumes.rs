@@ -188,14 +188,15 @@ pub fn inspect_json(v: &vpb::Volume) -> serde_json::Value {
         .created_at
         .as_ref()
         .map_or(0, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos));
-    let labels: BTreeMap<_, _> = v.labels.iter().collect();
+    // Docker shows `null` for a volume without labels, and for the local driver's options.
+    let labels: Option<BTreeMap<_, _>> = (!v.labels.is_empty()).then(|| v.labels.iter().collect());
     serde_json::json!({
         "CreatedAt": format_rfc3339(created),
         "Driver": v.driver,
         "Labels": labels,
         "Mountpoint": v.mountpoint,
         "Name": v.name,
-        "Options": {},
+        "Options": null,
         "Scope": "local",
     })
 }

@@ -87,7 +87,7 @@ pub enum Error {
     ContainerNameInUse { name: String, id: String },
     #[error("no such volume: {name}")]
     VolumeNotFound { name: String },
-    #[error("remove {name}: volume is in use - [{}]", containers.join(", "))]
+    #[error("remove {name}: volume is in use - [{}]", containers.join(" "))]
     VolumeInUse {
         name: String,
         containers: Vec<String>,
