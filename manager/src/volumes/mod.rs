@@ -97,6 +97,15 @@ pub fn new_record(name: Option<&str>, mut labels: BTreeMap<String, String>) -> V
     }
 }
 
+/// `<root>/<name>` in the namespace `default`, `<root>/_ns/<ns>/<name>` in the others.
+fn volume_dir(root: &Path, ns: &str, name: &str) -> PathBuf {
+    if ns == metadata::DEFAULT_NAMESPACE {
+        root.join(name)
+    } else {
+        root.join(NAMESPACES_DIR).join(ns).join(name)
+    }
+}
+
 /// A volume and the containers using it.
 #[derive(Debug, Clone)]
 pub struct Volume {
@@ -132,11 +141,7 @@ impl Volumes {
 
     /// The directory of a volume (holds `_data`).
     pub fn dir(&self, ns: &str, name: &str) -> PathBuf {
-        if ns == metadata::DEFAULT_NAMESPACE {
-            self.root.join(name)
-        } else {
-            self.root.join(NAMESPACES_DIR).join(ns).join(name)
-        }
+        volume_dir(&self.root, ns, name)
     }
 
     /// What containers mount: `<dir>/_data`.

@@ -93,3 +93,12 @@ fn filters_as_docker_volume_ls() {
         assert!(check_filter(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn other_namespaces_keep_their_volumes_apart() {
+    let root = Path::new("/r/volumes");
+    assert_eq!(volume_dir(root, "default", "data"), root.join("data"));
+    assert_eq!(volume_dir(root, "ci", "data"), root.join("_ns/ci/data"));
+    // `_ns` is no valid volume name: the two layouts never meet.
+    assert!(validate_name(NAMESPACES_DIR).is_err());
+}
