@@ -114,24 +114,11 @@ pub struct RunArgs {
     /// Overwrite the default ENTRYPOINT of the image ("" clears it).
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Memory limit (e.g. 64m, 1g).
-    #[arg(short, long)]
-    memory: Option<String>,
-    /// Swap limit equal to memory plus swap: -1 for unlimited swap.
-    #[arg(long = "memory-swap")]
-    memory_swap: Option<String>,
-    /// Number of CPUs.
-    #[arg(long)]
-    cpus: Option<String>,
-    /// CPU shares (relative weight).
-    #[arg(short = 'c', long = "cpu-shares")]
-    cpu_shares: Option<u64>,
-    /// CPUs in which to allow execution (0-3, 0,1).
-    #[arg(long = "cpuset-cpus")]
-    cpuset_cpus: Option<String>,
-    /// Tune container pids limit (-1 for unlimited).
-    #[arg(long = "pids-limit")]
-    pids_limit: Option<i64>,
+    #[command(flatten)]
+    resources: ResourceArgs,
+    /// Add additional groups to join (a name from the image's /etc/group, or a gid).
+    #[arg(long = "group-add")]
+    group_add: Vec<String>,
     /// Mount the container's root filesystem as read only.
     #[arg(long = "read-only")]
     read_only: bool,
@@ -353,20 +340,53 @@ pub struct RenameArgs {
 pub struct UpdateArgs {
     #[arg(required = true)]
     containers: Vec<String>,
-    #[arg(short, long)]
-    memory: Option<String>,
-    #[arg(long = "memory-swap")]
-    memory_swap: Option<String>,
-    #[arg(long)]
-    cpus: Option<String>,
-    #[arg(short = 'c', long = "cpu-shares")]
-    cpu_shares: Option<u64>,
-    #[arg(long = "cpuset-cpus")]
-    cpuset_cpus: Option<String>,
-    #[arg(long = "pids-limit")]
-    pids_limit: Option<i64>,
+    #[command(flatten)]
+    resources: ResourceArgs,
+    /// Restart policy to apply when a container exits.
     #[arg(long)]
     restart: Option<String>,
+}
+
+/// The cgroup limits `run`, `create` and `update` share.
+#[derive(Args, Debug, Default)]
+pub struct ResourceArgs {
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 for unlimited swap.
+    #[arg(long = "memory-swap")]
+    memory_swap: Option<String>,
+    /// Number of CPUs.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    /// CPUs in which to allow execution (0-3, 0,1).
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    /// Tune container pids limit (-1 for unlimited).
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<i64>,
+}
+
+/// [`ResourceArgs`] parsed: sizes in bytes, CPUs as a number.
+struct Resources {
+    memory: Option<i64>,
+    memory_swap: Option<i64>,
+    cpus: Option<f64>,
+}
+
+impl ResourceArgs {
+    fn parse(&self) -> Result<Resources> {
+        let ram =
+            |flag: &str, v: &Option<String>| v.as_deref().map(|m| parse_ram(flag, m)).transpose();
+        Ok(Resources {
+            memory: ram("--memory", &self.memory)?,
+            memory_swap: ram("--memory-swap", &self.memory_swap)?,
+            cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -638,16 +658,11 @@ fn run_options(a: &RunArgs) -> Result<RunOptions> {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
         labels.insert(k.to_string(), v.to_string());
     }
-    let memory = a
-        .memory
-        .as_deref()
-        .map(|m| parse_ram("--memory", m))
-        .transpose()?;
-    let memory_swap = a
-        .memory_swap
-        .as_deref()
-        .map(|m| parse_ram("--memory-swap", m))
-        .transpose()?;
+    let Resources {
+        memory,
+        memory_swap,
+        cpus,
+    } = a.resources.parse()?;
     if let (Some(m), Some(s)) = (memory, memory_swap) {
         if s != -1 && s < m {
             return Err(Error::Usage(
@@ -675,16 +690,17 @@ fn run_options(a: &RunArgs) -> Result<RunOptions> {
         env,
         workdir: a.workdir.clone(),
         user: a.user.clone(),
+        group_add: a.group_add.clone(),
         tty: a.tty,
         stdin_open: a.interactive,
         hostname: a.hostname.clone(),
         labels,
         memory,
         memory_swap,
-        cpus: a.cpus.as_deref().map(parse_cpus).transpose()?,
-        cpu_shares: a.cpu_shares,
-        cpuset_cpus: a.cpuset_cpus.clone(),
-        pids_limit: a.pids_limit,
+        cpus,
+        cpu_shares: a.resources.cpu_shares,
+        cpuset_cpus: a.resources.cpuset_cpus.clone(),
+        pids_limit: a.resources.pids_limit,
         read_only: a.read_only,
         tmpfs: a.tmpfs.clone(),
         cap_add: a.cap_add.clone(),
@@ -1539,22 +1555,23 @@ fn top(conn: &Conn, a: TopArgs) -> Result<()> {
 
 fn update(conn: &Conn, a: UpdateArgs) -> Result<i32> {
     let mut u = serde_json::Map::new();
-    if let Some(m) = &a.memory {
-        u.insert("memory".into(), parse_ram("--memory", m)?.into());
+    let r = a.resources.parse()?;
+    if let Some(m) = r.memory {
+        u.insert("memory".into(), m.into());
     }
-    if let Some(m) = &a.memory_swap {
-        u.insert("memory_swap".into(), parse_ram("--memory-swap", m)?.into());
+    if let Some(m) = r.memory_swap {
+        u.insert("memory_swap".into(), m.into());
     }
-    if let Some(c) = &a.cpus {
-        u.insert("cpus".into(), parse_cpus(c)?.into());
+    if let Some(c) = r.cpus {
+        u.insert("cpus".into(), c.into());
     }
-    if let Some(c) = a.cpu_shares {
+    if let Some(c) = a.resources.cpu_shares {
         u.insert("cpu_shares".into(), c.into());
     }
-    if let Some(c) = &a.cpuset_cpus {
+    if let Some(c) = &a.resources.cpuset_cpus {
         u.insert("cpuset_cpus".into(), c.clone().into());
     }
-    if let Some(p) = a.pids_limit {
+    if let Some(p) = a.resources.pids_limit {
         u.insert("pids_limit".into(), p.into());
     }
     if let Some(r) = &a.restart {
@@ -1719,7 +1736,12 @@ mod tests {
             command: vec!["echo".into(), "hi".into()],
             env: vec!["A=1".into(), "KAPSEL_TEST_UNSET_VAR".into()],
             label: vec!["k=v".into(), "flag".into()],
-            memory: Some("64m".into()),
+            resources: ResourceArgs {
+                memory: Some("64m".into()),
+                cpus: Some("1.5".into()),
+                ..Default::default()
+            },
+            group_add: vec!["audio".into()],
             entrypoint: Some(String::new()),
             restart: "no".into(),
             network: "none".into(),
@@ -1731,10 +1753,15 @@ mod tests {
         assert_eq!(o.env, vec!["A=1"]);
         assert_eq!(o.entrypoint, Some(vec![]));
         assert_eq!(o.memory, Some(64 << 20));
+        assert_eq!(o.cpus, Some(1.5));
+        assert_eq!(o.group_add, ["audio"]);
         assert_eq!(o.labels.get("flag").map(String::as_str), Some(""));
         assert!(o.auto_remove);
         let bad = RunArgs {
-            memory_swap: Some("1g".into()),
+            resources: ResourceArgs {
+                memory_swap: Some("1g".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert!(run_options(&bad)

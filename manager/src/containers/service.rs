@@ -942,6 +942,7 @@ impl Containers {
                 "Privileged": opts.privileged,
                 "ReadonlyRootfs": opts.read_only,
                 "SecurityOpt": opts.security_opt,
+                "GroupAdd": opts.group_add,
                 "Memory": opts.memory.unwrap_or(0),
                 "MemorySwap": opts.memory_swap.unwrap_or(0),
                 "NanoCpus": opts.cpus.map_or(0, |c| (c * 1e9) as i64),

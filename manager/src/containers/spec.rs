@@ -109,6 +109,8 @@ pub enum SpecError {
 struct Host {
     cgroup2: bool,
     swap_accounting: bool,
+    /// CPU slots (`/sys/devices/system/cpu/possible`), for the masked `thermal_throttle` paths.
+    cpus: u32,
 }
 
 impl Host {
@@ -116,9 +118,19 @@ impl Host {
         let cgroup2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         let swap_accounting =
             cgroup2 || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
+        let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+            .ok()
+            .and_then(|l| cpu_slots(&l))
+            .or_else(|| {
+                std::thread::available_parallelism()
+                    .ok()
+                    .map(|n| n.get() as u32)
+            })
+            .unwrap_or(1);
         Host {
             cgroup2,
             swap_accounting,
+            cpus,
         }
     }
 }
@@ -259,9 +271,10 @@ fn default_mounts(privileged: bool) -> Vec<Value> {
 }
 
 /// Docker's masked paths (a tmpfs or /dev/null over them).
-pub const MASKED_PATHS: [&str; 10] = [
+pub const MASKED_PATHS: [&str; 12] = [
     "/proc/asound",
     "/proc/acpi",
+    "/proc/interrupts",
     "/proc/kcore",
     "/proc/keys",
     "/proc/latency_stats",
@@ -270,7 +283,27 @@ pub const MASKED_PATHS: [&str; 10] = [
     "/proc/sched_debug",
     "/proc/scsi",
     "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
+
+/// Docker's masked paths on a host with `cpus` possible CPUs: [`MASKED_PATHS`] and each CPU's
+/// `thermal_throttle` directory (Docker 28, against thermal side channels). The runtime skips
+/// the ones this kernel does not have.
+pub fn masked_paths(cpus: u32) -> Vec<String> {
+    MASKED_PATHS
+        .iter()
+        .map(|p| p.to_string())
+        .chain((0..cpus).map(|i| format!("/sys/devices/system/cpu/cpu{i}/thermal_throttle")))
+        .collect()
+}
+
+/// The number of CPU slots in a sysfs CPU list such as `0-3,6` (the highest index + 1).
+fn cpu_slots(list: &str) -> Option<u32> {
+    list.trim()
+        .split(',')
+        .map(|part| part.rsplit('-').next()?.trim().parse::<u32>().ok())
+        .try_fold(0u32, |max, last| Some(max.max(last? + 1)))
+}
 
 /// Docker's read-only paths.
 pub const READONLY_PATHS: [&str; 5] = [
@@ -577,7 +610,12 @@ fn generate_on(
     };
 
     let user_spec = opts.user.clone().or(cfg.user.clone()).unwrap_or_default();
-    let user = user::resolve(&ctx.rootfs, &user_spec)?;
+    let mut user = user::resolve(&ctx.rootfs, &user_spec)?;
+    for gid in user::resolve_groups(&ctx.rootfs, &opts.group_add)? {
+        if !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
     let user_json = json!({
         "uid": user.uid,
         "gid": user.gid,
@@ -697,8 +735,8 @@ fn generate_on(
     }
     if opts.privileged {
         linux["devices"] = json!(host_devices().map_err(SpecError::HostDevices)?);
-    } else {
-        linux["maskedPaths"] = json!(MASKED_PATHS);
+    } else if !security.systempaths_unconfined {
+        linux["maskedPaths"] = json!(masked_paths(host.cpus));
         linux["readonlyPaths"] = json!(READONLY_PATHS);
     }
     if let Some(profile) = seccomp(opts, &caps)? {
