@@ -23,8 +23,10 @@ pub const EXIT_KAPSEL: i32 = 125;
 #[derive(Subcommand, Debug)]
 pub enum ContainerCmd {
     /// Create and run a new container from an image.
+    #[command(override_usage = "kapsel run [OPTIONS] IMAGE [COMMAND] [ARG...]")]
     Run(Box<RunArgs>),
     /// Create a new container.
+    #[command(override_usage = "kapsel create [OPTIONS] IMAGE [COMMAND] [ARG...]")]
     Create(Box<RunArgs>),
     /// Start one or more stopped containers.
     Start(StartArgs),
@@ -170,11 +172,25 @@ pub struct RunArgs {
     /// Log driver options (json-file): max-size=SIZE, max-file=N.
     #[arg(long = "log-opt")]
     log_opt: Vec<String>,
-    /// The image.
-    image: String,
-    /// The command and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// The image, then the command and its arguments. Everything after the image belongs to
+    /// the command, flags too (`busybox -c ...`), as with Docker.
+    #[arg(
+        value_name = "ARG",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true
+    )]
+    args: Vec<String>,
+}
+
+impl RunArgs {
+    fn image(&self) -> &str {
+        self.args.first().map_or("", String::as_str)
+    }
+
+    fn command(&self) -> &[String] {
+        self.args.get(1..).unwrap_or_default()
+    }
 }
 
 #[derive(Args, Debug)]
@@ -265,6 +281,7 @@ pub struct LogsArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(override_usage = "kapsel exec [OPTIONS] CONTAINER COMMAND [ARG...]")]
 pub struct ExecArgs {
     /// Detached mode: run command in the background.
     #[arg(short, long)]
@@ -287,9 +304,25 @@ pub struct ExecArgs {
     /// Give extended privileges to the command.
     #[arg(long)]
     privileged: bool,
-    container: String,
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// The container, then the command and its arguments (flags after the container belong
+    /// to the command).
+    #[arg(
+        value_name = "ARG",
+        required = true,
+        num_args = 2..,
+        trailing_var_arg = true
+    )]
+    args: Vec<String>,
+}
+
+impl ExecArgs {
+    fn container(&self) -> &str {
+        self.args.first().map_or("", String::as_str)
+    }
+
+    fn command(&self) -> &[String] {
+        self.args.get(1..).unwrap_or_default()
+    }
 }
 
 #[derive(Args, Debug)]
@@ -645,8 +678,8 @@ fn read_env_file(path: &std::path::Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Splits a command line the way Docker's `--entrypoint` takes it: one string, one argument
-/// (an empty string clears the entrypoint).
+/// The options kapseld gets from the flags of `run`/`create`; `--entrypoint` is one string,
+/// one argument (an empty string clears the entrypoint), as Docker takes it.
 fn run_options(a: &RunArgs) -> Result<RunOptions> {
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -678,8 +711,8 @@ fn run_options(a: &RunArgs) -> Result<RunOptions> {
     }
     Ok(RunOptions {
         name: a.name.clone().unwrap_or_default(),
-        image: a.image.clone(),
-        cmd: (!a.command.is_empty()).then(|| a.command.clone()),
+        image: a.image().to_string(),
+        cmd: (!a.command().is_empty()).then(|| a.command().to_vec()),
         entrypoint: a.entrypoint.as_ref().map(|e| {
             if e.is_empty() {
                 Vec::new()
@@ -847,6 +880,10 @@ fn attach_session_from(
 ) -> Result<i32> {
     let _raw = terminal::Raw::enable(tty && stdin);
     let _resizer = tty.then(|| terminal::follow_size(conn, container, ""));
+    // Where the output starts is fixed before any input reaches the container: what it
+    // answers to that input is never before the cursor.
+    let mut follow = LogFollow::new(container, true, tail, 0, 0, false);
+    let mut done = follow.step(conn, 0)?;
     if stdin {
         let r = conn
             .containers
@@ -881,7 +918,9 @@ fn attach_session_from(
             });
         }
     }
-    follow_output(conn, container, tail, false)?;
+    while !done {
+        done = follow.step(conn, LOG_WAIT_MS)?;
+    }
     wait_exit(conn, container, "")
 }
 
@@ -910,12 +949,10 @@ fn pump_stdin(mut fifo: std::fs::File, tty: bool) {
     }
 }
 
-/// Prints log entries until the daemon says no more will come.
-fn follow_output(conn: &Conn, container: &str, tail: i64, timestamps: bool) -> Result<()> {
-    logs_loop(conn, container, true, tail, 0, 0, timestamps)
-}
+/// How long one Logs call may wait for new lines.
+const LOG_WAIT_MS: u32 = 5_000;
 
-#[allow(clippy::too_many_arguments)]
+/// Prints log entries until the daemon says no more will come.
 fn logs_loop(
     conn: &Conn,
     container: &str,
@@ -925,42 +962,68 @@ fn logs_loop(
     until: i64,
     timestamps: bool,
 ) -> Result<()> {
-    let mut cursor = String::new();
-    let mut out = std::io::stdout();
-    let mut err = std::io::stderr();
-    loop {
+    let mut f = LogFollow::new(container, follow, tail, since, until, timestamps);
+    while !f.step(conn, LOG_WAIT_MS)? {}
+    Ok(())
+}
+
+/// A read of a container's log, one Logs call at a time, printing what each call returns.
+struct LogFollow {
+    req: cpb::LogsRequest,
+    timestamps: bool,
+}
+
+impl LogFollow {
+    fn new(
+        container: &str,
+        follow: bool,
+        tail: i64,
+        since: i64,
+        until: i64,
+        timestamps: bool,
+    ) -> LogFollow {
+        LogFollow {
+            req: cpb::LogsRequest {
+                container: container.to_string(),
+                follow,
+                tail,
+                since,
+                until,
+                ..Default::default()
+            },
+            timestamps,
+        }
+    }
+
+    /// One Logs call that waits up to `wait_ms` for lines; prints them; true when the daemon
+    /// says no more will come.
+    fn step(&mut self, conn: &Conn, wait_ms: u32) -> Result<bool> {
         let req = cpb::LogsRequest {
             namespace: conn.namespace.clone(),
-            container: container.to_string(),
-            cursor: cursor.clone(),
-            follow,
-            tail,
-            since,
-            until,
-            wait_ms: 5_000,
-            ..Default::default()
+            wait_ms,
+            ..self.req.clone()
         };
         let r = conn
             .containers
             .logs(conn.ctx(), &req)
             .map_err(|e| conn.err(e))?;
+        let mut out = std::io::stdout();
+        let mut err = std::io::stderr();
         for e in &r.entries {
             let w: &mut dyn Write = if e.stream == "stderr" {
                 &mut err
             } else {
                 &mut out
             };
-            if timestamps {
+            if self.timestamps {
                 let _ = write!(w, "{} ", crate::logs::format_rfc3339_nanos(e.time));
             }
             let _ = w.write_all(&e.line);
         }
         let _ = out.flush();
         let _ = err.flush();
-        if r.done {
-            return Ok(());
-        }
-        cursor = r.cursor;
+        self.req.cursor = r.cursor;
+        Ok(r.done)
     }
 }
 
@@ -1006,8 +1069,8 @@ fn wait_cmd(conn: &Conn, a: Targets) -> Result<i32> {
 fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
     let req = cpb::ExecRequest {
         namespace: conn.namespace.clone(),
-        container: a.container.clone(),
-        args: a.command.clone(),
+        container: a.container().to_string(),
+        args: a.command().to_vec(),
         env: a.env.iter().filter_map(|e| env_entry(e)).collect(),
         user: a.user.clone().unwrap_or_default(),
         workdir: a.workdir.clone().unwrap_or_default(),
@@ -1063,7 +1126,7 @@ fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
     };
     let start = cpb::ExecStartRequest {
         namespace: conn.namespace.clone(),
-        container: a.container.clone(),
+        container: a.container().to_string(),
         exec_id: r.exec_id.clone(),
         ..Default::default()
     };
@@ -1079,7 +1142,7 @@ fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
     let _raw = terminal::Raw::enable(a.tty && a.interactive);
     let _resizer = a
         .tty
-        .then(|| terminal::follow_size(conn, &a.container, &r.exec_id));
+        .then(|| terminal::follow_size(conn, a.container(), &r.exec_id));
     if let Some(fifo) = stdin {
         let tty = a.tty;
         std::thread::spawn(move || pump_stdin(fifo, tty));
@@ -1093,7 +1156,7 @@ fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
             std::thread::spawn(move || copy_fifo(f, is_err, &done))
         })
         .collect();
-    let code = wait_exit(conn, &a.container, &r.exec_id);
+    let code = wait_exit(conn, a.container(), &r.exec_id);
     done.store(true, std::sync::atomic::Ordering::Release);
     for c in copiers {
         let _ = c.join();
@@ -1729,26 +1792,52 @@ mod tests {
         );
     }
 
+    /// The subcommand clap makes of a kapsel command line.
+    fn parse(line: &[&str]) -> ContainerCmd {
+        #[derive(clap::Parser, Debug)]
+        struct T {
+            #[command(subcommand)]
+            cmd: ContainerCmd,
+        }
+        <T as clap::Parser>::try_parse_from(std::iter::once("kapsel").chain(line.iter().copied()))
+            .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+            .cmd
+    }
+
+    fn run_args(line: &[&str]) -> RunArgs {
+        match parse(line) {
+            ContainerCmd::Run(a) | ContainerCmd::Create(a) => *a,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
     #[test]
     fn run_flags_become_run_options() {
-        let a = RunArgs {
-            image: "busybox".into(),
-            command: vec!["echo".into(), "hi".into()],
-            env: vec!["A=1".into(), "KAPSEL_TEST_UNSET_VAR".into()],
-            label: vec!["k=v".into(), "flag".into()],
-            resources: ResourceArgs {
-                memory: Some("64m".into()),
-                cpus: Some("1.5".into()),
-                ..Default::default()
-            },
-            group_add: vec!["audio".into()],
-            entrypoint: Some(String::new()),
-            restart: "no".into(),
-            network: "none".into(),
-            rm: true,
-            ..Default::default()
-        };
+        let a = run_args(&[
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-e",
+            "KAPSEL_TEST_UNSET_VAR",
+            "--label",
+            "k=v",
+            "--label",
+            "flag",
+            "-m",
+            "64m",
+            "--cpus",
+            "1.5",
+            "--group-add",
+            "audio",
+            "--entrypoint",
+            "",
+            "busybox",
+            "echo",
+            "hi",
+        ]);
         let o = run_options(&a).unwrap();
+        assert_eq!(o.image, "busybox");
         assert_eq!(o.cmd, Some(vec!["echo".to_string(), "hi".to_string()]));
         assert_eq!(o.env, vec!["A=1"]);
         assert_eq!(o.entrypoint, Some(vec![]));
@@ -1757,16 +1846,37 @@ mod tests {
         assert_eq!(o.group_add, ["audio"]);
         assert_eq!(o.labels.get("flag").map(String::as_str), Some(""));
         assert!(o.auto_remove);
-        let bad = RunArgs {
-            resources: ResourceArgs {
-                memory_swap: Some("1g".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let bad = run_args(&["create", "--memory-swap", "1g", "busybox"]);
         assert!(run_options(&bad)
             .unwrap_err()
             .to_string()
             .contains("memory limit"));
+    }
+
+    #[test]
+    fn flags_after_the_image_or_container_belong_to_the_command() {
+        let o = run_options(&run_args(&[
+            "run", "-i", "busybox", "-c", "echo", "-m", "--rm", "-d",
+        ]))
+        .unwrap();
+        assert_eq!(o.image, "busybox");
+        assert_eq!(
+            o.cmd.unwrap(),
+            ["-c", "echo", "-m", "--rm", "-d"].map(String::from)
+        );
+        assert!(o.stdin_open && !o.auto_remove && o.memory.is_none());
+        assert_eq!(
+            run_options(&run_args(&["run", "busybox"])).unwrap().cmd,
+            None
+        );
+        match parse(&["exec", "-e", "X=1", "web", "ls", "-d", "-e", "/"]) {
+            ContainerCmd::Exec(a) => {
+                assert_eq!(a.container(), "web");
+                assert_eq!(a.command(), ["ls", "-d", "-e", "/"]);
+                assert_eq!(a.env, ["X=1"]);
+                assert!(!a.detach);
+            }
+            other => panic!("not exec: {other:?}"),
+        }
     }
 }
