@@ -183,13 +183,19 @@ pub struct RunArgs {
     args: Vec<String>,
 }
 
+/// The first of `args` and the rest (clap makes sure the first is there).
+fn head_and_tail(args: &[String]) -> (&str, &[String]) {
+    args.split_first()
+        .map_or(("", &[]), |(head, tail)| (head.as_str(), tail))
+}
+
 impl RunArgs {
     fn image(&self) -> &str {
-        self.args.first().map_or("", String::as_str)
+        head_and_tail(&self.args).0
     }
 
     fn command(&self) -> &[String] {
-        self.args.get(1..).unwrap_or_default()
+        head_and_tail(&self.args).1
     }
 }
 
@@ -317,11 +323,11 @@ pub struct ExecArgs {
 
 impl ExecArgs {
     fn container(&self) -> &str {
-        self.args.first().map_or("", String::as_str)
+        head_and_tail(&self.args).0
     }
 
     fn command(&self) -> &[String] {
-        self.args.get(1..).unwrap_or_default()
+        head_and_tail(&self.args).1
     }
 }
 
