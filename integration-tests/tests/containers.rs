@@ -631,7 +631,15 @@ fn run_flags_reach_the_container() {
     assert_eq!(c["HostConfig"]["ReadonlyRootfs"], true);
     assert_eq!(c["HostConfig"]["Init"], true);
     assert_eq!(c["State"]["ExitCode"], 0);
+    assert_eq!(c["Config"]["Cmd"], serde_json::json!(["-c", script]));
     k.ok(&["rm", "flags"]);
+
+    // Without flags, inspect shows what the container runs: the image's Cmd.
+    k.ok(&["create", "--name", "plain", "busybox"]);
+    let c = k.inspect("plain");
+    assert_eq!(c["Config"]["Cmd"], serde_json::json!(["sh"]));
+    assert_eq!(c["Config"]["Entrypoint"], serde_json::Value::Null);
+    k.ok(&["rm", "plain"]);
 }
 
 #[test]

@@ -873,6 +873,15 @@ impl Containers {
             }
         };
         let (policy_name, max_retry) = policy_of(&rec).docker_name();
+        // The image may be gone (rmi -f): then only what the options say.
+        let img = self
+            .svc
+            .resolve(&rec.image_name, &rec.image_target)
+            .map(|r| r.config)
+            .unwrap_or_default();
+        let (entrypoint, cmd) = spec::entrypoint_and_cmd(&img, &opts);
+        let or_null = |v: Vec<String>| (!v.is_empty()).then_some(v);
+        let exposed_ports = img.config.as_ref().and_then(|c| c.exposed_ports.clone());
         // Docker's `Mounts`: the user's binds and the image's volumes (a directory of the
         // container each).
         let volumes_dir = self.paths.container_dir(&rec.id).join(spec::VOLUMES_DIR);
@@ -959,8 +968,9 @@ impl Containers {
                 "Tty": opts.tty,
                 "OpenStdin": opts.stdin_open,
                 "Env": rec.spec.pointer("/process/env"),
-                "Cmd": opts.cmd,
-                "Entrypoint": opts.entrypoint,
+                "Cmd": or_null(cmd),
+                "Entrypoint": or_null(entrypoint),
+                "ExposedPorts": exposed_ports,
                 "Image": rec.image,
                 "WorkingDir": rec.spec.pointer("/process/cwd"),
                 "Labels": rec.labels,

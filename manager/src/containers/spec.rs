@@ -158,20 +158,25 @@ pub fn hostname(opts: &RunOptions, id: &str) -> Result<String, SpecError> {
 
 /// The process arguments Docker would run, without `--init`.
 pub fn command(img: &ImageConfig, opts: &RunOptions) -> Result<Vec<String>, SpecError> {
-    let cfg = img.config.clone().unwrap_or_default();
-    let (entrypoint, cmd) = match &opts.entrypoint {
-        // `--entrypoint` resets the image's Cmd too.
-        Some(e) => (e.clone(), opts.cmd.clone().unwrap_or_default()),
-        None => (
-            cfg.entrypoint.unwrap_or_default(),
-            opts.cmd.clone().or(cfg.cmd).unwrap_or_default(),
-        ),
-    };
+    let (entrypoint, cmd) = entrypoint_and_cmd(img, opts);
     let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if args.is_empty() {
         return Err(SpecError::NoCommand);
     }
     Ok(args)
+}
+
+/// The container's Entrypoint and Cmd: the options' over the image's; `--entrypoint` resets
+/// the image's Cmd too (Docker's rule).
+pub fn entrypoint_and_cmd(img: &ImageConfig, opts: &RunOptions) -> (Vec<String>, Vec<String>) {
+    let cfg = img.config.clone().unwrap_or_default();
+    match &opts.entrypoint {
+        Some(e) => (e.clone(), opts.cmd.clone().unwrap_or_default()),
+        None => (
+            cfg.entrypoint.unwrap_or_default(),
+            opts.cmd.clone().or(cfg.cmd).unwrap_or_default(),
+        ),
+    }
 }
 
 /// PATH, HOSTNAME, TERM, then the image's env and the options', a later `KEY=` replacing an
