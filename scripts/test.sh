@@ -93,6 +93,9 @@ step integration-tests continue "${logged[@]}" env \
     KAPSEL_MANAGER_BIN_DIR="$KAPSEL_ROOT/target/release" \
     KAPSEL_FIXTURES="$KAPSEL_ROOT/.fixtures" \
     cargo test -p kapsel-integration-tests -- --test-threads=1
+# The README's main command as a user runs it once the dependencies are in: it must greet.
+step demo continue bash -o pipefail -c 'KAPSEL_SKIP_DEPS=1 scripts/demo.sh | tee /dev/stderr \
+    | grep -qx "hello from a kapsel container: kapsel, pid 1, uid 0"'
 # cgroup v2 checks in a qemu guest (this host is cgroup v1 hybrid)
 step cgroup2-vm continue scripts/cgroup2-vm-test.sh
 # config.json and seccomp fuzz targets, KAPSEL_FUZZ_SECONDS (default 60) each

@@ -331,6 +331,7 @@ fn masked_and_read_only_paths() {
     let out = c.run_ok(
         opts(),
         "echo timers=$(wc -c < /proc/timer_list); \
+         echo interrupts=$(wc -c < /proc/interrupts); \
          echo firmware=$(ls /sys/firmware | wc -l); \
          echo x > /proc/sys/kernel/domainname 2>/dev/null && echo procsys=rw || echo procsys=ro; \
          echo x > /proc/sysrq-trigger 2>/dev/null && echo sysrq=rw || echo sysrq=ro; \
@@ -339,11 +340,52 @@ fn masked_and_read_only_paths() {
     );
     // /proc/kcore and most other masked files do not exist on this kernel; timer_list does.
     assert_eq!(field(&out, "timers"), "0");
+    assert!(
+        !std::fs::read_to_string("/proc/interrupts")
+            .unwrap()
+            .is_empty(),
+        "the host shows /proc/interrupts"
+    );
+    assert_eq!(
+        field(&out, "interrupts"),
+        "0",
+        "Docker 28 masks /proc/interrupts"
+    );
     assert_eq!(field(&out, "firmware"), "0");
     assert_eq!(field(&out, "procsys"), "ro");
     assert_eq!(field(&out, "sysrq"), "ro");
     assert_eq!(field(&out, "sys"), "ro");
     assert_eq!(field(&out, "cg"), "ro");
+}
+
+#[test]
+fn systempaths_unconfined_and_group_add() {
+    let c = container("kspec-sysp");
+    c.add_users();
+    let out = c.run_ok(
+        RunOptions {
+            security_opt: vec!["systempaths=unconfined".into()],
+            group_add: vec!["audio".into(), "4321".into(), "wheel".into()],
+            ..opts()
+        },
+        "echo timers=$(wc -c < /proc/timer_list); echo groups=$(id -G)",
+    );
+    let timers: u64 = field(&out, "timers").parse().expect("a byte count");
+    assert!(
+        timers > 0,
+        "/proc/timer_list is masked despite systempaths=unconfined"
+    );
+    // root's groups (0, and wheel that lists root), then audio (29, a name from the image's
+    // /etc/group) and 4321; wheel only once.
+    assert_eq!(field(&out, "groups"), "0 10 29 4321");
+
+    let err = c
+        .spec(&RunOptions {
+            group_add: vec!["no-such-group".into()],
+            ..opts()
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-group"), "{err}");
 }
 
 #[test]

@@ -331,6 +331,169 @@ fn interactive_sessions_through_a_pty() {
 }
 
 #[test]
+fn attach_and_start_attach() {
+    let k = Kapseld::start();
+    k.load_busybox();
+    // The container answers the moment its input arrives: the answer must not be lost
+    // between attaching and reading the output.
+    for i in 0..3 {
+        let name = format!("at{i}");
+        k.ok(&[
+            "run",
+            "-d",
+            "-i",
+            "--name",
+            &name,
+            "busybox",
+            "sh",
+            "-c",
+            "read x; echo got-$x; echo err-$x >&2; exit 6",
+        ]);
+        let out = k.kapsel(&["attach", &name]).stdin("hi\n").output();
+        assert_eq!(
+            out.exit_code(),
+            6,
+            "attach gives the container's status: {out}"
+        );
+        assert_eq!(out.stdout, "got-hi\n", "{out}");
+        assert!(out.stderr.contains("err-hi"), "{out}");
+    }
+    let out = k.kapsel(&["attach", "at0"]).fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    assert!(out.stderr.contains("is not running"), "{out}");
+    let out = k.kapsel(&["attach", "nosuch-at"]).fails();
+    assert!(out.stderr.contains("no such container: nosuch-at"), "{out}");
+
+    k.ok(&[
+        "create",
+        "-i",
+        "--name",
+        "at-start",
+        "busybox",
+        "sh",
+        "-c",
+        "read x; echo started-$x; exit 4",
+    ]);
+    let out = k
+        .kapsel(&["start", "-a", "-i", "at-start"])
+        .stdin("now\n")
+        .output();
+    assert_eq!(out.exit_code(), 4, "{out}");
+    assert_eq!(out.stdout, "started-now\n", "{out}");
+}
+
+#[test]
+fn run_flags_reach_the_container() {
+    let k = Kapseld::start();
+    k.load_busybox();
+    let env_file = k.dir.join("env.list");
+    std::fs::write(&env_file, "# a comment\nFROM_FILE=1\nB=from-file\n").unwrap();
+    let script = "echo env=$FROM_FILE:$B; echo pwd=$(pwd); echo groups=$(id -G); \
+         echo host=$(hostname); touch /x 2>/dev/null && echo root=rw || echo root=ro; \
+         touch /work/y && echo work=rw; echo capeff=$(grep CapEff /proc/self/status | cut -f2); \
+         echo nofile=$(ulimit -n):$(ulimit -Hn); echo pid1=$(cat /proc/1/comm); \
+         echo nnp=$(grep NoNewPrivs /proc/self/status | cut -f2); cd /sys/fs/cgroup; \
+         echo mem=$(cat memory/memory.limit_in_bytes); \
+         echo memsw=$(cat memory/memory.memsw.limit_in_bytes); \
+         echo shares=$(cat cpu/cpu.shares); echo quota=$(cat cpu/cpu.cfs_quota_us); \
+         echo cpuset=$(cat cpuset/cpuset.cpus); echo pids=$(cat pids/pids.max)";
+    let out = k.ok(&[
+        "run",
+        "--name",
+        "flags",
+        "--env-file",
+        &env_file.display().to_string(),
+        "-e",
+        "B=from-flag",
+        "--entrypoint",
+        "/bin/sh",
+        "-w",
+        "/work",
+        "--group-add",
+        "4321",
+        "--hostname",
+        "flaghost",
+        "--label",
+        "team=kapsel",
+        "--read-only",
+        "--tmpfs",
+        "/work:mode=1777",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "net_bind_service",
+        "--ulimit",
+        "nofile=100:200",
+        "--init",
+        "--security-opt",
+        "no-new-privileges",
+        "-c",
+        "512",
+        "--cpus",
+        "0.5",
+        "--cpuset-cpus",
+        "0",
+        "-m",
+        "32m",
+        "--memory-swap",
+        "64m",
+        "--pids-limit",
+        "30",
+        "--stop-signal",
+        "SIGUSR1",
+        "busybox",
+        "-c",
+        script,
+    ]);
+    let out = out.stdout;
+    let field = |key: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("no {key}= in:\n{out}"))
+            .to_string()
+    };
+    assert_eq!(field("env"), "1:from-flag", "-e wins over --env-file");
+    assert_eq!(field("pwd"), "/work");
+    assert_eq!(field("groups"), "0 4321");
+    assert_eq!(field("host"), "flaghost");
+    assert_eq!(field("root"), "ro");
+    assert_eq!(field("work"), "rw");
+    assert_eq!(
+        field("capeff"),
+        "0000000000000400",
+        "only CAP_NET_BIND_SERVICE"
+    );
+    assert_eq!(field("nofile"), "100:200");
+    assert_eq!(field("pid1"), "kapsel-init");
+    assert_eq!(field("nnp"), "1");
+    assert_eq!(field("mem"), (32u64 << 20).to_string());
+    assert_eq!(field("memsw"), (64u64 << 20).to_string());
+    assert_eq!(field("shares"), "512");
+    assert_eq!(field("quota"), "50000");
+    assert_eq!(field("cpuset"), "0");
+    assert_eq!(field("pids"), "30");
+
+    let c = k.inspect("flags");
+    assert_eq!(c["Config"]["Labels"]["team"], "kapsel");
+    assert_eq!(c["Config"]["Entrypoint"][0], "/bin/sh");
+    assert_eq!(c["HostConfig"]["GroupAdd"][0], "4321");
+    assert_eq!(c["HostConfig"]["Memory"], 32 << 20);
+    assert_eq!(c["HostConfig"]["NanoCpus"], 500_000_000);
+    assert_eq!(c["HostConfig"]["ReadonlyRootfs"], true);
+    assert_eq!(c["HostConfig"]["Init"], true);
+    assert_eq!(c["State"]["ExitCode"], 0);
+    assert_eq!(c["Config"]["Cmd"], serde_json::json!(["-c", script]));
+    k.ok(&["rm", "flags"]);
+
+    // Without flags, inspect shows what the container runs: the image's Cmd.
+    k.ok(&["create", "--name", "plain", "busybox"]);
+    let c = k.inspect("plain");
+    assert_eq!(c["Config"]["Cmd"], serde_json::json!(["sh"]));
+    assert_eq!(c["Config"]["Entrypoint"], serde_json::Value::Null);
+    k.ok(&["rm", "plain"]);
+}
+
+#[test]
 fn fifty_containers_at_once_leave_nothing_behind() {
     let k = Kapseld::start();
     k.load_busybox();

@@ -11,7 +11,7 @@ pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 pub struct Config {
     /// Persistent data: `meta.redb`, `content/`, `snapshots/<driver>/`.
     pub root: PathBuf,
-    /// Runtime state: the pid file (and, from issue 5, container state).
+    /// Runtime state: the pid file, shim sockets and container FIFOs.
     pub state: PathBuf,
     /// The ttrpc unix socket.
     pub address: PathBuf,

@@ -1,4 +1,4 @@
-//! kapseld and the kapsel CLI: images, content, snapshots (issue 4), containers and tasks (issue 5).
+//! kapseld and the kapsel CLI: images, content, snapshots, containers and tasks.
 //!
 //! Layout (see ../shared/design/STYLE.md): one module per domain with its types and traits
 //! (`content`, `snapshots`, `images`), implementations beside them (`content/local.rs`,

@@ -1,10 +1,10 @@
-//! kapseld: the Kapsel daemon (images, content, snapshots; containers come with issue 5).
+//! kapseld: the Kapsel daemon (images, content, snapshots, containers and their tasks).
 
 use clap::Parser;
 use kapsel_manager::config::{self, Config};
 
-/// The Kapsel daemon: serves images, content and snapshots over ttrpc. Runs with an embedded
-/// default configuration; flags override it.
+/// The Kapsel daemon: serves images, content, snapshots, containers and tasks over ttrpc. Runs
+/// with an embedded default configuration; flags override it.
 #[derive(Parser, Debug)]
 #[command(name = "kapseld", version)]
 struct Args {

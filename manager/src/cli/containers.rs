@@ -23,8 +23,10 @@ pub const EXIT_KAPSEL: i32 = 125;
 #[derive(Subcommand, Debug)]
 pub enum ContainerCmd {
     /// Create and run a new container from an image.
+    #[command(override_usage = "kapsel run [OPTIONS] IMAGE [COMMAND] [ARG...]")]
     Run(Box<RunArgs>),
     /// Create a new container.
+    #[command(override_usage = "kapsel create [OPTIONS] IMAGE [COMMAND] [ARG...]")]
     Create(Box<RunArgs>),
     /// Start one or more stopped containers.
     Start(StartArgs),
@@ -114,24 +116,11 @@ pub struct RunArgs {
     /// Overwrite the default ENTRYPOINT of the image ("" clears it).
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Memory limit (e.g. 64m, 1g).
-    #[arg(short, long)]
-    memory: Option<String>,
-    /// Swap limit equal to memory plus swap: -1 for unlimited swap.
-    #[arg(long = "memory-swap")]
-    memory_swap: Option<String>,
-    /// Number of CPUs.
-    #[arg(long)]
-    cpus: Option<String>,
-    /// CPU shares (relative weight).
-    #[arg(short = 'c', long = "cpu-shares")]
-    cpu_shares: Option<u64>,
-    /// CPUs in which to allow execution (0-3, 0,1).
-    #[arg(long = "cpuset-cpus")]
-    cpuset_cpus: Option<String>,
-    /// Tune container pids limit (-1 for unlimited).
-    #[arg(long = "pids-limit")]
-    pids_limit: Option<i64>,
+    #[command(flatten)]
+    resources: ResourceArgs,
+    /// Add additional groups to join (a name from the image's /etc/group, or a gid).
+    #[arg(long = "group-add")]
+    group_add: Vec<String>,
     /// Mount the container's root filesystem as read only.
     #[arg(long = "read-only")]
     read_only: bool,
@@ -183,11 +172,31 @@ pub struct RunArgs {
     /// Log driver options (json-file): max-size=SIZE, max-file=N.
     #[arg(long = "log-opt")]
     log_opt: Vec<String>,
-    /// The image.
-    image: String,
-    /// The command and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// The image, then the command and its arguments. Everything after the image belongs to
+    /// the command, flags too (`busybox -c ...`), as with Docker.
+    #[arg(
+        value_name = "ARG",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true
+    )]
+    args: Vec<String>,
+}
+
+/// The first of `args` and the rest (clap makes sure the first is there).
+fn head_and_tail(args: &[String]) -> (&str, &[String]) {
+    args.split_first()
+        .map_or(("", &[]), |(head, tail)| (head.as_str(), tail))
+}
+
+impl RunArgs {
+    fn image(&self) -> &str {
+        head_and_tail(&self.args).0
+    }
+
+    fn command(&self) -> &[String] {
+        head_and_tail(&self.args).1
+    }
 }
 
 #[derive(Args, Debug)]
@@ -278,6 +287,7 @@ pub struct LogsArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(override_usage = "kapsel exec [OPTIONS] CONTAINER COMMAND [ARG...]")]
 pub struct ExecArgs {
     /// Detached mode: run command in the background.
     #[arg(short, long)]
@@ -300,9 +310,25 @@ pub struct ExecArgs {
     /// Give extended privileges to the command.
     #[arg(long)]
     privileged: bool,
-    container: String,
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// The container, then the command and its arguments (flags after the container belong
+    /// to the command).
+    #[arg(
+        value_name = "ARG",
+        required = true,
+        num_args = 2..,
+        trailing_var_arg = true
+    )]
+    args: Vec<String>,
+}
+
+impl ExecArgs {
+    fn container(&self) -> &str {
+        head_and_tail(&self.args).0
+    }
+
+    fn command(&self) -> &[String] {
+        head_and_tail(&self.args).1
+    }
 }
 
 #[derive(Args, Debug)]
@@ -353,20 +379,53 @@ pub struct RenameArgs {
 pub struct UpdateArgs {
     #[arg(required = true)]
     containers: Vec<String>,
-    #[arg(short, long)]
-    memory: Option<String>,
-    #[arg(long = "memory-swap")]
-    memory_swap: Option<String>,
-    #[arg(long)]
-    cpus: Option<String>,
-    #[arg(short = 'c', long = "cpu-shares")]
-    cpu_shares: Option<u64>,
-    #[arg(long = "cpuset-cpus")]
-    cpuset_cpus: Option<String>,
-    #[arg(long = "pids-limit")]
-    pids_limit: Option<i64>,
+    #[command(flatten)]
+    resources: ResourceArgs,
+    /// Restart policy to apply when a container exits.
     #[arg(long)]
     restart: Option<String>,
+}
+
+/// The cgroup limits `run`, `create` and `update` share.
+#[derive(Args, Debug, Default)]
+pub struct ResourceArgs {
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 for unlimited swap.
+    #[arg(long = "memory-swap")]
+    memory_swap: Option<String>,
+    /// Number of CPUs.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    /// CPUs in which to allow execution (0-3, 0,1).
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    /// Tune container pids limit (-1 for unlimited).
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<i64>,
+}
+
+/// [`ResourceArgs`] parsed: sizes in bytes, CPUs as a number.
+struct Resources {
+    memory: Option<i64>,
+    memory_swap: Option<i64>,
+    cpus: Option<f64>,
+}
+
+impl ResourceArgs {
+    fn parse(&self) -> Result<Resources> {
+        let ram =
+            |flag: &str, v: &Option<String>| v.as_deref().map(|m| parse_ram(flag, m)).transpose();
+        Ok(Resources {
+            memory: ram("--memory", &self.memory)?,
+            memory_swap: ram("--memory-swap", &self.memory_swap)?,
+            cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -628,8 +687,8 @@ fn read_env_file(path: &std::path::Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Splits a command line the way Docker's `--entrypoint` takes it: one string, one argument
-/// (an empty string clears the entrypoint).
+/// The options kapseld gets from the flags of `run`/`create`; `--entrypoint` is one string,
+/// one argument (an empty string clears the entrypoint), as Docker takes it.
 fn run_options(a: &RunArgs) -> Result<RunOptions> {
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -641,16 +700,11 @@ fn run_options(a: &RunArgs) -> Result<RunOptions> {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
         labels.insert(k.to_string(), v.to_string());
     }
-    let memory = a
-        .memory
-        .as_deref()
-        .map(|m| parse_ram("--memory", m))
-        .transpose()?;
-    let memory_swap = a
-        .memory_swap
-        .as_deref()
-        .map(|m| parse_ram("--memory-swap", m))
-        .transpose()?;
+    let Resources {
+        memory,
+        memory_swap,
+        cpus,
+    } = a.resources.parse()?;
     if let (Some(m), Some(s)) = (memory, memory_swap) {
         if s != -1 && s < m {
             return Err(Error::Usage(
@@ -666,8 +720,8 @@ fn run_options(a: &RunArgs) -> Result<RunOptions> {
     }
     Ok(RunOptions {
         name: a.name.clone().unwrap_or_default(),
-        image: a.image.clone(),
-        cmd: (!a.command.is_empty()).then(|| a.command.clone()),
+        image: a.image().to_string(),
+        cmd: (!a.command().is_empty()).then(|| a.command().to_vec()),
         entrypoint: a.entrypoint.as_ref().map(|e| {
             if e.is_empty() {
                 Vec::new()
@@ -678,16 +732,17 @@ fn run_options(a: &RunArgs) -> Result<RunOptions> {
         env,
         workdir: a.workdir.clone(),
         user: a.user.clone(),
+        group_add: a.group_add.clone(),
         tty: a.tty,
         stdin_open: a.interactive,
         hostname: a.hostname.clone(),
         labels,
         memory,
         memory_swap,
-        cpus: a.cpus.as_deref().map(parse_cpus).transpose()?,
-        cpu_shares: a.cpu_shares,
-        cpuset_cpus: a.cpuset_cpus.clone(),
-        pids_limit: a.pids_limit,
+        cpus,
+        cpu_shares: a.resources.cpu_shares,
+        cpuset_cpus: a.resources.cpuset_cpus.clone(),
+        pids_limit: a.resources.pids_limit,
         read_only: a.read_only,
         tmpfs: a.tmpfs.clone(),
         cap_add: a.cap_add.clone(),
@@ -837,6 +892,10 @@ fn attach_session_from(
 ) -> Result<i32> {
     let _raw = terminal::Raw::enable(tty && stdin);
     let _resizer = tty.then(|| terminal::follow_size(conn, container, ""));
+    // Where the output starts is fixed before any input reaches the container: what it
+    // answers to that input is never before the cursor.
+    let mut follow = LogFollow::new(container, true, tail, 0, 0, false);
+    let mut done = follow.step(conn, 0)?;
     if stdin {
         let r = conn
             .containers
@@ -871,7 +930,9 @@ fn attach_session_from(
             });
         }
     }
-    follow_output(conn, container, tail, false)?;
+    while !done {
+        done = follow.step(conn, LOG_WAIT_MS)?;
+    }
     wait_exit(conn, container, "")
 }
 
@@ -900,12 +961,10 @@ fn pump_stdin(mut fifo: std::fs::File, tty: bool) {
     }
 }
 
-/// Prints log entries until the daemon says no more will come.
-fn follow_output(conn: &Conn, container: &str, tail: i64, timestamps: bool) -> Result<()> {
-    logs_loop(conn, container, true, tail, 0, 0, timestamps)
-}
+/// How long one Logs call may wait for new lines.
+const LOG_WAIT_MS: u32 = 5_000;
 
-#[allow(clippy::too_many_arguments)]
+/// Prints log entries until the daemon says no more will come.
 fn logs_loop(
     conn: &Conn,
     container: &str,
@@ -915,42 +974,68 @@ fn logs_loop(
     until: i64,
     timestamps: bool,
 ) -> Result<()> {
-    let mut cursor = String::new();
-    let mut out = std::io::stdout();
-    let mut err = std::io::stderr();
-    loop {
+    let mut f = LogFollow::new(container, follow, tail, since, until, timestamps);
+    while !f.step(conn, LOG_WAIT_MS)? {}
+    Ok(())
+}
+
+/// A read of a container's log, one Logs call at a time, printing what each call returns.
+struct LogFollow {
+    req: cpb::LogsRequest,
+    timestamps: bool,
+}
+
+impl LogFollow {
+    fn new(
+        container: &str,
+        follow: bool,
+        tail: i64,
+        since: i64,
+        until: i64,
+        timestamps: bool,
+    ) -> LogFollow {
+        LogFollow {
+            req: cpb::LogsRequest {
+                container: container.to_string(),
+                follow,
+                tail,
+                since,
+                until,
+                ..Default::default()
+            },
+            timestamps,
+        }
+    }
+
+    /// One Logs call that waits up to `wait_ms` for lines; prints them; true when the daemon
+    /// says no more will come.
+    fn step(&mut self, conn: &Conn, wait_ms: u32) -> Result<bool> {
         let req = cpb::LogsRequest {
             namespace: conn.namespace.clone(),
-            container: container.to_string(),
-            cursor: cursor.clone(),
-            follow,
-            tail,
-            since,
-            until,
-            wait_ms: 5_000,
-            ..Default::default()
+            wait_ms,
+            ..self.req.clone()
         };
         let r = conn
             .containers
             .logs(conn.ctx(), &req)
             .map_err(|e| conn.err(e))?;
+        let mut out = std::io::stdout();
+        let mut err = std::io::stderr();
         for e in &r.entries {
             let w: &mut dyn Write = if e.stream == "stderr" {
                 &mut err
             } else {
                 &mut out
             };
-            if timestamps {
+            if self.timestamps {
                 let _ = write!(w, "{} ", crate::logs::format_rfc3339_nanos(e.time));
             }
             let _ = w.write_all(&e.line);
         }
         let _ = out.flush();
         let _ = err.flush();
-        if r.done {
-            return Ok(());
-        }
-        cursor = r.cursor;
+        self.req.cursor = r.cursor;
+        Ok(r.done)
     }
 }
 
@@ -996,8 +1081,8 @@ fn wait_cmd(conn: &Conn, a: Targets) -> Result<i32> {
 fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
     let req = cpb::ExecRequest {
         namespace: conn.namespace.clone(),
-        container: a.container.clone(),
-        args: a.command.clone(),
+        container: a.container().to_string(),
+        args: a.command().to_vec(),
         env: a.env.iter().filter_map(|e| env_entry(e)).collect(),
         user: a.user.clone().unwrap_or_default(),
         workdir: a.workdir.clone().unwrap_or_default(),
@@ -1053,7 +1138,7 @@ fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
     };
     let start = cpb::ExecStartRequest {
         namespace: conn.namespace.clone(),
-        container: a.container.clone(),
+        container: a.container().to_string(),
         exec_id: r.exec_id.clone(),
         ..Default::default()
     };
@@ -1069,7 +1154,7 @@ fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
     let _raw = terminal::Raw::enable(a.tty && a.interactive);
     let _resizer = a
         .tty
-        .then(|| terminal::follow_size(conn, &a.container, &r.exec_id));
+        .then(|| terminal::follow_size(conn, a.container(), &r.exec_id));
     if let Some(fifo) = stdin {
         let tty = a.tty;
         std::thread::spawn(move || pump_stdin(fifo, tty));
@@ -1083,7 +1168,7 @@ fn exec(conn: &Conn, a: ExecArgs) -> Result<i32> {
             std::thread::spawn(move || copy_fifo(f, is_err, &done))
         })
         .collect();
-    let code = wait_exit(conn, &a.container, &r.exec_id);
+    let code = wait_exit(conn, a.container(), &r.exec_id);
     done.store(true, std::sync::atomic::Ordering::Release);
     for c in copiers {
         let _ = c.join();
@@ -1545,22 +1630,23 @@ fn top(conn: &Conn, a: TopArgs) -> Result<()> {
 
 fn update(conn: &Conn, a: UpdateArgs) -> Result<i32> {
     let mut u = serde_json::Map::new();
-    if let Some(m) = &a.memory {
-        u.insert("memory".into(), parse_ram("--memory", m)?.into());
+    let r = a.resources.parse()?;
+    if let Some(m) = r.memory {
+        u.insert("memory".into(), m.into());
     }
-    if let Some(m) = &a.memory_swap {
-        u.insert("memory_swap".into(), parse_ram("--memory-swap", m)?.into());
+    if let Some(m) = r.memory_swap {
+        u.insert("memory_swap".into(), m.into());
     }
-    if let Some(c) = &a.cpus {
-        u.insert("cpus".into(), parse_cpus(c)?.into());
+    if let Some(c) = r.cpus {
+        u.insert("cpus".into(), c.into());
     }
-    if let Some(c) = a.cpu_shares {
+    if let Some(c) = a.resources.cpu_shares {
         u.insert("cpu_shares".into(), c.into());
     }
-    if let Some(c) = &a.cpuset_cpus {
+    if let Some(c) = &a.resources.cpuset_cpus {
         u.insert("cpuset_cpus".into(), c.clone().into());
     }
-    if let Some(p) = a.pids_limit {
+    if let Some(p) = a.resources.pids_limit {
         u.insert("pids_limit".into(), p.into());
     }
     if let Some(r) = &a.restart {
@@ -1718,34 +1804,91 @@ mod tests {
         );
     }
 
+    /// The subcommand clap makes of a kapsel command line.
+    fn parse(line: &[&str]) -> ContainerCmd {
+        #[derive(clap::Parser, Debug)]
+        struct T {
+            #[command(subcommand)]
+            cmd: ContainerCmd,
+        }
+        <T as clap::Parser>::try_parse_from(std::iter::once("kapsel").chain(line.iter().copied()))
+            .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+            .cmd
+    }
+
+    fn run_args(line: &[&str]) -> RunArgs {
+        match parse(line) {
+            ContainerCmd::Run(a) | ContainerCmd::Create(a) => *a,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
     #[test]
     fn run_flags_become_run_options() {
-        let a = RunArgs {
-            image: "busybox".into(),
-            command: vec!["echo".into(), "hi".into()],
-            env: vec!["A=1".into(), "KAPSEL_TEST_UNSET_VAR".into()],
-            label: vec!["k=v".into(), "flag".into()],
-            memory: Some("64m".into()),
-            entrypoint: Some(String::new()),
-            restart: "no".into(),
-            network: "none".into(),
-            rm: true,
-            ..Default::default()
-        };
+        let a = run_args(&[
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-e",
+            "KAPSEL_TEST_UNSET_VAR",
+            "--label",
+            "k=v",
+            "--label",
+            "flag",
+            "-m",
+            "64m",
+            "--cpus",
+            "1.5",
+            "--group-add",
+            "audio",
+            "--entrypoint",
+            "",
+            "busybox",
+            "echo",
+            "hi",
+        ]);
         let o = run_options(&a).unwrap();
+        assert_eq!(o.image, "busybox");
         assert_eq!(o.cmd, Some(vec!["echo".to_string(), "hi".to_string()]));
         assert_eq!(o.env, vec!["A=1"]);
         assert_eq!(o.entrypoint, Some(vec![]));
         assert_eq!(o.memory, Some(64 << 20));
+        assert_eq!(o.cpus, Some(1.5));
+        assert_eq!(o.group_add, ["audio"]);
         assert_eq!(o.labels.get("flag").map(String::as_str), Some(""));
         assert!(o.auto_remove);
-        let bad = RunArgs {
-            memory_swap: Some("1g".into()),
-            ..Default::default()
-        };
+        let bad = run_args(&["create", "--memory-swap", "1g", "busybox"]);
         assert!(run_options(&bad)
             .unwrap_err()
             .to_string()
             .contains("memory limit"));
+    }
+
+    #[test]
+    fn flags_after_the_image_or_container_belong_to_the_command() {
+        let o = run_options(&run_args(&[
+            "run", "-i", "busybox", "-c", "echo", "-m", "--rm", "-d",
+        ]))
+        .unwrap();
+        assert_eq!(o.image, "busybox");
+        assert_eq!(
+            o.cmd.unwrap(),
+            ["-c", "echo", "-m", "--rm", "-d"].map(String::from)
+        );
+        assert!(o.stdin_open && !o.auto_remove && o.memory.is_none());
+        assert_eq!(
+            run_options(&run_args(&["run", "busybox"])).unwrap().cmd,
+            None
+        );
+        match parse(&["exec", "-e", "X=1", "web", "ls", "-d", "-e", "/"]) {
+            ContainerCmd::Exec(a) => {
+                assert_eq!(a.container(), "web");
+                assert_eq!(a.command(), ["ls", "-d", "-e", "/"]);
+                assert_eq!(a.env, ["X=1"]);
+                assert!(!a.detach);
+            }
+            other => panic!("not exec: {other:?}"),
+        }
     }
 }

@@ -24,7 +24,7 @@ use crate::registry::{auth, Reference};
 #[command(
     name = "kapsel",
     version,
-    about = "Manage images with kapseld",
+    about = "Run containers and manage images with kapseld",
     disable_help_subcommand = true
 )]
 pub struct Cli {

@@ -27,6 +27,9 @@ pub struct RunOptions {
     pub workdir: Option<String>,
     /// `-u name|uid[:group|gid]`.
     pub user: Option<String>,
+    /// `--group-add name|gid`: more supplementary groups, names looked up in the container's
+    /// /etc/group.
+    pub group_add: Vec<String>,
     /// `-t`.
     pub tty: bool,
     /// `-i`.
@@ -322,7 +325,7 @@ pub enum OptionsError {
     Bind { value: String, why: String },
     #[error("duplicate mount point: {0}: give each -v its own container path")]
     DuplicateMount(String),
-    #[error("invalid --security-opt {0:?}: want seccomp=FILE|unconfined, no-new-privileges[:true|false], apparmor=... or label=...")]
+    #[error("invalid --security-opt {0:?}: want seccomp=FILE|unconfined, no-new-privileges[:true|false], systempaths=unconfined, apparmor=... or label=...")]
     SecurityOpt(String),
     #[error("unknown capability {0:?} in --cap-add/--cap-drop")]
     Capability(String),
@@ -449,6 +452,8 @@ pub enum SeccompOpt {
 pub struct SecurityOpts {
     pub seccomp: SeccompOpt,
     pub no_new_privileges: bool,
+    /// `systempaths=unconfined`: no masked and no read-only paths.
+    pub systempaths_unconfined: bool,
 }
 
 /// Docker's `RAMInBytes`: `64m`, `1g`, `512k`, `100` (bytes), `1.5g`; units are powers of 1024,
@@ -633,6 +638,7 @@ impl RunOptions {
         let mut out = SecurityOpts {
             seccomp: SeccompOpt::Default,
             no_new_privileges: false,
+            systempaths_unconfined: false,
         };
         for opt in &self.security_opt {
             // Docker takes both `key=value` and the older `key:value`.
@@ -650,6 +656,7 @@ impl RunOptions {
                 ("seccomp", Some(v)) if !v.is_empty() => {
                     out.seccomp = SeccompOpt::File(v.to_string())
                 }
+                ("systempaths", Some("unconfined")) => out.systempaths_unconfined = true,
                 ("apparmor" | "label", Some(_)) => {}
                 _ => return Err(OptionsError::SecurityOpt(opt.clone())),
             }
@@ -998,7 +1005,19 @@ mod tests {
         assert!(o(&["apparmor=unconfined", "label=disable"])
             .security()
             .is_ok());
-        for bad in ["seccomp", "nonsense", "no-new-privileges:maybe"] {
+        assert!(!o(&[]).security().unwrap().systempaths_unconfined);
+        assert!(
+            o(&["systempaths=unconfined"])
+                .security()
+                .unwrap()
+                .systempaths_unconfined
+        );
+        for bad in [
+            "seccomp",
+            "nonsense",
+            "no-new-privileges:maybe",
+            "systempaths=confined",
+        ] {
             assert_eq!(
                 o(&[bad]).security(),
                 Err(OptionsError::SecurityOpt(bad.into()))

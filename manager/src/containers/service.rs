@@ -932,6 +932,15 @@ impl Containers {
             }
         };
         let (policy_name, max_retry) = policy_of(&rec).docker_name();
+        // The image may be gone (rmi -f): then only what the options say.
+        let img = self
+            .svc
+            .resolve(&rec.image_name, &rec.image_target)
+            .map(|r| r.config)
+            .unwrap_or_default();
+        let (entrypoint, cmd) = spec::entrypoint_and_cmd(&img, &opts);
+        let or_null = |v: Vec<String>| (!v.is_empty()).then_some(v);
+        let exposed_ports = img.config.as_ref().and_then(|c| c.exposed_ports.clone());
         // Docker's `Mounts`: the user's host binds, then the volumes.
         let mut mounts: Vec<serde_json::Value> = opts
             .binds()
@@ -1001,6 +1010,7 @@ impl Containers {
                 "Privileged": opts.privileged,
                 "ReadonlyRootfs": opts.read_only,
                 "SecurityOpt": opts.security_opt,
+                "GroupAdd": opts.group_add,
                 "Memory": opts.memory.unwrap_or(0),
                 "MemorySwap": opts.memory_swap.unwrap_or(0),
                 "NanoCpus": opts.cpus.map_or(0, |c| (c * 1e9) as i64),
@@ -1017,8 +1027,9 @@ impl Containers {
                 "Tty": opts.tty,
                 "OpenStdin": opts.stdin_open,
                 "Env": rec.spec.pointer("/process/env"),
-                "Cmd": opts.cmd,
-                "Entrypoint": opts.entrypoint,
+                "Cmd": or_null(cmd),
+                "Entrypoint": or_null(entrypoint),
+                "ExposedPorts": exposed_ports,
                 "Image": rec.image,
                 "WorkingDir": rec.spec.pointer("/process/cwd"),
                 "Labels": rec.labels,

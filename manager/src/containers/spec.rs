@@ -175,6 +175,8 @@ pub enum SpecError {
 struct Host {
     cgroup2: bool,
     swap_accounting: bool,
+    /// CPU slots (`/sys/devices/system/cpu/possible`), for the masked `thermal_throttle` paths.
+    cpus: u32,
 }
 
 impl Host {
@@ -182,9 +184,19 @@ impl Host {
         let cgroup2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         let swap_accounting =
             cgroup2 || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
+        let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+            .ok()
+            .and_then(|l| cpu_slots(&l))
+            .or_else(|| {
+                std::thread::available_parallelism()
+                    .ok()
+                    .map(|n| n.get() as u32)
+            })
+            .unwrap_or(1);
         Host {
             cgroup2,
             swap_accounting,
+            cpus,
         }
     }
 }
@@ -212,20 +224,25 @@ pub fn hostname(opts: &RunOptions, id: &str) -> Result<String, SpecError> {
 
 /// The process arguments Docker would run, without `--init`.
 pub fn command(img: &ImageConfig, opts: &RunOptions) -> Result<Vec<String>, SpecError> {
-    let cfg = img.config.clone().unwrap_or_default();
-    let (entrypoint, cmd) = match &opts.entrypoint {
-        // `--entrypoint` resets the image's Cmd too.
-        Some(e) => (e.clone(), opts.cmd.clone().unwrap_or_default()),
-        None => (
-            cfg.entrypoint.unwrap_or_default(),
-            opts.cmd.clone().or(cfg.cmd).unwrap_or_default(),
-        ),
-    };
+    let (entrypoint, cmd) = entrypoint_and_cmd(img, opts);
     let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if args.is_empty() {
         return Err(SpecError::NoCommand);
     }
     Ok(args)
+}
+
+/// The container's Entrypoint and Cmd: the options' over the image's; `--entrypoint` resets
+/// the image's Cmd too (Docker's rule).
+pub fn entrypoint_and_cmd(img: &ImageConfig, opts: &RunOptions) -> (Vec<String>, Vec<String>) {
+    let cfg = img.config.clone().unwrap_or_default();
+    match &opts.entrypoint {
+        Some(e) => (e.clone(), opts.cmd.clone().unwrap_or_default()),
+        None => (
+            cfg.entrypoint.unwrap_or_default(),
+            opts.cmd.clone().or(cfg.cmd).unwrap_or_default(),
+        ),
+    }
 }
 
 /// PATH, HOSTNAME, TERM, then the image's env and the options', a later `KEY=` replacing an
@@ -325,9 +342,10 @@ fn default_mounts(privileged: bool) -> Vec<Value> {
 }
 
 /// Docker's masked paths (a tmpfs or /dev/null over them).
-pub const MASKED_PATHS: [&str; 10] = [
+pub const MASKED_PATHS: [&str; 12] = [
     "/proc/asound",
     "/proc/acpi",
+    "/proc/interrupts",
     "/proc/kcore",
     "/proc/keys",
     "/proc/latency_stats",
@@ -336,7 +354,27 @@ pub const MASKED_PATHS: [&str; 10] = [
     "/proc/sched_debug",
     "/proc/scsi",
     "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
+
+/// Docker's masked paths on a host with `cpus` possible CPUs: [`MASKED_PATHS`] and each CPU's
+/// `thermal_throttle` directory (Docker 28, against thermal side channels). The runtime skips
+/// the ones this kernel does not have.
+pub fn masked_paths(cpus: u32) -> Vec<String> {
+    MASKED_PATHS
+        .iter()
+        .map(|p| p.to_string())
+        .chain((0..cpus).map(|i| format!("/sys/devices/system/cpu/cpu{i}/thermal_throttle")))
+        .collect()
+}
+
+/// The number of CPU slots in a sysfs CPU list such as `0-3,6` (the highest index + 1).
+fn cpu_slots(list: &str) -> Option<u32> {
+    list.trim()
+        .split(',')
+        .map(|part| part.rsplit('-').next()?.trim().parse::<u32>().ok())
+        .try_fold(0u32, |max, last| Some(max.max(last? + 1)))
+}
 
 /// Docker's read-only paths.
 pub const READONLY_PATHS: [&str; 5] = [
@@ -647,7 +685,12 @@ fn generate_on(
     };
 
     let user_spec = opts.user.clone().or(cfg.user.clone()).unwrap_or_default();
-    let user = user::resolve(&ctx.rootfs, &user_spec)?;
+    let mut user = user::resolve(&ctx.rootfs, &user_spec)?;
+    for gid in user::resolve_groups(&ctx.rootfs, &opts.group_add)? {
+        if !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
     let user_json = json!({
         "uid": user.uid,
         "gid": user.gid,
@@ -756,8 +799,8 @@ fn generate_on(
     }
     if opts.privileged {
         linux["devices"] = json!(host_devices().map_err(SpecError::HostDevices)?);
-    } else {
-        linux["maskedPaths"] = json!(MASKED_PATHS);
+    } else if !security.systempaths_unconfined {
+        linux["maskedPaths"] = json!(masked_paths(host.cpus));
         linux["readonlyPaths"] = json!(READONLY_PATHS);
     }
     if let Some(profile) = seccomp(opts, &caps)? {

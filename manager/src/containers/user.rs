@@ -158,6 +158,34 @@ pub fn resolve_in(
     Ok(out)
 }
 
+/// `--group-add`s: a gid is taken as it is, a name is looked up in the group text (Docker's
+/// rule; an unknown name is an error). The result keeps the order and drops repeats.
+pub fn groups_in(names: &[String], group: Option<&str>) -> Result<Vec<u32>, UserError> {
+    let group = group.unwrap_or("");
+    let mut out: Vec<u32> = Vec::new();
+    for name in names {
+        let gid = match numeric(name, name)? {
+            Some(gid) => gid,
+            None => group_entries(group)
+                .find(|e| e.name == name)
+                .map(|e| e.gid)
+                .ok_or_else(|| UserError::NoGroup(name.clone()))?,
+        };
+        if !out.contains(&gid) {
+            out.push(gid);
+        }
+    }
+    Ok(out)
+}
+
+/// [`groups_in`] against `<rootfs>/etc/group`.
+pub fn resolve_groups(rootfs: &Path, names: &[String]) -> Result<Vec<u32>, UserError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    groups_in(names, read_in_rootfs(rootfs, "etc/group").as_deref())
+}
+
 /// Resolves `spec` against `<rootfs>/etc/passwd` and `<rootfs>/etc/group` (either may be
 /// missing: numeric ids still work).
 pub fn resolve(rootfs: &Path, spec: &str) -> Result<ResolvedUser, UserError> {
@@ -261,6 +289,22 @@ mod tests {
         assert_eq!(ids(r("1000").unwrap()), (1000, 1000, vec![1000, 10, 29]));
         assert_eq!(r("1000").unwrap().name.as_deref(), Some("app"));
         assert_eq!(ids(r("nobody").unwrap()), (65534, 65534, vec![65534]));
+    }
+
+    #[test]
+    fn group_add_takes_gids_as_they_are_and_looks_names_up() {
+        let g = |names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            groups_in(&names, Some(GROUP))
+        };
+        assert_eq!(g(&["audio", "4000", "staff", "29"]), Ok(vec![29, 4000, 50]));
+        assert_eq!(g(&[]), Ok(vec![]));
+        assert_eq!(g(&["video"]), Err(UserError::NoGroup("video".into())));
+        assert_eq!(
+            groups_in(&["audio".to_string()], None),
+            Err(UserError::NoGroup("audio".into()))
+        );
+        assert!(matches!(g(&["99999999999"]), Err(UserError::Range(_))));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! kapseld's metadata: image records, leases, namespaces (and, from issue 5, containers) in one
+//! kapseld's metadata: image records, leases, namespaces and containers in one
 //! redb database file, `<root>/meta.redb`.
 //!
 //! redb gives ACID transactions on copy-on-write B-trees with a checksummed, double-buffered

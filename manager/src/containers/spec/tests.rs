@@ -62,6 +62,7 @@ fn opts() -> RunOptions {
 const V1: Host = Host {
     cgroup2: false,
     swap_accounting: true,
+    cpus: 2,
 };
 
 fn gen(img: &ImageConfig, o: &RunOptions) -> Value {
@@ -141,7 +142,16 @@ fn default_container_is_dockers() {
         .map(|n| n["type"].as_str().unwrap())
         .collect();
     assert_eq!(ns, ["pid", "ipc", "uts", "mount", "network"]);
-    assert_eq!(strs(&l["maskedPaths"]), MASKED_PATHS);
+    let masked = strs(&l["maskedPaths"]);
+    assert_eq!(masked[..MASKED_PATHS.len()], MASKED_PATHS);
+    assert_eq!(
+        masked[MASKED_PATHS.len()..],
+        [
+            "/sys/devices/system/cpu/cpu0/thermal_throttle",
+            "/sys/devices/system/cpu/cpu1/thermal_throttle"
+        ]
+    );
+    assert!(masked.iter().any(|m| m == "/proc/interrupts"));
     assert_eq!(strs(&l["readonlyPaths"]), READONLY_PATHS);
     assert_eq!(l["resources"]["cpu"], json!({"shares": 1024}));
     assert!(l["resources"].get("memory").is_none());
@@ -485,6 +495,7 @@ fn resources_follow_docker() {
     let no_swap_host = Host {
         cgroup2: false,
         swap_accounting: false,
+        cpus: 1,
     };
     let s = generate_on(
         &busybox(),
@@ -503,6 +514,7 @@ fn resources_follow_docker() {
     let v2 = Host {
         cgroup2: true,
         swap_accounting: true,
+        cpus: 4,
     };
     let s = generate_on(&busybox(), &opts(), &f.ctx, v2).unwrap();
     assert_eq!(s["linux"]["namespaces"][5]["type"], "cgroup");
@@ -737,4 +749,55 @@ fn volumes_needed_and_mounted() {
             .count(),
         0
     );
+}
+
+#[test]
+fn systempaths_unconfined_drops_masked_and_read_only_paths() {
+    let s = gen(
+        &busybox(),
+        &RunOptions {
+            security_opt: vec!["systempaths=unconfined".into()],
+            ..opts()
+        },
+    );
+    assert!(s["linux"].get("maskedPaths").is_none());
+    assert!(s["linux"].get("readonlyPaths").is_none());
+}
+
+#[test]
+fn cpu_lists_give_their_slot_count() {
+    assert_eq!(cpu_slots("0-1\n"), Some(2));
+    assert_eq!(cpu_slots("0"), Some(1));
+    assert_eq!(cpu_slots("0-3,6"), Some(7));
+    assert_eq!(cpu_slots("0,2-5"), Some(6));
+    assert_eq!(cpu_slots("x"), None);
+}
+
+#[test]
+fn group_add_appends_supplementary_groups() {
+    let mut img = busybox();
+    img.config.as_mut().unwrap().user = Some("app".into());
+    let s = gen(
+        &img,
+        &RunOptions {
+            group_add: vec!["root".into(), "4000".into(), "wheel".into()],
+            ..opts()
+        },
+    );
+    assert_eq!(
+        s["process"]["user"],
+        json!({"uid": 1000, "gid": 1001, "additionalGids": [1001, 10, 0, 4000]})
+    );
+    let f = fixture();
+    let err = generate_on(
+        &busybox(),
+        &RunOptions {
+            group_add: vec!["video".into()],
+            ..opts()
+        },
+        &f.ctx,
+        V1,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("video"), "{err}");
 }
