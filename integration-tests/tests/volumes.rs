@@ -22,6 +22,16 @@ fn volume_names(k: &Kapseld, extra: &[&str]) -> Vec<String> {
     k.ok(&args).stdout.lines().map(str::to_string).collect()
 }
 
+/// `run -d --name NAME -v VOLUME... busybox sleep 1000`; its id.
+fn sleeper(k: &Kapseld, name: &str, volumes: &[&str]) -> String {
+    let mut args = vec!["run", "-d", "--name", name];
+    for v in volumes {
+        args.extend(["-v", *v]);
+    }
+    args.extend(["busybox", "sleep", "1000"]);
+    k.ok(&args).stdout.trim().to_string()
+}
+
 fn data_dir(k: &Kapseld, name: &str) -> PathBuf {
     k.dir.join("root/volumes").join(name).join("_data")
 }
@@ -51,36 +61,8 @@ fn a_named_volume_outlives_its_containers_and_is_shared() {
         "first\n"
     );
     // Two containers share it, one read-only.
-    let a = k
-        .ok(&[
-            "run",
-            "-d",
-            "--name",
-            "kva",
-            "-v",
-            "kvdata:/data",
-            "busybox",
-            "sleep",
-            "1000",
-        ])
-        .stdout
-        .trim()
-        .to_string();
-    let b = k
-        .ok(&[
-            "run",
-            "-d",
-            "--name",
-            "kvb",
-            "-v",
-            "kvdata:/data:ro",
-            "busybox",
-            "sleep",
-            "1000",
-        ])
-        .stdout
-        .trim()
-        .to_string();
+    let a = sleeper(&k, "kva", &["kvdata:/data"]);
+    let b = sleeper(&k, "kvb", &["kvdata:/data:ro"]);
     assert_eq!(k.ok(&["exec", "kvb", "cat", "/data/f"]).stdout, "first\n");
     k.ok(&["exec", "kva", "sh", "-c", "echo second > /data/g"]);
     assert_eq!(k.ok(&["exec", "kvb", "cat", "/data/g"]).stdout, "second\n");
@@ -135,9 +117,7 @@ fn a_named_volume_outlives_its_containers_and_is_shared() {
 #[test]
 fn anonymous_volumes_are_kept_by_rm_and_removed_by_rm_v_and_run_rm() {
     let k = start();
-    k.ok(&[
-        "run", "-d", "--name", "kvanon", "-v", "/anon", "busybox", "sleep", "1000",
-    ]);
+    sleeper(&k, "kvanon", &["/anon"]);
     k.ok(&["exec", "kvanon", "sh", "-c", "echo x > /anon/x"]);
     let m = k.inspect("kvanon")["Mounts"][0].clone();
     let name = m["Name"].as_str().unwrap().to_string();
@@ -158,19 +138,7 @@ fn anonymous_volumes_are_kept_by_rm_and_removed_by_rm_v_and_run_rm() {
         "x\n"
     );
     // rm -v removes the container's anonymous volumes, records and directories.
-    k.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "kvanon2",
-        "-v",
-        "/anon",
-        "-v",
-        "kvnamed:/n",
-        "busybox",
-        "sleep",
-        "1000",
-    ]);
+    sleeper(&k, "kvanon2", &["/anon", "kvnamed:/n"]);
     let anon2 = k.inspect("kvanon2")["Mounts"]
         .as_array()
         .unwrap()
@@ -313,9 +281,7 @@ fn volume_verbs_create_ls_inspect_prune() {
 
     // An anonymous volume in use, one unused, a named one unused: prune takes only the
     // unused anonymous one; -a takes the named one too; the one in use stays.
-    k.ok(&[
-        "run", "-d", "--name", "kvuser", "-v", "/busy", "busybox", "sleep", "1000",
-    ]);
+    sleeper(&k, "kvuser", &["/busy"]);
     let busy = k.inspect("kvuser")["Mounts"][0]["Name"]
         .as_str()
         .unwrap()

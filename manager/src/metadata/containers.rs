@@ -178,18 +178,7 @@ impl Db {
 
     /// Every container of every namespace (recovery, GC roots).
     pub fn all_containers(&self) -> Result<Vec<(String, ContainerRecord)>> {
-        let op = "list containers";
-        let r = self.read(op)?;
-        let t = r
-            .open_table(CONTAINERS)
-            .map_err(|e| self.err(op)(e.into()))?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(|e| self.err(op)(e.into()))? {
-            let (k, v) = row.map_err(|e| self.err(op)(e.into()))?;
-            let (ns, id) = k.value();
-            out.push((ns.to_string(), decode("containers", id, v.value())?));
-        }
-        Ok(out)
+        self.all_records(CONTAINERS, "containers", "list containers")
     }
 
     /// Reads, changes and writes a record in one transaction; `f`'s error aborts it. A new

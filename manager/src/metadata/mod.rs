@@ -343,31 +343,51 @@ impl Db {
         let op = "list images";
         let r = self.read(op)?;
         let t = r.open_table(IMAGES).map_err(|e| self.err(op)(e.into()))?;
+        self.ns_records(&t, "images", ns, op)
+    }
+
+    /// Every image of every namespace (the garbage collector's roots).
+    pub fn all_images(&self) -> Result<Vec<(String, ImageRecord)>> {
+        self.all_records(IMAGES, "images", "list images")
+    }
+
+    /// The records of namespace `ns` in a `(namespace, key)` table, decoded, by key.
+    fn ns_records<T: for<'de> Deserialize<'de>>(
+        &self,
+        t: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+        table: &'static str,
+        ns: &str,
+        op: &'static str,
+    ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         for row in t
             .range::<(&str, &str)>((ns, "")..)
             .map_err(|e| self.err(op)(e.into()))?
         {
             let (k, v) = row.map_err(|e| self.err(op)(e.into()))?;
-            let (kns, name) = k.value();
+            let (kns, key) = k.value();
             if kns != ns {
                 break;
             }
-            out.push(decode("images", name, v.value())?);
+            out.push(decode(table, key, v.value())?);
         }
         Ok(out)
     }
 
-    /// Every image of every namespace (the garbage collector's roots).
-    pub fn all_images(&self) -> Result<Vec<(String, ImageRecord)>> {
-        let op = "list images";
+    /// Every record of a `(namespace, key)` table, decoded, with its namespace.
+    fn all_records<T: for<'de> Deserialize<'de>>(
+        &self,
+        def: TableDefinition<(&str, &str), &[u8]>,
+        table: &'static str,
+        op: &'static str,
+    ) -> Result<Vec<(String, T)>> {
         let r = self.read(op)?;
-        let t = r.open_table(IMAGES).map_err(|e| self.err(op)(e.into()))?;
+        let t = r.open_table(def).map_err(|e| self.err(op)(e.into()))?;
         let mut out = Vec::new();
         for row in t.iter().map_err(|e| self.err(op)(e.into()))? {
             let (k, v) = row.map_err(|e| self.err(op)(e.into()))?;
-            let (ns, name) = k.value();
-            out.push((ns.to_string(), decode("images", name, v.value())?));
+            let (ns, key) = k.value();
+            out.push((ns.to_string(), decode(table, key, v.value())?));
         }
         Ok(out)
     }

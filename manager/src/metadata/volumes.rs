@@ -44,16 +44,7 @@ impl Db {
         op: &'static str,
     ) -> Result<BTreeMap<String, BTreeSet<String>>> {
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for row in t
-            .range::<(&str, &str)>((ns, "")..)
-            .map_err(|e| self.err(op)(e.into()))?
-        {
-            let (k, v) = row.map_err(|e| self.err(op)(e.into()))?;
-            let (kns, id) = k.value();
-            if kns != ns {
-                break;
-            }
-            let rec: ContainerRecord = decode("containers", id, v.value())?;
+        for rec in self.ns_records::<ContainerRecord>(t, "containers", ns, op)? {
             for m in rec.volumes {
                 out.entry(m.name).or_default().insert(rec.id.clone());
             }
@@ -119,35 +110,20 @@ impl Db {
             .open_table(CONTAINERS)
             .map_err(|e| self.err(op)(e.into()))?;
         let mut users = self.volume_users(&c, ns, op)?;
-        let mut out = Vec::new();
-        for row in t
-            .range::<(&str, &str)>((ns, "")..)
-            .map_err(|e| self.err(op)(e.into()))?
-        {
-            let (k, v) = row.map_err(|e| self.err(op)(e.into()))?;
-            let (kns, name) = k.value();
-            if kns != ns {
-                break;
-            }
-            let rec: VolumeRecord = decode("volumes", name, v.value())?;
-            let used = users.remove(name).unwrap_or_default();
-            out.push((rec, used.into_iter().collect()));
-        }
+        let records: Vec<VolumeRecord> = self.ns_records(&t, "volumes", ns, op)?;
+        let out = records
+            .into_iter()
+            .map(|rec| {
+                let used = users.remove(&rec.name).unwrap_or_default();
+                (rec, used.into_iter().collect())
+            })
+            .collect();
         Ok(out)
     }
 
     /// Every volume of every namespace (kapseld's start matches them with their directories).
     pub fn all_volumes(&self) -> Result<Vec<(String, VolumeRecord)>> {
-        let op = "list volumes";
-        let r = self.read(op)?;
-        let t = r.open_table(VOLUMES).map_err(|e| self.err(op)(e.into()))?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(|e| self.err(op)(e.into()))? {
-            let (k, v) = row.map_err(|e| self.err(op)(e.into()))?;
-            let (ns, name) = k.value();
-            out.push((ns.to_string(), decode("volumes", name, v.value())?));
-        }
-        Ok(out)
+        self.all_records(VOLUMES, "volumes", "list volumes")
     }
 
     /// Removes the record of a volume no container uses; `check` may refuse it in the same
