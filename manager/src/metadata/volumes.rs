@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::containers::ContainerRecord;
 use super::{decode, validate_namespace, Db, Error, Result, CONTAINERS, VOLUMES};
 
+/// Volume name → the ids of the containers that mount it.
+type Users = BTreeMap<String, BTreeSet<String>>;
+/// A `(namespace, key)` → JSON table open for writing.
+type RecordTable<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
+
 /// A volume (Docker's local driver: a directory kapseld owns).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeRecord {
@@ -42,14 +47,31 @@ impl Db {
         t: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
         ns: &str,
         op: &'static str,
-    ) -> Result<BTreeMap<String, BTreeSet<String>>> {
-        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    ) -> Result<Users> {
+        let mut out = Users::new();
         for rec in self.ns_records::<ContainerRecord>(t, "containers", ns, op)? {
             for m in rec.volumes {
                 out.entry(m.name).or_default().insert(rec.id.clone());
             }
         }
         Ok(out)
+    }
+
+    /// In a write transaction: who uses each volume, and the volumes table.
+    fn users_and_volumes<'t>(
+        &self,
+        txn: &'t redb::WriteTransaction,
+        ns: &str,
+        op: &'static str,
+    ) -> Result<(Users, RecordTable<'t>)> {
+        let c = txn
+            .open_table(CONTAINERS)
+            .map_err(|e| self.err(op)(e.into()))?;
+        let users = self.volume_users(&c, ns, op)?;
+        let t = txn
+            .open_table(VOLUMES)
+            .map_err(|e| self.err(op)(e.into()))?;
+        Ok((users, t))
     }
 
     /// Stores `rec` unless a volume of that name exists; returns the stored record and whether
@@ -138,13 +160,7 @@ impl Db {
         validate_namespace(ns)?;
         let op = "delete volume";
         self.write(op, |txn| {
-            let c = txn
-                .open_table(CONTAINERS)
-                .map_err(|e| self.err(op)(e.into()))?;
-            let users = self.volume_users(&c, ns, op)?;
-            let mut t = txn
-                .open_table(VOLUMES)
-                .map_err(|e| self.err(op)(e.into()))?;
+            let (users, mut t) = self.users_and_volumes(txn, ns, op)?;
             let rec: VolumeRecord = match t.get((ns, name)).map_err(|e| self.err(op)(e.into()))? {
                 Some(v) => decode("volumes", name, v.value())?,
                 None => {
@@ -206,13 +222,7 @@ impl Db {
             if !anonymous || rec.volumes.is_empty() {
                 return Ok((rec, removed));
             }
-            let c = txn
-                .open_table(CONTAINERS)
-                .map_err(|e| self.err(op)(e.into()))?;
-            let users = self.volume_users(&c, ns, op)?;
-            let mut t = txn
-                .open_table(VOLUMES)
-                .map_err(|e| self.err(op)(e.into()))?;
+            let (users, mut t) = self.users_and_volumes(txn, ns, op)?;
             for m in &rec.volumes {
                 if users.get(&m.name).is_some_and(|u| !u.is_empty()) {
                     continue;
