@@ -1,8 +1,10 @@
 //! Task events go to containerd in order, from one publishing thread, so TaskExit never
 //! overtakes TaskStart. Two ways, as containerd offers them:
 //! - its ttrpc events service at `TTRPC_ADDRESS` (`containerd.services.events.ttrpc.v1.Events/
-//!   Forward`), called by hand on one kept connection: no process per event, no extra thread
-//!   (ttrpc's sync client starts two per connection);
+//!   Forward`), called by hand on one connection: no process per event, no extra thread
+//!   (ttrpc's sync client starts two per connection). The connection is closed once the queue
+//!   stays empty for [`IDLE_CLOSE`]: a sync ttrpc server (kapseld) keeps several threads per
+//!   open connection, which an idle task should not cost it;
 //! - else its publish binary: `containerd --address ADDRESS publish --topic T --namespace NS`,
 //!   the event as a protobuf `Any` on stdin.
 //!
@@ -40,6 +42,9 @@ const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How long one Forward call may take.
 const CALL_LIMIT: Duration = Duration::from_secs(5);
+/// How long the connection to the events service stays open with nothing to send (a task's
+/// create, start, exit and delete usually come in bursts).
+const IDLE_CLOSE: Duration = Duration::from_millis(500);
 const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
 /// ttrpc framing: a 10-byte header (length, stream id, type, flags), big-endian.
 const HEADER_LEN: usize = 10;
@@ -177,7 +182,20 @@ impl Publisher {
             .stack_size(128 * 1024)
             .spawn(move || {
                 let mut forwarder = target.ttrpc_address.as_deref().map(Forwarder::new);
-                for item in rx {
+                loop {
+                    let item = match rx.recv_timeout(IDLE_CLOSE) {
+                        Ok(item) => item,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if let Some(f) = forwarder.as_mut() {
+                                f.conn = None;
+                            }
+                            match rx.recv() {
+                                Ok(item) => item,
+                                Err(_) => break,
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     match item {
                         Item::Event(topic, any) => {
                             let mut pause = FIRST_BACKOFF;
