@@ -781,6 +781,8 @@ impl Containers {
                 return Err(e);
             }
         };
+        // Started: the connection `start_shim` held for create and start goes.
+        shim.release();
         let address = shim.address().to_string();
         let task = Arc::new(Task {
             shim,
@@ -823,12 +825,14 @@ impl Containers {
         let (ns, id) = (key.0.as_str(), key.1.as_str());
         let (code, error) = match how {
             Ended::Exited(c) => {
+                task.shim.hold();
                 if let Err(e) = task.shim.delete(None) {
                     tracing::warn!(id, "deleting the task: {e}");
                 }
                 if let Err(e) = task.shim.shutdown(false) {
                     tracing::debug!(id, "shim shutdown: {e}");
                 }
+                task.shim.release();
                 (c, String::new())
             }
             Ended::ShimLost(why) => {
@@ -1845,6 +1849,7 @@ impl Containers {
                         };
                         match ended {
                             None => {
+                                task.shim.release();
                                 tracing::info!(
                                     id = rec.id.as_str(),
                                     name = rec.name.as_str(),

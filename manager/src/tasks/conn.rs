@@ -1,4 +1,5 @@
-//! One ttrpc call on a connection of its own, made and closed by the calling thread.
+//! ttrpc calls made by the calling thread on a connection it opens: one call per connection
+//! ([`unary`]), or a few back to back on a [`Conn`] held for a burst (create then start).
 //!
 //! The `ttrpc` crate's sync client starts two threads per connection (a sender and a
 //! receiver) and keeps them while the connection lives; kept open per shim, that made every
@@ -18,7 +19,7 @@ use containerd_shim_protos::ttrpc;
 const HEADER_LEN: usize = 10;
 const KIND_REQUEST: u8 = 1;
 const KIND_RESPONSE: u8 = 2;
-/// The one stream of the connection (client stream ids are odd).
+/// The first stream of a connection (client stream ids are odd).
 const STREAM: u32 = 1;
 /// ttrpc peers refuse larger messages; so does kapseld when reading.
 const MESSAGE_MAX: usize = 4 << 20;
@@ -32,8 +33,9 @@ pub(super) fn socket_path(address: &str) -> &Path {
     Path::new(address.strip_prefix("unix://").unwrap_or(address))
 }
 
-/// Calls `service/method` at `address` with `req`; `timeout` bounds the whole call (and is sent
-/// to the server as the request's deadline), None waits as long as the server takes.
+/// Calls `service/method` at `address` with `req` on a connection of its own; `timeout` bounds
+/// the whole call (and is sent to the server as the request's deadline), None waits as long as
+/// the server takes.
 pub(super) fn unary<Req: Message, Resp: Message>(
     address: &str,
     service: &str,
@@ -41,57 +43,86 @@ pub(super) fn unary<Req: Message, Resp: Message>(
     req: &Req,
     timeout: Option<Duration>,
 ) -> ttrpc::Result<Resp> {
-    let mut r = ttrpc::Request::new();
-    r.service = service.to_string();
-    r.method = method.to_string();
-    r.timeout_nano = timeout.map_or(0, |t| t.as_nanos() as i64);
-    r.payload = req
-        .write_to_bytes()
-        .map_err(|e| ttrpc::Error::Others(format!("encode {method} request: {e}")))?;
-    let body = r
-        .write_to_bytes()
-        .map_err(|e| ttrpc::Error::Others(format!("encode {method} request: {e}")))?;
+    Conn::open(address)?.call(service, method, req, timeout)
+}
 
-    let mut conn =
-        UnixStream::connect(socket_path(address)).map_err(|e| socket_err("connect", e))?;
-    conn.set_read_timeout(timeout)
-        .and_then(|()| conn.set_write_timeout(timeout))
-        .map_err(|e| socket_err("set socket timeout", e))?;
-    let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&STREAM.to_be_bytes());
-    frame.extend_from_slice(&[KIND_REQUEST, 0]);
-    frame.extend_from_slice(&body);
-    conn.write_all(&frame)
-        .map_err(|e| socket_err("send request", e))?;
+/// A connection for calls one after the other.
+#[derive(Debug)]
+pub(super) struct Conn {
+    stream: UnixStream,
+    next: u32,
+}
 
-    loop {
-        let mut header = [0u8; HEADER_LEN];
-        conn.read_exact(&mut header)
-            .map_err(|e| socket_err("read response", e))?;
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let stream = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-        if len > MESSAGE_MAX {
-            return Err(socket_err(
-                "read response",
-                format!("a message of {len} bytes (at most {MESSAGE_MAX})"),
-            ));
-        }
-        let mut buf = vec![0u8; len];
-        conn.read_exact(&mut buf)
-            .map_err(|e| socket_err("read response", e))?;
-        if stream != STREAM || header[8] != KIND_RESPONSE {
-            continue;
-        }
-        let resp = ttrpc::Response::parse_from_bytes(&buf)
-            .map_err(|e| ttrpc::Error::Others(format!("decode {method} response: {e}")))?;
-        if let Some(status) = resp.status.as_ref() {
-            if status.code() != ttrpc::Code::OK {
-                return Err(ttrpc::Error::RpcStatus(status.clone()));
+impl Conn {
+    pub(super) fn open(address: &str) -> ttrpc::Result<Conn> {
+        let stream =
+            UnixStream::connect(socket_path(address)).map_err(|e| socket_err("connect", e))?;
+        Ok(Conn {
+            stream,
+            next: STREAM,
+        })
+    }
+
+    /// One call (see [`unary`]). After an error the connection is not to be used again.
+    pub(super) fn call<Req: Message, Resp: Message>(
+        &mut self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        timeout: Option<Duration>,
+    ) -> ttrpc::Result<Resp> {
+        let mut r = ttrpc::Request::new();
+        r.service = service.to_string();
+        r.method = method.to_string();
+        r.timeout_nano = timeout.map_or(0, |t| t.as_nanos() as i64);
+        r.payload = req
+            .write_to_bytes()
+            .map_err(|e| ttrpc::Error::Others(format!("encode {method} request: {e}")))?;
+        let body = r
+            .write_to_bytes()
+            .map_err(|e| ttrpc::Error::Others(format!("encode {method} request: {e}")))?;
+        let conn = &mut self.stream;
+        conn.set_read_timeout(timeout)
+            .and_then(|()| conn.set_write_timeout(timeout))
+            .map_err(|e| socket_err("set socket timeout", e))?;
+        let id = self.next;
+        self.next = self.next.wrapping_add(2);
+        let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&id.to_be_bytes());
+        frame.extend_from_slice(&[KIND_REQUEST, 0]);
+        frame.extend_from_slice(&body);
+        conn.write_all(&frame)
+            .map_err(|e| socket_err("send request", e))?;
+
+        loop {
+            let mut header = [0u8; HEADER_LEN];
+            conn.read_exact(&mut header)
+                .map_err(|e| socket_err("read response", e))?;
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let stream = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+            if len > MESSAGE_MAX {
+                return Err(socket_err(
+                    "read response",
+                    format!("a message of {len} bytes (at most {MESSAGE_MAX})"),
+                ));
             }
+            let mut buf = vec![0u8; len];
+            conn.read_exact(&mut buf)
+                .map_err(|e| socket_err("read response", e))?;
+            if stream != id || header[8] != KIND_RESPONSE {
+                continue;
+            }
+            let resp = ttrpc::Response::parse_from_bytes(&buf)
+                .map_err(|e| ttrpc::Error::Others(format!("decode {method} response: {e}")))?;
+            if let Some(status) = resp.status.as_ref() {
+                if status.code() != ttrpc::Code::OK {
+                    return Err(ttrpc::Error::RpcStatus(status.clone()));
+                }
+            }
+            return Resp::parse_from_bytes(&resp.payload)
+                .map_err(|e| ttrpc::Error::Others(format!("decode {method} response: {e}")));
         }
-        return Resp::parse_from_bytes(&resp.payload)
-            .map_err(|e| ttrpc::Error::Others(format!("decode {method} response: {e}")));
     }
 }
 
