@@ -545,6 +545,51 @@ fn a_shim_sigkilled_while_kapseld_runs_is_noticed_within_seconds() {
     assert!(!k.log().contains("panicked"));
 }
 
+/// The shim's exit event cannot reach kapseld (its socket's name is away: the shim's retries
+/// fail and it drops the event, while kapseld keeps serving on the open socket): the init's end,
+/// seen by kapseld's process watcher, makes it ask the shim, and the container still exits with
+/// its code.
+#[test]
+fn a_lost_exit_event_is_made_up_for_by_the_shims_state() {
+    let k = Kapseld::start();
+    k.load_busybox();
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "silent",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 2; exit 3",
+    ]);
+    let pid = k.inspect("silent")["State"]["Pid"].as_i64().unwrap() as i32;
+    let away = k.dir.join("kapseld.sock.away");
+    std::fs::rename(&k.sock, &away).unwrap();
+    let exited = Instant::now();
+    wait_for("the container's exit", Duration::from_secs(20), || {
+        !alive(pid)
+    });
+    // The shim tries for 1.5 s, then gives up on the event.
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::rename(&away, &k.sock).unwrap();
+    wait_for("the container seen exited", Duration::from_secs(10), || {
+        k.inspect("silent")["State"]["Status"] == "exited"
+    });
+    eprintln!("exit seen {:?} after it happened", exited.elapsed());
+    let i = k.inspect("silent");
+    assert_eq!(i["State"]["ExitCode"], 3, "{i}");
+    assert_eq!(i["State"]["Error"], "", "{i}");
+    assert_eq!(k.kapsel(&["wait", "silent"]).ok().stdout, "3\n");
+    let shim_log = k.log();
+    assert!(
+        shim_log.contains("no exit event from the shim"),
+        "kapseld's log does not show the fallback:\n{shim_log}"
+    );
+    k.ok(&["rm", "silent"]);
+    assert!(!k.log().contains("panicked"));
+}
+
 /// No thread per running container: kapseld learns of exits from its shims' events and of their
 /// deaths from one watcher thread, and connects to a shim only for a call.
 #[test]
