@@ -339,6 +339,49 @@ mod tests {
     }
 
     #[test]
+    fn the_events_connection_is_closed_once_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ttrpc.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let publisher = Publisher::start(
+            PublishTarget {
+                binary: PathBuf::from("/nonexistent/publish"),
+                address: String::new(),
+                ttrpc_address: Some(format!("unix://{}", path.display())),
+                namespace: "ns1".into(),
+            },
+            Reaper::polling_watched(),
+        )
+        .unwrap();
+        publisher.publish("/tasks/oom", &TaskExit::new());
+        let (mut c, _) = listener.accept().unwrap();
+        let mut h = [0u8; HEADER_LEN];
+        c.read_exact(&mut h).unwrap();
+        let (len, sid, _) = parse_header(&h);
+        let mut buf = vec![0u8; len];
+        c.read_exact(&mut buf).unwrap();
+        let body = ttrpc::Response::new().write_to_bytes().unwrap();
+        c.write_all(&frame_header(body.len(), sid, TYPE_RESPONSE))
+            .unwrap();
+        c.write_all(&body).unwrap();
+        let answered = std::time::Instant::now();
+        // Nothing more to send: the shim hangs up after IDLE_CLOSE.
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        let idle = answered.elapsed();
+        assert!(rest.is_empty());
+        assert!(
+            idle >= IDLE_CLOSE - Duration::from_millis(50) && idle < Duration::from_secs(3),
+            "closed after {idle:?}"
+        );
+        // The next event opens a new connection.
+        publisher.publish("/tasks/oom", &TaskExit::new());
+        let (mut c2, _) = listener.accept().unwrap();
+        c2.read_exact(&mut h).unwrap();
+    }
+
+    #[test]
     fn any_carries_containerd_type_name() {
         let mut e = TaskExit::new();
         e.container_id = "c1".into();

@@ -192,6 +192,51 @@ mod tests {
     }
 
     #[test]
+    fn a_held_connection_takes_calls_one_after_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut streams = Vec::new();
+            for pid in [11u32, 12] {
+                let mut h = [0u8; HEADER_LEN];
+                c.read_exact(&mut h).unwrap();
+                let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                let sid = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                streams.push(sid);
+                let mut buf = vec![0u8; len];
+                c.read_exact(&mut buf).unwrap();
+                let mut payload = api::StartResponse::new();
+                payload.pid = pid;
+                let mut resp = ttrpc::Response::new();
+                resp.payload = payload.write_to_bytes().unwrap();
+                let body = resp.write_to_bytes().unwrap();
+                c.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+                c.write_all(&sid.to_be_bytes()).unwrap();
+                c.write_all(&[KIND_RESPONSE, 0]).unwrap();
+                c.write_all(&body).unwrap();
+            }
+            streams
+        });
+        let mut conn = Conn::open(&path.display().to_string()).unwrap();
+        let mut pids = Vec::new();
+        for _ in 0..2 {
+            let r: api::StartResponse = conn
+                .call(
+                    "containerd.task.v2.Task",
+                    "Start",
+                    &api::StartRequest::new(),
+                    Some(Duration::from_secs(5)),
+                )
+                .unwrap();
+            pids.push(r.pid);
+        }
+        assert_eq!(pids, [11, 12]);
+        assert_eq!(server.join().unwrap(), [1, 3]);
+    }
+
+    #[test]
     fn a_status_comes_back_as_an_rpc_error_and_a_dead_socket_as_a_socket_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
