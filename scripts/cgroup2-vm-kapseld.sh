@@ -127,6 +127,21 @@ kd_checks() {
         fail kd-update "kapsel update -m 128m --memory-swap 192m --cpus 1: $(echo "$out" | one)"
     fi
 
+    # memory alone: above memory+swap (192m) refused as Docker refuses it; below, swap.max
+    # is recomputed from the 192m kept (v2 has no memory+swap file to keep it)
+    if out=$(k update -m 256m "$name" 2>&1); then
+        fail kd-update-memory-alone "update -m 256m over --memory-swap 192m was accepted: $(files "$D" memory.max memory.swap.max)"
+    elif ! out2=$(k update -m 100m "$name" 2>&1); then
+        fail kd-update-memory-alone "update -m 100m (under memory+swap 192m) failed: $(echo "$out2" | one)"
+    else
+        mm=$(cat "$D/memory.max") sm=$(cat "$D/memory.swap.max")
+        if [ "$mm" = 104857600 ] && [ "$sm" = 96468992 ]; then
+            pass kd-update-memory-alone "-m 256m refused ($(echo "$out" | one)); -m 100m: memory.max=$mm memory.swap.max=$sm (192m - 100m)"
+        else
+            fail kd-update-memory-alone "after update -m 100m: memory.max=$mm (want 104857600) memory.swap.max=$sm (want 96468992, 192m - 100m)"
+        fi
+    fi
+
     # ---- pause / unpause: cgroup.freeze, and ps
     if out=$(k pause "$name" 2>&1); then
         fz=$(cat "$D/cgroup.freeze") ev=$(sed -n 's/^frozen //p' "$D/cgroup.events")
