@@ -921,6 +921,95 @@ fn fifty_containers_at_once_leave_nothing_behind() {
     });
 }
 
+/// Memory and memory+swap through `run` and `update` by Docker's rules (memory above the
+/// memory+swap in force refused unless --memory-swap comes too), and State.OOMKilled set for a
+/// container the kernel OOM-killed, not for one killed with SIGKILL otherwise. The same on
+/// cgroup v2 is checked in the qemu guest (scripts/cgroup2-vm-kapseld.sh).
+#[test]
+fn memory_swap_updates_and_oom_kills_as_docker_reports_them() {
+    const M: u64 = 1 << 20;
+    let k = Kapseld::start();
+    k.load_busybox();
+    let memsw = |pid| -> u64 {
+        cgroup_file(pid, "memory", "memory.memsw.limit_in_bytes")
+            .parse()
+            .unwrap()
+    };
+    let swap_accounting = Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "kgm",
+        "-m",
+        "32m",
+        "--memory-swap",
+        "48m",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let pid = pid_of(&k, "kgm");
+    assert_eq!(memory_limit_of(pid), 32 * M);
+    if swap_accounting {
+        assert_eq!(memsw(pid), 48 * M);
+    }
+    // Docker: "Memory limit should be smaller than already set memoryswap limit".
+    let out = k.kapsel(&["update", "-m", "64m", "kgm"]).fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    assert!(
+        out.stderr.contains("--memory-swap") && out.stderr.contains(&(48 * M).to_string()),
+        "{out}"
+    );
+    assert_eq!(memory_limit_of(pid), 32 * M, "nothing changed");
+    assert_eq!(k.inspect("kgm")["HostConfig"]["Memory"], 32 * M);
+    k.ok(&["update", "-m", "64m", "--memory-swap", "96m", "kgm"]);
+    assert_eq!(memory_limit_of(pid), 64 * M);
+    if swap_accounting {
+        assert_eq!(memsw(pid), 96 * M);
+    }
+    let info = k.inspect("kgm");
+    assert_eq!(info["HostConfig"]["Memory"], 64 * M, "{info}");
+    assert_eq!(info["HostConfig"]["MemorySwap"], 96 * M, "{info}");
+    // Lower again, memory alone: fits under the 96m, which stays.
+    k.ok(&["update", "-m", "40m", "kgm"]);
+    assert_eq!(memory_limit_of(pid), 40 * M);
+    if swap_accounting {
+        assert_eq!(memsw(pid), 96 * M);
+    }
+
+    // A SIGKILL is no OOM kill.
+    k.ok(&["kill", "kgm"]);
+    wait_for("kgm to exit", Duration::from_secs(20), || {
+        k.inspect("kgm")["State"]["Status"] == "exited"
+    });
+    let st = &k.inspect("kgm")["State"];
+    assert_eq!(st["ExitCode"], 137, "{st}");
+    assert_eq!(st["OOMKilled"], false, "{st}");
+
+    // awk doubles a string until the 16 MiB limit (swap counted with it) gets it killed.
+    let out = k
+        .kapsel(&[
+            "run",
+            "--name",
+            "kgoom",
+            "-m",
+            "16m",
+            "--memory-swap",
+            "16m",
+            "busybox",
+            "awk",
+            "BEGIN { s = \"0123456789abcdef\"; for (;;) s = s s }",
+        ])
+        .output();
+    assert_eq!(out.exit_code(), 137, "{out}");
+    let st = &k.inspect("kgoom")["State"];
+    assert_eq!(st["ExitCode"], 137, "{st}");
+    assert_eq!(st["OOMKilled"], true, "{st}");
+    assert_eq!(st["Status"], "exited", "{st}");
+    k.ok(&["rm", "-f", "kgm", "kgoom"]);
+}
+
 /// The container's main pid, as `inspect` shows it.
 fn pid_of(k: &Kapseld, c: &str) -> i64 {
     k.inspect(c)["State"]["Pid"].as_i64().unwrap()

@@ -1726,14 +1726,17 @@ impl Containers {
             opts.restart = r.to_string();
         }
         let mut res = serde_json::Map::new();
-        if let Some(m) = obj.get("memory").and_then(|v| v.as_i64()) {
-            opts.memory = Some(m);
-            res.insert("memory".into(), serde_json::json!({"limit": m}));
-        }
-        if let Some(m) = obj.get("memory_swap").and_then(|v| v.as_i64()) {
-            opts.memory_swap = Some(m);
-            let mem = res.entry("memory").or_insert_with(|| serde_json::json!({}));
-            mem["swap"] = m.into();
+        let memory = obj.get("memory").and_then(|v| v.as_i64());
+        let swap = obj.get("memory_swap").and_then(|v| v.as_i64());
+        if memory.is_some() || swap.is_some() {
+            let (limit, swap) = opts
+                .update_memory(memory, swap)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            let mut mem = serde_json::json!({ "limit": limit });
+            if let Some(s) = swap.filter(|_| super::spec::swap_accounting()) {
+                mem["swap"] = s.into();
+            }
+            res.insert("memory".into(), mem);
         }
         let mut cpu = serde_json::Map::new();
         if let Some(c) = obj.get("cpus").and_then(|v| v.as_f64()) {
