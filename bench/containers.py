@@ -57,6 +57,17 @@ def run(cmd, check=True, timeout=120, **kw):
 
 
 
+def threads(pid):
+    """The Threads line of /proc/PID/status (0 when gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def children(pid):
     out = []
     for entry in Path("/proc").iterdir():
@@ -446,6 +457,7 @@ def main():
             count, srss, spss = e.shims_rss_pss()
             results["rss_kib"][n] = {
                 "daemon": own,
+                "daemon_threads": threads(e.proc.pid),
                 "daemon_with_helpers": total,
                 "shims": count,
                 "shims_rss": srss,
@@ -475,7 +487,7 @@ def main():
     for n, r in results["rss_kib"].items():
         ratio = f"  kapsel/{n} {kr / r['daemon_with_helpers']:.2f}x" if kr and n != "kapsel" else ""
         print(
-            f"  {n:8} daemon {r['daemon']:7}  with helpers {r['daemon_with_helpers']:7}  "
+            f"  {n:8} daemon {r['daemon']:7} ({r['daemon_threads']} threads)  with helpers {r['daemon_with_helpers']:7}  "
             f"{r['shims']} shims RSS {r['shims_rss']:8} PSS {r['shims_pss']:8}{ratio}"
         )
     if a.json:

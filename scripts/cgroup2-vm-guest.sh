@@ -4,7 +4,8 @@
 #
 # Env (set by the VM tool): RUNTIMES (guest path of kapsel-runtime), SHARE (/mnt/host).
 # Bundles: $SHARE/target/cgroup2-vm/bundles/NAME/config.json, written on the host by
-# cgroup2-vm-test.sh; every container's cgroupsPath is /kapsel/c2-NAME.
+# cgroup2-vm-test.sh; every container's cgroupsPath is /kapsel/c2-NAME. Sections (the file
+# $BUNDLES/sections): runtime (these bundles), kapseld (scripts/cgroup2-vm-kapseld.sh, sourced).
 # Prints one PASS/FAIL/SKIP/INFO line per check and a closing "cgroup2-vm: N passed, N failed,
 # N skipped"; exits non-zero if any check failed.
 
@@ -64,9 +65,19 @@ else
     fail pure-cgroup2 "$CG magic 0x$t, $v1 v1 mounts"
 fi
 [ -x "$RT" ] || { fail runtime "no runtime at $RT"; echo "cgroup2-vm: $P passed, $F failed, $S skipped"; exit 1; }
+# Every exec of a binary on the 9p share reads it anew (no page cache): under TCG that cost
+# 1-2 s per runtime command, against 0.06 s from the guest's tmpfs. So the freshly built
+# runtime is copied there once.
+mkdir -p "$W/bin"
+cp "$RT" "$W/bin/kapsel-runtime" && RT=$W/bin/kapsel-runtime
 [ -f "$BUNDLES/limits/config.json" ] || { fail bundles "no bundles in $BUNDLES"; echo "cgroup2-vm: $P passed, $F failed, $S skipped"; exit 1; }
 info runtime "$("$RT" --version 2>&1 | one)"
 
+# The sections to run ($BUNDLES/sections, from cgroup2-vm-test.sh --only): runtime, kapseld
+SECTIONS=$(cat "$BUNDLES/sections" 2>/dev/null || echo "runtime kapseld")
+section() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+if section runtime; then
 # ------------------------------------------------------------------ limits: create/start
 # (the limits bundle's process prints its own view of /sys/fs/cgroup, then "ready", then sleeps)
 id=c2-limits
@@ -349,6 +360,15 @@ else
     fail devices-allowed-extra "create/start failed: state=$(status "$id"); stderr: $(one <"$W/$id.err"); stdout: $(one <"$o")"
 fi
 cleanup "$id"
+
+fi # section runtime
+
+# ------------------------------------------------------------------ kapseld, shim, runtime
+# through the CLI: a script of its own, sharing these helpers and counters
+if section kapseld; then
+    # shellcheck source=scripts/cgroup2-vm-kapseld.sh
+    . "$SHARE/scripts/cgroup2-vm-kapseld.sh"
+fi
 
 left=$(find "$CG/kapsel" -mindepth 1 -type d 2>/dev/null | one)
 [ -z "$left" ] || fail leftovers "cgroups left under /kapsel: $left"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# cgroup2-vm-test.sh — kapsel-runtime's cgroup v2 checks in a qemu guest (TCG) whose only
-# cgroup hierarchy is cgroup v2. This host is cgroup v1 hybrid, so the v2 code cannot be
-# exercised here otherwise. Needs root.
+# cgroup2-vm-test.sh — cgroup v2 checks in a qemu guest (TCG) whose only cgroup hierarchy is
+# cgroup v2: kapsel-runtime with hand-made bundles, then kapseld + containerd-shim-kapsel-v2 +
+# kapsel-runtime through the kapsel CLI. This host is cgroup v1 hybrid, so the v2 code cannot
+# be exercised here otherwise. Needs root.
 #
-#   cgroup2-vm-test.sh [-v] [-T SECS]    run the checks
+#   cgroup2-vm-test.sh [-v] [-T SECS] [--only runtime|kapseld]    run the checks (all, or one
+#                                        section of them)
 #   cgroup2-vm-test.sh --prepare         only fetch and cache the kernel and boot it once
 #                                        (install-deps.sh does this; needs the network)
 #
@@ -14,7 +16,9 @@
 # root.path is the shared .fixtures/rootfs, or a copy when .fixtures lies outside the repository);
 # scripts/cgroup2-vm-guest.sh runs the checks in
 # the guest with the shared target/release/kapsel-runtime (else target/debug/, or
-# $KAPSEL_RUNTIME), and prints one
+# $KAPSEL_RUNTIME), then sources scripts/cgroup2-vm-kapseld.sh, which starts kapseld, kapsel
+# and the shim from the runtime's directory (or $KAPSEL_MANAGER_BIN_DIR, as the integration
+# tests), loads .fixtures/busybox-docker.tar and runs containers with `kapsel run`. One
 # PASS/FAIL/SKIP/INFO line per check.
 #
 # Offline once prepared: the kernel package (from bookworm-backports) is cached in
@@ -28,6 +32,7 @@ set -euo pipefail
 need_root
 
 prepare=no
+sections="runtime kapseld"
 verbose=()
 timeout_s=600
 while [ $# -gt 0 ]; do
@@ -35,6 +40,7 @@ while [ $# -gt 0 ]; do
         --prepare) prepare=yes ;;
         -v) verbose=(-v) ;;
         -T) timeout_s=$2; shift ;;
+        --only) sections=$2; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see -h)" ;;
     esac
@@ -91,6 +97,30 @@ case $runtime in
     "$KAPSEL_ROOT"/*) ;;
     *) die "$runtime must lie inside $KAPSEL_ROOT (the guest runs it from the 9p share)" ;;
 esac
+case " $sections " in
+    *" kapseld "*) with_kapseld=yes ;;
+    *) with_kapseld=no ;;
+esac
+for s in $sections; do
+    case $s in
+        runtime | kapseld) ;;
+        *) die "unknown section $s for --only: use runtime or kapseld" ;;
+    esac
+done
+# kapseld and its helpers: next to the runtime (a relative KAPSEL_MANAGER_BIN_DIR is taken
+# from the repository root, as the integration tests take it)
+bindir=$(dirname "$runtime")
+[ -z "${KAPSEL_MANAGER_BIN_DIR:-}" ] || bindir=$(cd "$KAPSEL_ROOT" && readlink -f "$KAPSEL_MANAGER_BIN_DIR")
+manager_bins=(kapseld kapsel containerd-shim-kapsel-v2 kapsel-logger)
+if [ "$with_kapseld" = yes ]; then
+    for b in "${manager_bins[@]}"; do
+        [ -x "$bindir/$b" ] || die "no $bindir/$b: run scripts/build-release.sh (or cargo build -p kapsel-manager -p containerd-shim-kapsel-v2)"
+    done
+    case $bindir in
+        "$KAPSEL_ROOT"/*) ;;
+        *) die "$bindir must lie inside $KAPSEL_ROOT (the guest runs kapseld from the 9p share)" ;;
+    esac
+fi
 [ -x "$fixtures/rootfs/bin/busybox" ] || "$KAPSEL_ROOT/scripts/make-fixtures.sh" "$fixtures"
 command -v jq >/dev/null || die "jq is missing: run scripts/install-deps.sh"
 
@@ -165,8 +195,25 @@ printf '%s\n' "$dev_probe" >"$bundles/dev-probe.sh" # for exec in the guest
 # update -r for dev-allow: only the spec's deny-all again (the runtime adds the defaults)
 echo '{"devices": [{"allow": false, "access": "rwm"}]}' >"$bundles/dev-allow/update.json"
 rm -rf "$bundles/spec"
+echo "$sections" >"$bundles/sections"
+# for cgroup2-vm-kapseld.sh: where kapseld and the image are in the guest
+guest_image=$guest_root/.fixtures/busybox-docker.tar
+case $(readlink -f "$fixtures/busybox-docker.tar") in
+    "$KAPSEL_ROOT"/*) ;;
+    *)
+        cp "$fixtures/busybox-docker.tar" "$bundles/busybox-docker.tar"
+        guest_image=$guest_root/${bundles#"$KAPSEL_ROOT"/}/busybox-docker.tar
+        ;;
+esac
+printf 'KD_BIN=%s\nKD_IMAGE=%s\n' "$guest_root/${bindir#"$KAPSEL_ROOT"/}" "$guest_image" >"$bundles/kapseld.env"
 
 # ------------------------------------------------------------------ the VM
-log "cgroup2-vm: kernel $kpkg, runtime $runtime"
+# the shared libraries of kapseld and the CLI (libssl, libcrypto) go into the initramfs; the
+# binaries themselves run from the share
+libs=()
+if [ "$with_kapseld" = yes ]; then
+    for b in "${manager_bins[@]}"; do libs+=(-l "$bindir/$b"); done
+fi
+log "cgroup2-vm: kernel $kpkg, runtime $runtime, sections: $sections$([ "$with_kapseld" = no ] || echo "; kapseld from $bindir")"
 "$tool" -w "$work" -k "$kpkg" -T "$timeout_s" -s "$KAPSEL_ROOT" -t "$KAPSEL_ROOT/scripts/cgroup2-vm-guest.sh" \
-    "${verbose[@]}" "$runtime"
+    "${verbose[@]}" "${libs[@]}" "$runtime"

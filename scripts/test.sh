@@ -30,9 +30,11 @@ print_summary() {
     printf '\n%s\n' "---- test.sh summary ($((SECONDS / 60))m$((SECONDS % 60))s) ----"
     printf '%s\n' "${summary[@]}"
     if [ "$failed" -eq 0 ]; then echo "PASS"; else echo "FAIL"; fi
-    # The closing line CI reads: all cargo tests of this run, added up.
-    awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
-        "$KAPSEL_TESTLOG"
+    # The closing line CI reads: all cargo tests of this run, added up, and the checks of the
+    # cgroup v2 guest ("cgroup2-vm: N passed, N failed, N skipped").
+    awk '/^test result:/ { p += $4; f += $6 }
+        /^cgroup2-vm: [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
+        END { printf "tests: %d passed, %d failed\n", p, f }' "$KAPSEL_TESTLOG"
     rm -f "$KAPSEL_TESTLOG"
 }
 trap print_summary EXIT
@@ -96,8 +98,9 @@ step integration-tests continue "${logged[@]}" env \
 # The README's main command as a user runs it once the dependencies are in: it must greet.
 step demo continue bash -o pipefail -c 'KAPSEL_SKIP_DEPS=1 scripts/demo.sh | tee /dev/stderr \
     | grep -qx "hello from a kapsel container: kapsel, pid 1, uid 0"'
-# cgroup v2 checks in a qemu guest (this host is cgroup v1 hybrid)
-step cgroup2-vm continue scripts/cgroup2-vm-test.sh
+# cgroup v2 checks in a qemu guest (this host is cgroup v1 hybrid): the runtime alone, then
+# kapseld + shim + runtime through the CLI
+step cgroup2-vm continue "${logged[@]}" scripts/cgroup2-vm-test.sh
 # config.json and seccomp fuzz targets, KAPSEL_FUZZ_SECONDS (default 60) each
 step fuzz continue scripts/fuzz.sh
 

@@ -279,6 +279,219 @@ fn restart_policies_and_a_sigkilled_kapseld() {
     assert!(!k.log().contains("panicked"));
 }
 
+/// The `Threads:` line of /proc/PID/status.
+fn threads_of(pid: i32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The pid of a container's shim, from the pid file in its bundle.
+fn shim_pid_of(k: &Kapseld, c: &str) -> i32 {
+    let id = k.inspect(c)["Id"].as_str().unwrap().to_string();
+    std::fs::read_to_string(k.dir.join("state/tasks/default").join(id).join("shim.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn an_exit_while_kapseld_is_down_shows_in_the_first_ps_after_its_restart() {
+    let mut k = Kapseld::start();
+    k.load_busybox();
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "quitter",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 7",
+    ]);
+    k.ok(&["run", "-d", "--name", "stayer", "busybox", "sleep", "1000"]);
+    let pid = k.inspect("quitter")["State"]["Pid"].as_i64().unwrap() as i32;
+    k.signal(libc::SIGKILL);
+    wait_for("kapseld gone", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&k.sock).is_err()
+    });
+    wait_for("the container's exit", Duration::from_secs(20), || {
+        !alive(pid)
+    });
+    // Past the shim's retries of its exit event: nobody heard it.
+    std::thread::sleep(Duration::from_secs(2));
+
+    k.spawn();
+    // The very first answers are exact: no "running" until the shim says otherwise.
+    let ps = k.ok(&["ps", "-a", "--format", "json"]);
+    let row: serde_json::Value = ps
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["Names"] == "quitter")
+        .unwrap_or_else(|| panic!("{ps}"));
+    assert_eq!(row["State"], "exited", "{ps}");
+    assert!(
+        row["Status"].as_str().unwrap().starts_with("Exited (7)"),
+        "{ps}"
+    );
+    let i = k.inspect("quitter");
+    assert_eq!(i["State"]["Status"], "exited", "{i}");
+    assert_eq!(i["State"]["Running"], false, "{i}");
+    assert_eq!(i["State"]["ExitCode"], 7, "{i}");
+    assert_eq!(i["State"]["Pid"], 0, "{i}");
+    assert_eq!(k.kapsel(&["wait", "quitter"]).ok().stdout, "7\n");
+    assert_eq!(k.inspect("stayer")["State"]["Status"], "running");
+    // Its shim was told to go: nothing of the task is left.
+    let id = i["Id"].as_str().unwrap();
+    wait_for("the quitter's bundle gone", Duration::from_secs(10), || {
+        !k.dir
+            .join("state/tasks/default")
+            .join(id)
+            .join("rootfs/bin")
+            .exists()
+    });
+    k.ok(&["rm", "-f", "quitter", "stayer"]);
+    assert!(!k.log().contains("panicked"));
+}
+
+#[test]
+fn a_shim_sigkilled_while_kapseld_runs_is_noticed_within_seconds() {
+    let k = Kapseld::start();
+    k.load_busybox();
+    k.ok(&["run", "-d", "--name", "victim", "busybox", "sleep", "1000"]);
+    let pid = k.inspect("victim")["State"]["Pid"].as_i64().unwrap() as i32;
+    let shim = shim_pid_of(&k, "victim");
+    let killed = Instant::now();
+    // SAFETY: kill(2) on the shim's pid, read from its own pid file.
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+    wait_for(
+        "the container marked exited",
+        Duration::from_secs(5),
+        || k.inspect("victim")["State"]["Status"] == "exited",
+    );
+    eprintln!("noticed {:?} after the SIGKILL", killed.elapsed());
+    let i = k.inspect("victim");
+    assert_eq!(i["State"]["ExitCode"], 137, "{i}");
+    let error = i["State"]["Error"].as_str().unwrap();
+    assert!(error.contains(&format!("the shim (pid {shim})")), "{i}");
+    assert!(error.contains("died"), "{i}");
+    // The container's process did not outlive its shim's cleanup.
+    wait_for(
+        "the container's process gone",
+        Duration::from_secs(10),
+        || !alive(pid),
+    );
+    assert_eq!(k.kapsel(&["wait", "victim"]).ok().stdout, "137\n");
+    // It starts again with a new shim.
+    k.ok(&["start", "victim"]);
+    assert_eq!(k.ok(&["exec", "victim", "echo", "back"]).stdout, "back\n");
+    k.ok(&["rm", "-f", "victim"]);
+    assert!(!k.log().contains("panicked"));
+}
+
+/// The shim's exit event cannot reach kapseld (its socket's name is away: the shim's retries
+/// fail and it drops the event, while kapseld keeps serving on the open socket): the init's end,
+/// seen by kapseld's process watcher, makes it ask the shim, and the container still exits with
+/// its code.
+#[test]
+fn a_lost_exit_event_is_made_up_for_by_the_shims_state() {
+    let k = Kapseld::start();
+    k.load_busybox();
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "silent",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 2; exit 3",
+    ]);
+    let pid = k.inspect("silent")["State"]["Pid"].as_i64().unwrap() as i32;
+    let away = k.dir.join("kapseld.sock.away");
+    std::fs::rename(&k.sock, &away).unwrap();
+    let exited = Instant::now();
+    wait_for("the container's exit", Duration::from_secs(20), || {
+        !alive(pid)
+    });
+    // The shim tries for 1.5 s, then gives up on the event.
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::rename(&away, &k.sock).unwrap();
+    wait_for("the container seen exited", Duration::from_secs(10), || {
+        k.inspect("silent")["State"]["Status"] == "exited"
+    });
+    eprintln!("exit seen {:?} after it happened", exited.elapsed());
+    let i = k.inspect("silent");
+    assert_eq!(i["State"]["ExitCode"], 3, "{i}");
+    assert_eq!(i["State"]["Error"], "", "{i}");
+    assert_eq!(k.kapsel(&["wait", "silent"]).ok().stdout, "3\n");
+    let shim_log = k.log();
+    assert!(
+        shim_log.contains("no exit event from the shim"),
+        "kapseld's log does not show the fallback:\n{shim_log}"
+    );
+    k.ok(&["rm", "silent"]);
+    assert!(!k.log().contains("panicked"));
+}
+
+/// No thread per running container: kapseld learns of exits from its shims' events and of their
+/// deaths from one watcher thread, and connects to a shim only for a call.
+#[test]
+fn kapseld_threads_do_not_grow_with_running_containers() {
+    let k = Kapseld::start();
+    k.load_busybox();
+    let settled = |what: &str| -> usize {
+        // Short-lived threads (a CLI connection's, an exit's) come and go: the lowest count
+        // seen over a few seconds is what stays.
+        let mut low = usize::MAX;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            low = low.min(threads_of(k.pid()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("kapseld threads with {what}: {low}");
+        low
+    };
+    k.ok(&["run", "-d", "--name", "t0", "busybox", "sleep", "1000"]);
+    let one = settled("1 running");
+    for i in 1..20 {
+        k.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &format!("t{i}"),
+            "busybox",
+            "sleep",
+            "1000",
+        ]);
+    }
+    assert_eq!(k.ok(&["ps", "-q"]).stdout.lines().count(), 20);
+    let twenty = settled("20 running");
+    assert!(
+        twenty <= one + 2,
+        "kapseld has {twenty} threads with 20 running containers, {one} with 1"
+    );
+    // And their exits are still seen, each.
+    let names: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    let mut args = vec!["kill"];
+    args.extend(names.iter().map(String::as_str));
+    k.ok(&args);
+    wait_for("20 exits", Duration::from_secs(20), || {
+        k.ok(&["ps", "-q"]).stdout.is_empty()
+    });
+    let mut rm = vec!["rm"];
+    rm.extend(names.iter().map(String::as_str));
+    k.ok(&rm);
+    assert!(!k.log().contains("panicked"));
+}
+
 #[test]
 fn interactive_sessions_through_a_pty() {
     kapsel_integration_tests::require_program("script", "bsdutils");
@@ -557,6 +770,95 @@ fn fifty_containers_at_once_leave_nothing_behind() {
                     && alive(e.file_name().to_string_lossy().parse().unwrap_or(0))
             })
     });
+}
+
+/// Memory and memory+swap through `run` and `update` by Docker's rules (memory above the
+/// memory+swap in force refused unless --memory-swap comes too), and State.OOMKilled set for a
+/// container the kernel OOM-killed, not for one killed with SIGKILL otherwise. The same on
+/// cgroup v2 is checked in the qemu guest (scripts/cgroup2-vm-kapseld.sh).
+#[test]
+fn memory_swap_updates_and_oom_kills_as_docker_reports_them() {
+    const M: u64 = 1 << 20;
+    let k = Kapseld::start();
+    k.load_busybox();
+    let memsw = |pid| -> u64 {
+        cgroup_file(pid, "memory", "memory.memsw.limit_in_bytes")
+            .parse()
+            .unwrap()
+    };
+    let swap_accounting = Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "kgm",
+        "-m",
+        "32m",
+        "--memory-swap",
+        "48m",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let pid = pid_of(&k, "kgm");
+    assert_eq!(memory_limit_of(pid), 32 * M);
+    if swap_accounting {
+        assert_eq!(memsw(pid), 48 * M);
+    }
+    // Docker: "Memory limit should be smaller than already set memoryswap limit".
+    let out = k.kapsel(&["update", "-m", "64m", "kgm"]).fails();
+    assert_eq!(out.exit_code(), 1, "{out}");
+    assert!(
+        out.stderr.contains("--memory-swap") && out.stderr.contains(&(48 * M).to_string()),
+        "{out}"
+    );
+    assert_eq!(memory_limit_of(pid), 32 * M, "nothing changed");
+    assert_eq!(k.inspect("kgm")["HostConfig"]["Memory"], 32 * M);
+    k.ok(&["update", "-m", "64m", "--memory-swap", "96m", "kgm"]);
+    assert_eq!(memory_limit_of(pid), 64 * M);
+    if swap_accounting {
+        assert_eq!(memsw(pid), 96 * M);
+    }
+    let info = k.inspect("kgm");
+    assert_eq!(info["HostConfig"]["Memory"], 64 * M, "{info}");
+    assert_eq!(info["HostConfig"]["MemorySwap"], 96 * M, "{info}");
+    // Lower again, memory alone: fits under the 96m, which stays.
+    k.ok(&["update", "-m", "40m", "kgm"]);
+    assert_eq!(memory_limit_of(pid), 40 * M);
+    if swap_accounting {
+        assert_eq!(memsw(pid), 96 * M);
+    }
+
+    // A SIGKILL is no OOM kill.
+    k.ok(&["kill", "kgm"]);
+    wait_for("kgm to exit", Duration::from_secs(20), || {
+        k.inspect("kgm")["State"]["Status"] == "exited"
+    });
+    let st = &k.inspect("kgm")["State"];
+    assert_eq!(st["ExitCode"], 137, "{st}");
+    assert_eq!(st["OOMKilled"], false, "{st}");
+
+    // awk doubles a string until the 16 MiB limit (swap counted with it) gets it killed.
+    let out = k
+        .kapsel(&[
+            "run",
+            "--name",
+            "kgoom",
+            "-m",
+            "16m",
+            "--memory-swap",
+            "16m",
+            "busybox",
+            "awk",
+            "BEGIN { s = \"0123456789abcdef\"; for (;;) s = s s }",
+        ])
+        .output();
+    assert_eq!(out.exit_code(), 137, "{out}");
+    let st = &k.inspect("kgoom")["State"];
+    assert_eq!(st["ExitCode"], 137, "{st}");
+    assert_eq!(st["OOMKilled"], true, "{st}");
+    assert_eq!(st["Status"], "exited", "{st}");
+    k.ok(&["rm", "-f", "kgm", "kgoom"]);
 }
 
 /// The container's main pid, as `inspect` shows it.

@@ -1,8 +1,10 @@
 //! Task events go to containerd in order, from one publishing thread, so TaskExit never
 //! overtakes TaskStart. Two ways, as containerd offers them:
 //! - its ttrpc events service at `TTRPC_ADDRESS` (`containerd.services.events.ttrpc.v1.Events/
-//!   Forward`), called by hand on one kept connection: no process per event, no extra thread
-//!   (ttrpc's sync client starts two per connection);
+//!   Forward`), called by hand on one connection: no process per event, no extra thread
+//!   (ttrpc's sync client starts two per connection). The connection is closed once the queue
+//!   stays empty for [`IDLE_CLOSE`]: a sync ttrpc server (kapseld) keeps several threads per
+//!   open connection, which an idle task should not cost it;
 //! - else its publish binary: `containerd --address ADDRESS publish --topic T --namespace NS`,
 //!   the event as a protobuf `Any` on stdin.
 //!
@@ -40,6 +42,9 @@ const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How long one Forward call may take.
 const CALL_LIMIT: Duration = Duration::from_secs(5);
+/// How long the connection to the events service stays open with nothing to send (a task's
+/// create, start, exit and delete usually come in bursts).
+const IDLE_CLOSE: Duration = Duration::from_millis(500);
 const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
 /// ttrpc framing: a 10-byte header (length, stream id, type, flags), big-endian.
 const HEADER_LEN: usize = 10;
@@ -177,7 +182,20 @@ impl Publisher {
             .stack_size(128 * 1024)
             .spawn(move || {
                 let mut forwarder = target.ttrpc_address.as_deref().map(Forwarder::new);
-                for item in rx {
+                loop {
+                    let item = match rx.recv_timeout(IDLE_CLOSE) {
+                        Ok(item) => item,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if let Some(f) = forwarder.as_mut() {
+                                f.conn = None;
+                            }
+                            match rx.recv() {
+                                Ok(item) => item,
+                                Err(_) => break,
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     match item {
                         Item::Event(topic, any) => {
                             let mut pause = FIRST_BACKOFF;
@@ -318,6 +336,49 @@ mod tests {
         }
         let mut gone = Forwarder::new("/nonexistent/kapsel-ttrpc.sock");
         assert!(gone.forward("ns1", "/tasks/oom", &event).is_err());
+    }
+
+    #[test]
+    fn the_events_connection_is_closed_once_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ttrpc.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let publisher = Publisher::start(
+            PublishTarget {
+                binary: PathBuf::from("/nonexistent/publish"),
+                address: String::new(),
+                ttrpc_address: Some(format!("unix://{}", path.display())),
+                namespace: "ns1".into(),
+            },
+            Reaper::polling_watched(),
+        )
+        .unwrap();
+        publisher.publish("/tasks/oom", &TaskExit::new());
+        let (mut c, _) = listener.accept().unwrap();
+        let mut h = [0u8; HEADER_LEN];
+        c.read_exact(&mut h).unwrap();
+        let (len, sid, _) = parse_header(&h);
+        let mut buf = vec![0u8; len];
+        c.read_exact(&mut buf).unwrap();
+        let body = ttrpc::Response::new().write_to_bytes().unwrap();
+        c.write_all(&frame_header(body.len(), sid, TYPE_RESPONSE))
+            .unwrap();
+        c.write_all(&body).unwrap();
+        let answered = std::time::Instant::now();
+        // Nothing more to send: the shim hangs up after IDLE_CLOSE.
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        let idle = answered.elapsed();
+        assert!(rest.is_empty());
+        assert!(
+            idle >= IDLE_CLOSE - Duration::from_millis(50) && idle < Duration::from_secs(3),
+            "closed after {idle:?}"
+        );
+        // The next event opens a new connection.
+        publisher.publish("/tasks/oom", &TaskExit::new());
+        let (mut c2, _) = listener.accept().unwrap();
+        c2.read_exact(&mut h).unwrap();
     }
 
     #[test]

@@ -15,6 +15,20 @@
 //! A task exists only while the container runs: `start` starts a shim and creates the task,
 //! its exit deletes the task and stops the shim (Docker's model: a created or exited container
 //! has no shim).
+//!
+//! How kapseld learns that a task ended, with no thread per running container:
+//! - the shim's `/tasks/exit` event for the init process (Forward on kapseld's socket), handled
+//!   on a short-lived thread: task deleted, shim shut down and gone, logger drained, then the
+//!   container is exited (`--rm`, restart policy);
+//! - one thread polls a pidfd of every shim and task init process (`tasks::watch`): a shim that
+//!   dies is cleaned up after (`shim delete`) and its container exits 137 with a State.Error
+//!   naming the shim; an init that ended without an exit event within 3 s (the event was lost)
+//!   is looked up with the shim's State;
+//! - at kapseld's start, recovery asks each reconnected shim for its task's State: a task that
+//!   exited while kapseld was down is handled before any request is served.
+//!
+//! Task API calls connect to the shim for each call (or a burst: connect, create, start), so an
+//! idle container holds no connection either.
 
 use std::path::{Path, PathBuf};
 

@@ -304,6 +304,11 @@ pub enum OptionsError {
          {memory} (or -1 for unlimited swap)"
     )]
     SwapBelowMemory { swap: i64, memory: i64 },
+    #[error(
+        "invalid --memory {memory}: it is above the container's memory+swap limit {swap}; \
+         update --memory-swap at the same time"
+    )]
+    MemoryAboveSwap { memory: i64, swap: i64 },
     #[error("invalid --ulimit {value:?}: {why}")]
     Ulimit { value: String, why: String },
     #[error("invalid --restart {0:?}: want no, on-failure[:N], always or unless-stopped")]
@@ -668,6 +673,59 @@ impl RunOptions {
     pub fn cpu_quota(&self) -> Option<i64> {
         self.cpus.map(|c| (c * CPU_PERIOD as f64).round() as i64)
     }
+
+    /// A live `update` of `--memory` and/or `--memory-swap`, by Docker's rules: a new memory
+    /// limit above the container's memory+swap needs a new `--memory-swap` too; memory+swap
+    /// needs a memory limit and must be at least it. Records the new values (a memory+swap
+    /// that was derived, twice the old memory, is kept as it was, as Docker stores it) and
+    /// returns the `(limit, swap)` to send: both, because the runtime writes only what it is
+    /// given, and cgroup v2's memory.swap.max (swap alone) must be recomputed from both. The
+    /// swap is `None` when the container has no swap limit at all (no memory limit before).
+    pub fn update_memory(
+        &mut self,
+        memory: Option<i64>,
+        swap: Option<i64>,
+    ) -> Result<(i64, Option<i64>), OptionsError> {
+        let old_memory = self.memory.filter(|m| *m > 0);
+        // The memory+swap in force: -1 unlimited, None no limit was ever set.
+        let old_swap = match self.memory_swap {
+            Some(s) if s != 0 => Some(s),
+            _ => old_memory.map(|m| m.saturating_mul(2)),
+        };
+        let new_memory = memory.filter(|m| *m != 0).or(old_memory);
+        if let Some(m) = memory.filter(|m| *m != 0) {
+            if m < MIN_MEMORY {
+                return Err(OptionsError::MemoryTooSmall(m));
+            }
+        }
+        let Some(limit) = new_memory else {
+            return Err(OptionsError::SwapWithoutMemory);
+        };
+        let new_swap = match swap.filter(|s| *s != 0) {
+            Some(-1) => Some(-1),
+            Some(s) if s < limit => {
+                return Err(OptionsError::SwapBelowMemory {
+                    swap: s,
+                    memory: limit,
+                })
+            }
+            Some(s) => Some(s),
+            None => match old_swap {
+                Some(s) if s > 0 && limit > s => {
+                    return Err(OptionsError::MemoryAboveSwap {
+                        memory: limit,
+                        swap: s,
+                    })
+                }
+                // No memory limit before: swap stays unlimited, as Docker leaves it.
+                None => Some(-1),
+                kept => kept,
+            },
+        };
+        self.memory = Some(limit);
+        self.memory_swap = new_swap;
+        Ok((limit, new_swap))
+    }
 }
 
 /// Docker's default capabilities.
@@ -851,6 +909,73 @@ mod tests {
                 swap: 32 << 20,
                 memory: 64 << 20
             })
+        );
+    }
+
+    #[test]
+    fn memory_updates_follow_dockers_rules() {
+        const M: i64 = 1 << 20;
+        let o = |m: Option<i64>, s: Option<i64>| RunOptions {
+            memory: m,
+            memory_swap: s,
+            ..opts()
+        };
+        // -m 64m --memory-swap 96m, then -m 128m --memory-swap 192m: both sent
+        let mut a = o(Some(64 * M), Some(96 * M));
+        assert_eq!(
+            a.update_memory(Some(128 * M), Some(192 * M)),
+            Ok((128 * M, Some(192 * M)))
+        );
+        assert_eq!((a.memory, a.memory_swap), (Some(128 * M), Some(192 * M)));
+        // memory alone above the memory+swap in force: Docker's refusal, nothing recorded
+        let mut b = o(Some(64 * M), Some(96 * M));
+        assert_eq!(
+            b.update_memory(Some(128 * M), None),
+            Err(OptionsError::MemoryAboveSwap {
+                memory: 128 * M,
+                swap: 96 * M
+            })
+        );
+        assert_eq!((b.memory, b.memory_swap), (Some(64 * M), Some(96 * M)));
+        // memory alone within it: the old memory+swap is sent again (v2 recomputes swap.max)
+        assert_eq!(
+            b.update_memory(Some(80 * M), None),
+            Ok((80 * M, Some(96 * M)))
+        );
+        // -m 64m alone has memory+swap 128m: kept, not re-derived from the new memory
+        let mut c = o(Some(64 * M), None);
+        assert_eq!(
+            c.update_memory(Some(100 * M), None),
+            Ok((100 * M, Some(128 * M)))
+        );
+        assert_eq!(c.memory_swap, Some(128 * M));
+        // unlimited swap stays unlimited; no memory limit before: swap unlimited
+        let mut d = o(Some(64 * M), Some(-1));
+        assert_eq!(
+            d.update_memory(Some(1024 * M), None),
+            Ok((1024 * M, Some(-1)))
+        );
+        let mut e = o(None, None);
+        assert_eq!(e.update_memory(Some(64 * M), None), Ok((64 * M, Some(-1))));
+        // --memory-swap alone: needs a memory limit, and at least it
+        assert_eq!(
+            o(None, None).update_memory(None, Some(64 * M)),
+            Err(OptionsError::SwapWithoutMemory)
+        );
+        assert_eq!(
+            o(Some(64 * M), None).update_memory(None, Some(32 * M)),
+            Err(OptionsError::SwapBelowMemory {
+                swap: 32 * M,
+                memory: 64 * M
+            })
+        );
+        assert_eq!(
+            o(Some(64 * M), None).update_memory(None, Some(256 * M)),
+            Ok((64 * M, Some(256 * M)))
+        );
+        assert_eq!(
+            o(None, None).update_memory(Some(M), None),
+            Err(OptionsError::MemoryTooSmall(M))
         );
     }
 

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -33,12 +34,26 @@ const LOG_SLICE: Duration = Duration::from_millis(20);
 const DEFAULT_STOP_TIMEOUT: i64 = 10;
 /// How long an exited container's logger may take to write its last lines.
 const LOGGER_DRAIN: Duration = Duration::from_secs(5);
+/// After a task's init process ended, how long its shim's `/tasks/exit` event may take before
+/// kapseld asks the shim itself (the shim retries a failed Forward for 1.5 s).
+const EXIT_EVENT_GRACE: Duration = Duration::from_secs(3);
+/// How long an exit event for a task kapseld does not know yet is kept (a process can exit
+/// before `start` has recorded the task).
+const EARLY_EXIT_KEEP: Duration = Duration::from_secs(60);
 
 type Key = (String, String);
 
 /// A running task: its shim and what kapseld holds for it.
 struct Task {
     shim: Shim,
+    /// The init process's pid (host namespace).
+    pid: u32,
+    /// Set by whoever handles the task's end (its exit event, the shim's death, a check of
+    /// its state): the exit is handled once.
+    ended: AtomicBool,
+    /// Set (under the tasks lock) once the container's state says running: an exit event
+    /// before that waits in `early_exits`.
+    armed: AtomicBool,
     /// The write end kapseld holds on the stdin FIFO, so that a client detaching does not
     /// close the container's stdin.
     stdin: Mutex<Option<File>>,
@@ -49,6 +64,33 @@ struct Task {
 #[derive(Debug, Clone, Default)]
 struct ExecState {
     exit: Option<i32>,
+}
+
+/// What the process watcher watches for a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Watched {
+    Shim(Key, u32),
+    Init(Key, u32),
+}
+
+impl Watched {
+    fn key(&self) -> &Key {
+        match self {
+            Watched::Shim(k, _) | Watched::Init(k, _) => k,
+        }
+    }
+}
+
+/// A task to look at when `at` has come (see [`Containers::check_exit`]).
+type ExitCheck = (Instant, Key, Arc<Task>);
+
+/// How a task ended, as kapseld learnt it.
+#[derive(Debug)]
+enum Ended {
+    /// Its init process exited with this status (the shim's event or its State).
+    Exited(i32),
+    /// Its shim died (or stopped answering) first.
+    ShimLost(String),
 }
 
 /// The container service (one per kapseld).
@@ -68,6 +110,13 @@ pub struct Containers {
     /// it, so nobody sees a container as running whose shim is gone.
     recovered: Mutex<bool>,
     recovered_cv: Condvar,
+    /// Exit events (pid, status, when) of init processes whose task was not recorded yet.
+    early_exits: Mutex<HashMap<Key, (u32, i32, Instant)>>,
+    /// One thread watching every shim and task init process (see [`tasks::watch`]).
+    watcher: OnceLock<Option<tasks::watch::Watcher<Watched>>>,
+    /// Tasks whose init process ended, for one thread to look at after [`EXIT_EVENT_GRACE`]
+    /// if their exit event has not come.
+    exit_checks: OnceLock<Option<Mutex<mpsc::Sender<ExitCheck>>>>,
     me: Weak<Containers>,
 }
 
@@ -122,6 +171,11 @@ fn options_of(rec: &ContainerRecord) -> RunOptions {
     serde_json::from_value(rec.options.clone()).unwrap_or_default()
 }
 
+/// The run options of the container `id`, if it is still there.
+fn options_of_key(svc: &Service, ns: &str, id: &str) -> Option<RunOptions> {
+    svc.db.get_container(ns, id).ok().map(|r| options_of(&r))
+}
+
 fn policy_of(rec: &ContainerRecord) -> Policy {
     options_of(rec).restart_policy().unwrap_or(Policy::No)
 }
@@ -170,6 +224,9 @@ impl Containers {
             backoff: Mutex::new(HashMap::new()),
             recovered: Mutex::new(false),
             recovered_cv: Condvar::new(),
+            early_exits: Mutex::new(HashMap::new()),
+            watcher: OnceLock::new(),
+            exit_checks: OnceLock::new(),
             me: me.clone(),
         })
     }
@@ -184,16 +241,189 @@ impl Containers {
     }
 
     /// What kapseld does with the task events shims forward: an OOM kill is recorded on the
-    /// container (exits are taken from `Shim::wait`, which also covers a kapseld restart).
+    /// container; the exit of a task's init process is handled (on a thread of its own: the
+    /// sink runs on a ttrpc server thread).
     pub fn event_sink(&self) -> tasks::EventSink {
         let me = self.me.clone();
         Arc::new(move |ns: &str, ev: tasks::TaskEvent| {
-            if let tasks::TaskEvent::Oom { container_id } = ev {
-                if let Some(me) = me.upgrade() {
+            let Some(me) = me.upgrade() else { return };
+            match ev {
+                tasks::TaskEvent::Oom { container_id } => {
                     let _ = me.set_state(namespace(ns), &container_id, |s| s.oom_killed = true);
                 }
+                tasks::TaskEvent::Exit {
+                    container_id,
+                    id,
+                    pid,
+                    exit_status,
+                    ..
+                } if id == container_id => {
+                    let key = (namespace(ns).to_string(), container_id);
+                    me.exit_event(key, pid, exit_status as i32);
+                }
+                _ => {}
             }
         })
+    }
+
+    /// The exit event of a task's init process: handled if it is the task kapseld knows (the
+    /// pid tells an old task's late event apart), kept a while if the task is not recorded yet.
+    fn exit_event(&self, key: Key, pid: u32, code: i32) {
+        let tasks = self.tasks.lock().expect("tasks lock");
+        match tasks.get(&key) {
+            Some(task) if task.pid == pid && task.armed.load(Ordering::SeqCst) => {
+                let task = task.clone();
+                drop(tasks);
+                self.end_task(key, task, Ended::Exited(code));
+            }
+            _ => {
+                let mut early = self.early_exits.lock().expect("early exits lock");
+                early.retain(|_, (_, _, at)| at.elapsed() < EARLY_EXIT_KEEP);
+                early.insert(key, (pid, code, Instant::now()));
+            }
+        }
+    }
+
+    /// Records a started (or reconnected) task, then watches its shim and init process. An exit
+    /// event that came before is handled now.
+    fn add_task(&self, key: Key, task: Arc<Task>) {
+        let early = {
+            let mut tasks = self.tasks.lock().expect("tasks lock");
+            tasks.insert(key.clone(), task.clone());
+            task.armed.store(true, Ordering::SeqCst);
+            let mut early = self.early_exits.lock().expect("early exits lock");
+            match early.remove(&key) {
+                Some((pid, code, _)) if pid == task.pid => Some(code),
+                _ => None,
+            }
+        };
+        if let Some(w) = self.watcher() {
+            w.add(
+                task.shim.shim_pid(),
+                Watched::Shim(key.clone(), task.shim.shim_pid()),
+            );
+            w.add(task.pid, Watched::Init(key.clone(), task.pid));
+        }
+        if let Some(code) = early {
+            self.end_task(key, task, Ended::Exited(code));
+        }
+    }
+
+    fn watcher(&self) -> Option<&tasks::watch::Watcher<Watched>> {
+        self.watcher
+            .get_or_init(|| {
+                let me = self.me.clone();
+                match tasks::watch::Watcher::start("task-watch", move |w: Watched| {
+                    if let Some(me) = me.upgrade() {
+                        me.process_gone(w);
+                    }
+                }) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::error!(
+                            "cannot start the process watcher: a shim that dies will not be \
+                             noticed until kapseld restarts: {e}"
+                        );
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// On the watcher's thread: a shim or a task's init process ended.
+    fn process_gone(&self, w: Watched) {
+        let Some(task) = self.task(&w.key().0, &w.key().1) else {
+            return;
+        };
+        match w {
+            Watched::Shim(key, pid) if task.shim.shim_pid() == pid => {
+                let why = format!("the shim (pid {pid}) of the task died");
+                self.end_task(key, task, Ended::ShimLost(why));
+            }
+            Watched::Init(key, pid) if task.pid == pid && !task.ended.load(Ordering::SeqCst) => {
+                // The shim's exit event normally follows at once; if it was lost, ask the shim.
+                let queued = self.exit_checks().is_some_and(|tx| {
+                    let check = (Instant::now() + EXIT_EVENT_GRACE, key, task);
+                    tx.lock().expect("exit checks lock").send(check).is_ok()
+                });
+                if !queued {
+                    tracing::warn!("no exit check: a lost exit event will not be noticed");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The thread that looks at tasks whose init ended without an exit event (checks come in
+    /// the order of their deadlines: the grace is the same for all).
+    fn exit_checks(&self) -> Option<&Mutex<mpsc::Sender<ExitCheck>>> {
+        self.exit_checks
+            .get_or_init(|| {
+                let (tx, rx) = mpsc::channel::<ExitCheck>();
+                let me = self.me.clone();
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("exit-check".into())
+                        .spawn(move || {
+                            for (at, key, task) in rx {
+                                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                                let Some(me) = me.upgrade() else { return };
+                                me.check_exit(key, task);
+                            }
+                        });
+                match spawned {
+                    Ok(_) => Some(Mutex::new(tx)),
+                    Err(e) => {
+                        tracing::error!("cannot start the exit check thread: {e}");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// A task whose init process ended and whose exit event did not come: its shim says how it
+    /// ended (or is gone).
+    fn check_exit(&self, key: Key, task: Arc<Task>) {
+        if task.ended.load(Ordering::SeqCst) {
+            return;
+        }
+        match task.shim.state(None) {
+            Ok(st) if st.status == tasks::Status::Stopped => {
+                tracing::info!(
+                    id = key.1.as_str(),
+                    "no exit event from the shim: its state says stopped"
+                );
+                self.end_task(key, task, Ended::Exited(st.exit_status as i32));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == tasks::ErrorKind::Unavailable => {
+                self.end_task(key, task, Ended::ShimLost(e.to_string()));
+            }
+            Err(e) => tracing::warn!(id = key.1.as_str(), "task state: {e}"),
+        }
+    }
+
+    /// Handles the end of `task` once, on a thread of its own.
+    fn end_task(&self, key: Key, task: Arc<Task>, how: Ended) {
+        if task.ended.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.me.clone();
+        let held = task.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("exit-{}", short(&key.1)))
+            .spawn(move || {
+                if let Some(me) = me.upgrade() {
+                    me.on_exit(&key, &task, how);
+                }
+            });
+        if let Err(e) = spawned {
+            // Left to the next look (the init's watch, a restart's recovery).
+            held.ended.store(false, Ordering::SeqCst);
+            tracing::error!("cannot start a thread to handle a container's exit: {e}");
+        }
     }
 
     fn notify(&self) {
@@ -600,13 +830,19 @@ impl Containers {
                 return Err(e);
             }
         };
+        // Started: the connection `start_shim` held for create and start goes.
+        shim.release();
         let address = shim.address().to_string();
         let task = Arc::new(Task {
             shim,
+            pid,
+            ended: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
             stdin: Mutex::new(stdin_hold),
             started: Instant::now(),
             execs: Mutex::new(HashMap::new()),
         });
+        // Recorded, not yet watched: an exit event meanwhile waits in `early_exits`.
         self.tasks
             .lock()
             .expect("tasks lock")
@@ -627,39 +863,52 @@ impl Containers {
             &rec,
             serde_json::json!({"action": "start"}),
         );
-        self.watch(key, task);
+        self.add_task(key, task);
         Ok(())
     }
 
-    /// A thread that waits for the task's init process and handles its exit.
-    fn watch(&self, key: Key, task: Arc<Task>) {
-        let me = self.me.clone();
-        let id = key.1.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("wait-{}", short(&id)))
-            .spawn(move || {
-                let exit = task.shim.wait(None);
-                if let Some(me) = me.upgrade() {
-                    me.on_exit(&key, &task, exit.map(|e| e.exit_status as i32));
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(id = id.as_str(), "cannot start the wait thread: {e}");
-        }
-    }
-
-    fn on_exit(&self, key: &Key, task: &Arc<Task>, exit: std::result::Result<i32, tasks::Error>) {
+    /// Handles the end of a task (once, see [`Containers::end_task`]): the task deleted and its
+    /// shim gone (or cleaned up after), every log line on disk, then the container exited, and
+    /// `--rm` or the restart policy.
+    fn on_exit(&self, key: &Key, task: &Arc<Task>, how: Ended) {
         let (ns, id) = (key.0.as_str(), key.1.as_str());
-        let (code, error) = match exit {
-            Ok(c) => (c, String::new()),
-            Err(e) => (137, format!("lost the task: {e}")),
+        let (code, error) = match how {
+            Ended::Exited(c) => {
+                task.shim.hold();
+                if let Err(e) = task.shim.delete(None) {
+                    tracing::warn!(id, "deleting the task: {e}");
+                }
+                if let Err(e) = task.shim.shutdown(false) {
+                    tracing::debug!(id, "shim shutdown: {e}");
+                }
+                task.shim.release();
+                (c, String::new())
+            }
+            Ended::ShimLost(why) => {
+                // One that still runs but lost the task is told to go first.
+                let _ = task.shim.shutdown(true);
+                // What containerd does for a dead shim: `shim delete` kills what is left of
+                // the container and unmounts its rootfs.
+                let runtime = options_of_key(&self.svc, ns, id).and_then(|o| o.runtime);
+                let spec = shim_spec(&self.paths, ns, id, runtime.as_deref());
+                let deadline = Instant::now() + SHIM_EXIT;
+                let cleaned = loop {
+                    match tasks::cleanup_dead_shim(&spec) {
+                        // A shim that stopped answering but still holds its socket.
+                        Err(tasks::Error::ShimAlive { .. }) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        other => break other,
+                    }
+                };
+                let error = match cleaned {
+                    Ok(_) => format!("{why}: the container was killed and cleaned up"),
+                    Err(e) => format!("{why}; cleanup: {e}"),
+                };
+                tracing::warn!(id, "{error}");
+                (128 + libc::SIGKILL, error)
+            }
         };
-        if let Err(e) = task.shim.delete(None) {
-            tracing::warn!(id, "deleting the task: {e}");
-        }
-        if let Err(e) = task.shim.shutdown(false) {
-            tracing::debug!(id, "shim shutdown: {e}");
-        }
         // A restart right after must not find this shim still serving on the task's socket.
         if !task.shim.wait_gone(SHIM_EXIT) {
             tracing::warn!(
@@ -667,8 +916,17 @@ impl Containers {
                 "the shim still accepts calls {SHIM_EXIT:?} after its shutdown"
             );
         }
+        if let Some(w) = self.watcher() {
+            w.remove(|x| x.key() == key);
+        }
         task.stdin.lock().expect("stdin lock").take();
-        self.tasks.lock().expect("tasks lock").remove(key);
+        {
+            let mut tasks = self.tasks.lock().expect("tasks lock");
+            // Only this task: a restart may have recorded the next one.
+            if tasks.get(key).is_some_and(|t| Arc::ptr_eq(t, task)) {
+                tasks.remove(key);
+            }
+        }
         tracing::debug!(id, "task deleted, shim told to stop");
         // Every line on disk before anyone sees the container exited.
         if !logs::wait_writer_done(&self.paths.log_path(id), LOGGER_DRAIN) {
@@ -1527,14 +1785,17 @@ impl Containers {
             opts.restart = r.to_string();
         }
         let mut res = serde_json::Map::new();
-        if let Some(m) = obj.get("memory").and_then(|v| v.as_i64()) {
-            opts.memory = Some(m);
-            res.insert("memory".into(), serde_json::json!({"limit": m}));
-        }
-        if let Some(m) = obj.get("memory_swap").and_then(|v| v.as_i64()) {
-            opts.memory_swap = Some(m);
-            let mem = res.entry("memory").or_insert_with(|| serde_json::json!({}));
-            mem["swap"] = m.into();
+        let memory = obj.get("memory").and_then(|v| v.as_i64());
+        let swap = obj.get("memory_swap").and_then(|v| v.as_i64());
+        if memory.is_some() || swap.is_some() {
+            let (limit, swap) = opts
+                .update_memory(memory, swap)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            let mut mem = serde_json::json!({ "limit": limit });
+            if let Some(s) = swap.filter(|_| super::spec::swap_accounting()) {
+                mem["swap"] = s.into();
+            }
+            res.insert("memory".into(), mem);
         }
         let mut cpu = serde_json::Map::new();
         if let Some(c) = obj.get("cpus").and_then(|v| v.as_f64()) {
@@ -1634,22 +1895,51 @@ impl Containers {
                 match Shim::connect(&spec) {
                     Ok(shim) => {
                         alive = true;
+                        // What the task did while kapseld was down: the shim knows.
+                        let state = shim.state(None);
                         let task = Arc::new(Task {
+                            pid: state.as_ref().map_or(rec.state.pid, |s| s.pid),
                             shim,
+                            ended: AtomicBool::new(false),
+                            armed: AtomicBool::new(false),
                             stdin: Mutex::new(self.reopen_stdin(&rec)),
                             started: Instant::now(),
                             execs: Mutex::new(HashMap::new()),
                         });
-                        self.tasks
-                            .lock()
-                            .expect("tasks lock")
-                            .insert(key.clone(), task.clone());
-                        tracing::info!(
-                            id = rec.id.as_str(),
-                            name = rec.name.as_str(),
-                            "reconnected to the shim"
-                        );
-                        self.watch(key.clone(), task);
+                        let ended = match state {
+                            Ok(st) if st.status == tasks::Status::Stopped => {
+                                tracing::info!(
+                                    id = rec.id.as_str(),
+                                    exit_status = st.exit_status,
+                                    "the task exited while kapseld was down"
+                                );
+                                Some(Ended::Exited(st.exit_status as i32))
+                            }
+                            Ok(_) => None,
+                            Err(e) => Some(Ended::ShimLost(format!(
+                                "the shim of the task no longer knows it: {e}"
+                            ))),
+                        };
+                        match ended {
+                            None => {
+                                task.shim.release();
+                                tracing::info!(
+                                    id = rec.id.as_str(),
+                                    name = rec.name.as_str(),
+                                    "reconnected to the shim"
+                                );
+                                self.add_task(key.clone(), task);
+                            }
+                            // Handled before kapseld serves: `ps` right after is exact.
+                            Some(how) => {
+                                task.ended.store(true, Ordering::SeqCst);
+                                self.tasks
+                                    .lock()
+                                    .expect("tasks lock")
+                                    .insert(key.clone(), task.clone());
+                                self.on_exit(&key, &task, how);
+                            }
+                        }
                     }
                     Err(e) => {
                         let exit = tasks::cleanup_dead_shim(&spec);

@@ -201,6 +201,12 @@ impl Host {
     }
 }
 
+/// Whether this host limits memory+swap (cgroup v2, or v1 with memory.memsw.*): without it,
+/// a swap limit must not be sent to the runtime.
+pub fn swap_accounting() -> bool {
+    Host::probe().swap_accounting
+}
+
 /// The `kapsel-init` installed next to the running binary (kapseld), for
 /// [`SpecContext::init_binary`].
 pub fn find_init_binary() -> Option<PathBuf> {

@@ -5,10 +5,13 @@
 //! [`events`]). After a shim died, `shim ... delete` in the bundle cleans up what it left
 //! ([`cleanup_dead_shim`]).
 //!
-//! [`Shim`] is synchronous; [`Shim::wait`] blocks until the process exits, so call it from a
-//! thread of its own. Every call but `wait` has a deadline ([`CALL_TIMEOUT`]).
+//! [`Shim`] is synchronous and holds no connection: each call connects, asks and closes
+//! ([`conn`]), so a running task costs kapseld no thread. [`Shim::wait`] blocks until the
+//! process exits, so call it from a thread of its own; kapseld learns of its tasks' exits from
+//! the shims' `/tasks/exit` events instead ([`events`]), and of a shim's death from [`watch`].
+//! Every call but `wait` has a deadline ([`CALL_TIMEOUT`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio as ProcStdio};
 use std::time::{Duration, SystemTime};
 
@@ -18,12 +21,13 @@ use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::ttrpc::{self, Code};
 use containerd_shim_protos::types::task::Status as PbStatus;
-use containerd_shim_protos::TaskClient;
 
 use crate::snapshots::Mount;
 
+mod conn;
 pub mod events;
 mod stats;
+pub mod watch;
 
 pub use events::{EventSink, TaskEvent};
 pub use stats::Stats;
@@ -41,6 +45,8 @@ const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
 /// `Any` types of an OCI process (Exec) and of Linux resources (Update), as containerd names them.
 const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const RESOURCES_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+/// The task API's ttrpc service name.
+const TASK_SERVICE: &str = "containerd.task.v2.Task";
 
 /// What kind of failure, for the caller to pick its answer (and its API status code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,13 +95,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("connect to the shim of task {id:?} at {address}: {source}")]
-    Connect {
-        id: String,
-        address: String,
-        #[source]
-        source: ttrpc::Error,
-    },
     #[error("{call} of task {id:?}{}: {message}", exec_suffix(exec))]
     Call {
         call: &'static str,
@@ -135,7 +134,6 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Call { kind, .. } => *kind,
-            Error::Connect { .. } => ErrorKind::Unavailable,
             Error::ShimAlive { .. } => ErrorKind::FailedPrecondition,
             Error::ShimCommandTimeout { .. } => ErrorKind::DeadlineExceeded,
             _ => ErrorKind::Internal,
@@ -232,28 +230,18 @@ fn json_any(type_url: &str, value: &serde_json::Value) -> Any {
     any
 }
 
-fn ctx(timeout: Option<Duration>) -> ttrpc::context::Context {
-    // 0 = no deadline.
-    ttrpc::context::with_timeout(timeout.map_or(0, |t| t.as_nanos() as i64))
-}
-
-/// A connected shim serving one task (and its execs).
-#[derive(Clone)]
+/// The shim serving one task (and its execs): where it listens, and its pid. Each call connects
+/// on its own, unless a connection is held for a burst of calls ([`Shim::hold`]).
+#[derive(Debug, Clone)]
 pub struct Shim {
     id: String,
     bundle: PathBuf,
     address: String,
     runtime_binary: Option<PathBuf>,
-    client: TaskClient,
-}
-
-impl std::fmt::Debug for Shim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shim")
-            .field("id", &self.id)
-            .field("address", &self.address)
-            .finish()
-    }
+    shim_pid: u32,
+    /// The connection held between [`Shim::hold`] and [`Shim::release`]. Connecting costs
+    /// the shim's ttrpc server the start of 5 threads (~0.1-1 ms); a few calls in a row share one.
+    held: std::sync::Arc<std::sync::Mutex<Option<conn::Conn>>>,
 }
 
 /// Runs a shim subcommand in the bundle and returns its stdout, failing past [`COMMAND_TIMEOUT`].
@@ -354,23 +342,35 @@ impl Shim {
         Shim::connect_address(spec, address.trim())
     }
 
-    /// Connects to a shim at `address` (`unix:///run/containerd/s/...`).
+    /// Connects to a shim at `address` (`unix:///run/containerd/s/...`) and asks its pid: a
+    /// socket that accepts but no shim behind it (or a stale one) shows here. The connection
+    /// stays held for the calls that follow: [`Shim::release`] it.
     pub fn connect_address(spec: &ShimSpec, address: &str) -> Result<Shim> {
-        let client = ttrpc::Client::connect(address).map_err(|source| Error::Connect {
-            id: spec.id.clone(),
-            address: address.to_string(),
-            source,
-        })?;
-        let shim = Shim {
+        let mut shim = Shim {
             id: spec.id.clone(),
             bundle: spec.bundle.clone(),
             address: address.to_string(),
             runtime_binary: spec.runtime_binary.clone(),
-            client: TaskClient::new(client),
+            shim_pid: 0,
+            held: Default::default(),
         };
-        // A socket that accepts but no shim behind it (or a stale one) shows here.
-        shim.connect_info()?;
+        shim.hold();
+        shim.shim_pid = shim.connect_info()?.0;
         Ok(shim)
+    }
+
+    /// Keeps a connection open for the calls that follow (until [`Shim::release`]); they take
+    /// turns on it. Without one (the shim does not accept), each call connects and fails alone.
+    pub fn hold(&self) {
+        let mut held = self.held.lock().expect("shim connection lock");
+        if held.is_none() {
+            *held = conn::Conn::open(&self.address).ok();
+        }
+    }
+
+    /// Closes the held connection: an idle task costs no connection (and no shim threads).
+    pub fn release(&self) {
+        self.held.lock().expect("shim connection lock").take();
     }
 
     pub fn id(&self) -> &str {
@@ -379,6 +379,11 @@ impl Shim {
 
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// The shim's own process.
+    pub fn shim_pid(&self) -> u32 {
+        self.shim_pid
     }
 
     fn fail(&self, call: &'static str, exec: &str, e: ttrpc::Error) -> Error {
@@ -396,14 +401,29 @@ impl Shim {
         }
     }
 
-    /// One task API call with the usual deadline, its failure named after `call`.
-    fn call<R>(
+    /// One task API call (`method`) with the usual deadline, its failure named after `call`.
+    fn call<Req: Message, Resp: Message>(
         &self,
         call: &'static str,
+        method: &str,
         exec: &str,
-        f: impl FnOnce(&TaskClient, ttrpc::context::Context) -> ttrpc::Result<R>,
-    ) -> Result<R> {
-        f(&self.client, ctx(Some(CALL_TIMEOUT))).map_err(|e| self.fail(call, exec, e))
+        req: &Req,
+    ) -> Result<Resp> {
+        let mut held = self.held.lock().expect("shim connection lock");
+        let r = match held.as_mut() {
+            Some(c) => {
+                let r = c.call(TASK_SERVICE, method, req, Some(CALL_TIMEOUT));
+                if r.is_err() {
+                    *held = None;
+                }
+                r
+            }
+            None => {
+                drop(held);
+                conn::unary(&self.address, TASK_SERVICE, method, req, Some(CALL_TIMEOUT))
+            }
+        };
+        r.map_err(|e| self.fail(call, exec, e))
     }
 
     /// The shim's pid and the task's (0 before create).
@@ -412,7 +432,7 @@ impl Shim {
             id: self.id.clone(),
             ..Default::default()
         };
-        let r = self.call("connect", "", |c, x| c.connect(x, &req))?;
+        let r = self.call::<_, api::ConnectResponse>("connect", "Connect", "", &req)?;
         Ok((r.shim_pid, r.task_pid))
     }
 
@@ -455,7 +475,9 @@ impl Shim {
             options: MessageField::from_option(options),
             ..Default::default()
         };
-        Ok(self.call("create", "", |c, x| c.create(x, &req))?.pid)
+        Ok(self
+            .call::<_, api::CreateTaskResponse>("create", "Create", "", &req)?
+            .pid)
     }
 
     /// Starts the init process (`exec` None) or an exec; returns its pid.
@@ -466,7 +488,9 @@ impl Shim {
             exec_id: exec.to_string(),
             ..Default::default()
         };
-        Ok(self.call("start", exec, |c, x| c.start(x, &req))?.pid)
+        Ok(self
+            .call::<_, api::StartResponse>("start", "Start", exec, &req)?
+            .pid)
     }
 
     /// Blocks until the process exits (at once if it has): no deadline.
@@ -477,9 +501,7 @@ impl Shim {
             exec_id: exec.to_string(),
             ..Default::default()
         };
-        let r = self
-            .client
-            .wait(ctx(None), &req)
+        let r: api::WaitResponse = conn::unary(&self.address, TASK_SERVICE, "Wait", &req, None)
             .map_err(|e| self.fail("wait", exec, e))?;
         Ok(ExitInfo {
             pid: 0,
@@ -498,7 +520,7 @@ impl Shim {
             all,
             ..Default::default()
         };
-        self.call("kill", exec, |c, x| c.kill(x, &req))?;
+        self.call::<_, api::Empty>("kill", "Kill", exec, &req)?;
         Ok(())
     }
 
@@ -510,7 +532,7 @@ impl Shim {
             exec_id: exec.to_string(),
             ..Default::default()
         };
-        let r = self.call("delete", exec, |c, x| c.delete(x, &req))?;
+        let r = self.call::<_, api::DeleteResponse>("delete", "Delete", exec, &req)?;
         Ok(ExitInfo {
             pid: r.pid,
             exit_status: r.exit_status,
@@ -531,7 +553,7 @@ impl Shim {
             spec: MessageField::some(json_any(PROCESS_TYPE, process)),
             ..Default::default()
         };
-        self.call("exec", exec_id, |c, x| c.exec(x, &req))?;
+        self.call::<_, api::Empty>("exec", "Exec", exec_id, &req)?;
         Ok(())
     }
 
@@ -544,7 +566,7 @@ impl Shim {
             height,
             ..Default::default()
         };
-        self.call("resize pty", exec, |c, x| c.resize_pty(x, &req))?;
+        self.call::<_, api::Empty>("resize pty", "ResizePty", exec, &req)?;
         Ok(())
     }
 
@@ -557,7 +579,7 @@ impl Shim {
             stdin: true,
             ..Default::default()
         };
-        self.call("close io", exec, |c, x| c.close_io(x, &req))?;
+        self.call::<_, api::Empty>("close io", "CloseIO", exec, &req)?;
         Ok(())
     }
 
@@ -566,7 +588,7 @@ impl Shim {
             id: self.id.clone(),
             ..Default::default()
         };
-        self.call("pause", "", |c, x| c.pause(x, &req))?;
+        self.call::<_, api::Empty>("pause", "Pause", "", &req)?;
         Ok(())
     }
 
@@ -575,7 +597,7 @@ impl Shim {
             id: self.id.clone(),
             ..Default::default()
         };
-        self.call("resume", "", |c, x| c.resume(x, &req))?;
+        self.call::<_, api::Empty>("resume", "Resume", "", &req)?;
         Ok(())
     }
 
@@ -585,7 +607,7 @@ impl Shim {
             id: self.id.clone(),
             ..Default::default()
         };
-        let r = self.call("stats", "", |c, x| c.stats(x, &req))?;
+        let r = self.call::<_, api::StatsResponse>("stats", "Stats", "", &req)?;
         let any = r.stats.into_option().unwrap_or_default();
         Stats::decode(&any).map_err(|message| Error::Encoding {
             what: "decode stats",
@@ -601,7 +623,7 @@ impl Shim {
             resources: MessageField::some(json_any(RESOURCES_TYPE, resources)),
             ..Default::default()
         };
-        self.call("update", "", |c, x| c.update(x, &req))?;
+        self.call::<_, api::Empty>("update", "Update", "", &req)?;
         Ok(())
     }
 
@@ -611,7 +633,7 @@ impl Shim {
             id: self.id.clone(),
             ..Default::default()
         };
-        let r = self.call("pids", "", |c, x| c.pids(x, &req))?;
+        let r = self.call::<_, api::PidsResponse>("pids", "Pids", "", &req)?;
         Ok(r.processes.iter().map(|p| p.pid).collect())
     }
 
@@ -622,7 +644,7 @@ impl Shim {
             exec_id: exec.to_string(),
             ..Default::default()
         };
-        let r = self.call("state", exec, |c, x| c.state(x, &req))?;
+        let r = self.call::<_, api::StateResponse>("state", "State", exec, &req)?;
         let status = match r.status.enum_value() {
             Ok(PbStatus::CREATED) => Status::Created,
             Ok(PbStatus::RUNNING) => Status::Running,
@@ -655,7 +677,7 @@ impl Shim {
             now,
             ..Default::default()
         };
-        match self.call("shutdown", "", |c, x| c.shutdown(x, &req)) {
+        match self.call::<_, api::Empty>("shutdown", "Shutdown", "", &req) {
             // The shim may exit before its answer is read: it did what was asked.
             Ok(_)
             | Err(Error::Call {
@@ -670,11 +692,7 @@ impl Shim {
     /// that a new `shim start` for the same task (a restart) binds a fresh shim instead of
     /// finding the exiting one there. False when it still accepts after `timeout`.
     pub fn wait_gone(&self, timeout: Duration) -> bool {
-        let path = Path::new(
-            self.address
-                .strip_prefix("unix://")
-                .unwrap_or(&self.address),
-        );
+        let path = conn::socket_path(&self.address);
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if std::os::unix::net::UnixStream::connect(path).is_err() {
