@@ -94,10 +94,13 @@ step integration-tests continue "${logged[@]}" env \
     KAPSEL_RUNTIME="$KAPSEL_ROOT/target/release/kapsel-runtime" \
     KAPSEL_MANAGER_BIN_DIR="$KAPSEL_ROOT/target/release" \
     KAPSEL_FIXTURES="$KAPSEL_ROOT/.fixtures" \
-    cargo test -p kapsel-integration-tests -- --test-threads=1
+    cargo test -p kapsel-integration-tests --no-fail-fast -- --test-threads=1
 # The README's main command as a user runs it once the dependencies are in: it must greet.
-step demo continue bash -o pipefail -c 'KAPSEL_SKIP_DEPS=1 scripts/demo.sh | tee /dev/stderr \
-    | grep -qx "hello from a kapsel container: kapsel, pid 1, uid 0"'
+# (Its output is kept in a variable: `tee /dev/stderr` would reopen, and so truncate, a log
+# file that CI's output is redirected to.)
+# shellcheck disable=SC2016 # expanded by the inner bash
+step demo continue bash -c 'out=$(KAPSEL_SKIP_DEPS=1 scripts/demo.sh) || exit; echo "$out"
+    grep -qx "hello from a kapsel container: kapsel, pid 1, uid 0" <<<"$out"'
 # cgroup v2 checks in a qemu guest (this host is cgroup v1 hybrid): the runtime alone, then
 # kapseld + shim + runtime through the CLI
 step cgroup2-vm continue "${logged[@]}" scripts/cgroup2-vm-test.sh
