@@ -33,7 +33,13 @@ import time
 from pathlib import Path
 
 # bench/shim.py (beside this file): the process and cgroup helpers both benchmarks use.
-from shim import pids_matching, remove_namespace_cgroups, rss_pss_kib
+from shim import (
+    pids_matching,
+    remove_namespace_cgroups,
+    rss_pss_kib,
+    total_rss_pss_kib,
+    write_containerd_config,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = "/usr/bin/docker"  # docker.io's 20.10 CLI; /usr/local/bin/docker is another one
@@ -141,11 +147,7 @@ class Engine:
             return 0, 0, 0
         pids = pids_matching(lambda c: self.shim_marker in c and str(self.dir) in c)
         pids = pids or pids_matching(lambda c: self.shim_marker in c)
-        rss = pss = 0
-        for p in pids:
-            r, s = rss_pss_kib(p)
-            rss += r
-            pss += s
+        rss, pss = total_rss_pss_kib(pids)
         return len(pids), rss, pss
 
     def stop(self):
@@ -214,19 +216,7 @@ class Ctr(Engine):
     def __init__(self, top, archive):
         super().__init__(top)
         self.sock = self.dir / "sock"
-        config = self.dir / "config.toml"
-        config.write_text(
-            f"""version = 2
-root = "{self.dir}/root"
-state = "{self.dir}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{self.sock}"
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = "{self.dir}/opt"
-"""
-        )
+        config = write_containerd_config(self.dir, self.sock)
         self.spawn(["containerd", "--config", str(config)])
         wait_for(
             lambda: self.sock.exists() and run(self.cli() + ["version"], check=False).returncode == 0,
@@ -279,11 +269,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     def shims_rss_pss(self):
         pids = pids_matching(lambda c: self.shim_marker in c and f"-namespace {self.ns} " in c)
-        rss = pss = 0
-        for p in pids:
-            r, s = rss_pss_kib(p)
-            rss += r
-            pss += s
+        rss, pss = total_rss_pss_kib(pids)
         return len(pids), rss, pss
 
 

@@ -54,19 +54,7 @@ class Containerd:
         self.dir = Path(tempfile.mkdtemp(prefix="kapsel-bench-shim-"))
         self.sock = self.dir / "containerd.sock"
         self.ns = f"bench-shim-{os.getpid()}"
-        config = self.dir / "config.toml"
-        config.write_text(
-            f"""version = 2
-root = "{self.dir}/root"
-state = "{self.dir}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{self.sock}"
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = "{self.dir}/opt"
-"""
-        )
+        config = write_containerd_config(self.dir, self.sock)
         self.log = open(self.dir / "containerd.log", "wb")
         self.proc = subprocess.Popen(
             ["containerd", "--config", str(config)],
@@ -188,6 +176,34 @@ def rss_pss_kib(pid):
         elif line.startswith("Pss:"):
             pss = int(line.split()[1])
     return rss, pss
+
+
+def total_rss_pss_kib(pids):
+    """RSS and PSS of `pids` added up (KiB)."""
+    rss = pss = 0
+    for p in pids:
+        r, s = rss_pss_kib(p)
+        rss += r
+        pss += s
+    return rss, pss
+
+
+def write_containerd_config(top, sock):
+    """A containerd 1.6 config keeping everything under `top`, serving on `sock`."""
+    config = top / "config.toml"
+    config.write_text(
+        f"""version = 2
+root = "{top}/root"
+state = "{top}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{sock}"
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "{top}/opt"
+"""
+    )
+    return config
 
 
 def configs(c, kapsel_shim, kapsel_runtime):
