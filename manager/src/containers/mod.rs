@@ -95,7 +95,7 @@ pub enum Error {
     Volume(Box<crate::volumes::Error>),
     #[error("you cannot remove a running container {0}: stop the container before attempting removal or force remove")]
     RemoveRunning(String),
-    #[error("container {0} is not running")]
+    #[error("container {0} is not running: start it first (kapsel start {0})")]
     NotRunning(String),
     #[error("container {0} is paused: unpause the container first")]
     Paused(String),
