@@ -596,6 +596,56 @@ fn attach_and_start_attach() {
 }
 
 #[test]
+fn logs_follow_and_ps_filters() {
+    let k = Kapseld::start();
+    k.load_busybox();
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lf",
+        "--label",
+        "team=logs",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one; sleep 2; echo two; echo err >&2; sleep 1; echo three",
+    ]);
+    wait_for("the first line", Duration::from_secs(20), || {
+        k.ok(&["logs", "lf"]).stdout.starts_with("one\n")
+    });
+    assert_eq!(
+        k.inspect("lf")["State"]["Status"],
+        "running",
+        "logs -f must start while the container still writes"
+    );
+    // Started while the container runs: what comes later arrives, and -f ends with the
+    // container.
+    let out = k.ok(&["logs", "-f", "lf"]);
+    assert_eq!(out.stdout, "one\ntwo\nthree\n", "{out}");
+    assert_eq!(out.stderr, "err\n", "{out}");
+    assert_eq!(k.inspect("lf")["State"]["Status"], "exited");
+
+    k.ok(&["create", "--name", "lf-other", "busybox", "true"]);
+    let ids = |filters: &[&str]| {
+        let mut args = vec!["ps", "-aq", "--no-trunc"];
+        for f in filters {
+            args.extend(["-f", f]);
+        }
+        k.ok(&args).stdout
+    };
+    let lf = k.inspect("lf")["Id"].as_str().unwrap().to_string();
+    let other = k.inspect("lf-other")["Id"].as_str().unwrap().to_string();
+    assert_eq!(ids(&["name=lf-other"]), format!("{other}\n"));
+    assert_eq!(ids(&["label=team=logs"]), format!("{lf}\n"));
+    assert_eq!(ids(&["status=exited"]), format!("{lf}\n"));
+    assert_eq!(ids(&["status=created"]), format!("{other}\n"));
+    assert_eq!(ids(&["exited=0", "name=lf"]), format!("{lf}\n"));
+    assert_eq!(ids(&["exited=1"]), "");
+    k.ok(&["rm", "lf", "lf-other"]);
+}
+
+#[test]
 fn run_flags_reach_the_container() {
     let k = Kapseld::start();
     k.load_busybox();
