@@ -642,6 +642,8 @@ fn logs_follow_and_ps_filters() {
     assert_eq!(ids(&["status=created"]), format!("{other}\n"));
     assert_eq!(ids(&["exited=0", "name=lf"]), format!("{lf}\n"));
     assert_eq!(ids(&["exited=1"]), "");
+    let out = k.kapsel(&["ps", "-a", "-f", "nmae=lf"]).fails();
+    assert!(out.stderr.contains("invalid filter \"nmae=lf\""), "{out}");
     k.ok(&["rm", "lf", "lf-other"]);
 }
 

@@ -1153,6 +1153,11 @@ impl Containers {
     pub fn list(&self, ns: &str, all: bool, filters: &[String]) -> Result<Vec<Summary>> {
         self.wait_recovered();
         let ns = namespace(ns);
+        if let Some(bad) = filters.iter().find(|f| !known_filter(f)) {
+            return Err(Error::InvalidArgument(format!(
+                "invalid filter {bad:?}: use name=, id=, status=, label=, exited= or ancestor="
+            )));
+        }
         let now = now_nanos();
         let mut out = Vec::new();
         for rec in self.svc.db.list_containers(ns)? {
@@ -2048,6 +2053,16 @@ fn parse_ps(out: &str, pids: &[u32]) -> Result<(Vec<String>, Vec<Vec<String>>)> 
 }
 
 /// Docker's `ps -f` filters: `name=`, `id=`, `status=`, `label=k[=v]`, `exited=`, `ancestor=`.
+/// Whether `f` is a `ps -f` filter [`matches_filter`] knows: `KEY=VALUE` with one of its keys.
+fn known_filter(f: &str) -> bool {
+    f.split_once('=').is_some_and(|(k, _)| {
+        matches!(
+            k,
+            "name" | "id" | "status" | "exited" | "label" | "ancestor"
+        )
+    })
+}
+
 fn matches_filter(rec: &ContainerRecord, f: &str) -> bool {
     let (k, v) = f.split_once('=').unwrap_or((f, ""));
     match k {
@@ -2069,6 +2084,23 @@ fn matches_filter(rec: &ContainerRecord, f: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ps_filters_are_checked() {
+        for good in [
+            "name=web",
+            "status=exited",
+            "label=a=b",
+            "exited=0",
+            "id=",
+            "ancestor=busybox",
+        ] {
+            assert!(known_filter(good), "{good}");
+        }
+        for bad in ["nmae=web", "name", "", "=x"] {
+            assert!(!known_filter(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn start_errors_map_to_docker_exit_codes() {
